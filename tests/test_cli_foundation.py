@@ -1,0 +1,71 @@
+"""The CLI's foundation commands, through typer's CliRunner and through real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from cli import app
+
+runner = CliRunner()
+
+
+def _edgecl(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})}, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+
+
+def test_backbones_json_lists_bundled_and_openclip() -> None:
+    result = runner.invoke(app, ["backbones", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    bundled = next(r for r in rows if r["id"] == "bundled")
+    assert bundled["needs_download"] is False and bundled["available"] is True
+    assert any(r["id"].startswith("openclip:ViT-B-32:") and r["needs_download"] for r in rows)
+
+
+def test_hub_tag_offline_fails_fast_with_alternatives() -> None:
+    for env in ({"HF_HUB_OFFLINE": "1"}, {"HF_HUB_OFFLINE": ""}):  # explicit offline, and no network here
+        start = time.monotonic()
+        out = _edgecl("export", "--backbone", "openclip:ViT-B-32:laion2b_s34b_b79k", env=env)
+        elapsed = time.monotonic() - start
+        assert out.returncode != 0
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:"), out.stderr
+        assert "--backbone bundled" in lines[0] and "checkpoint" in lines[0]
+        assert elapsed < 10, f"took {elapsed:.1f}s"
+
+
+def test_unknown_backbone_and_tag_are_one_line_errors() -> None:
+    for backbone, words in (
+        ("clip-large", "unknown backbone"),
+        ("openclip:ViT-B-32:nosuchtag", "unknown pretrained"),
+    ):
+        result = runner.invoke(app, ["export", "--backbone", backbone])
+        assert result.exit_code == 2
+        assert words in result.stderr and "Traceback" not in result.output
+
+
+def test_export_cli_with_config_file(tiny_config: Path, tmp_path: Path) -> None:
+    out = _edgecl("export", "--backbone", f"openclip:{tiny_config}", "--out", str(tmp_path / "m"), "--json")
+    assert out.returncode == 0, out.stderr
+    manifest = json.loads(out.stdout)
+    assert manifest["embed_dim"] == 32 and (tmp_path / "m" / "image.int8.onnx").is_file()
+
+
+def test_demo_classifies_sample_photos(bundled_export: Path) -> None:
+    result = runner.invoke(app, ["demo", "--model-dir", str(bundled_export), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert len(data["photos"]) >= 10 and all(len(r["predictions"]) == 3 for r in data["photos"])
+    top = {Path(r["image"]).name: r["predictions"][0]["label"] for r in data["photos"]}
+    assert top["chelsea.png"] in {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "lynx"}
+    assert top["coffee.png"] in {"espresso", "cup", "coffee mug", "espresso maker"}
