@@ -1,0 +1,78 @@
+"""Replay-memory policy: which codec `auto` picks, how capacity is shared between groups, which samples stay."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# `auto` picks the most precise codec that still holds this many samples per group (class, or class x domain);
+# when none does, the one that holds the most (int4). Measured by benchmarks/memory_codecs.py (README).
+AUTO_TARGET_PER_GROUP = 20
+AUTO_ORDER = ("fp16", "int8", "int4")  # most precise first; pq is never chosen automatically (see README)
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def choose_auto_codec(capacity_for: dict[str, int], n_groups: int, target: int = AUTO_TARGET_PER_GROUP) -> str:
+    """`capacity_for[codec]` = samples that fit the budget with that codec; returns the codec name."""
+    for name in AUTO_ORDER:
+        if capacity_for[name] >= target * max(1, n_groups):
+            return name
+    return AUTO_ORDER[-1]
+
+
+def water_fill(available: np.ndarray, capacity: int) -> np.ndarray:
+    """Per-group quotas: as equal as possible (differing by at most 1 among groups that have enough samples),
+    never more than a group has, summing to min(capacity, total). available: (G,) int. Returns (G,) int."""
+    available = np.asarray(available, dtype=np.int64)
+    if capacity >= available.sum():
+        return available.copy()
+    lo, hi = 0, int(available.max())
+    while lo < hi:  # largest level L with sum(min(available, L)) <= capacity
+        mid = (lo + hi + 1) // 2
+        if np.minimum(available, mid).sum() <= capacity:
+            lo = mid
+        else:
+            hi = mid - 1
+    quota = np.minimum(available, lo)
+    spare = capacity - int(quota.sum())
+    for g in np.flatnonzero(available > lo)[:spare]:  # one more for the first groups that can take it
+        quota[g] += 1
+    return quota
+
+
+def balanced_quotas(available: np.ndarray, supplied: np.ndarray, capacity: int) -> np.ndarray:
+    """Water-filled quotas, kept within 1 of each other. A group that already lost samples to eviction
+    (available < supplied) cannot grow back, so no other group may exceed its count by more than 1: balance
+    wins over filling capacity left free after a codec change. Groups merely supplied with few samples
+    keep them all without capping the others. available, supplied: (G,) int. Returns (G,) int."""
+    quota = water_fill(available, capacity)
+    stuck = (available < supplied) & (quota == available)
+    if stuck.any():
+        quota = np.minimum(quota, int(available[stuck].min()) + 1)
+    return quota
+
+
+def random_priority(ids: np.ndarray, seed: int) -> np.ndarray:
+    """A fixed pseudo-random priority per sample id (splitmix64): lower is kept first, so evictions are stable."""
+    with np.errstate(over="ignore"):
+        z = ids.astype(np.uint64) + np.uint64(seed) * _MIX + _MIX
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def herding_order(x: np.ndarray, keep: int) -> np.ndarray:
+    """iCaRL herding: indices of `keep` rows whose running mean best tracks the mean of all rows. x: (n, D)."""
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    mean = x.mean(axis=0)
+    chosen: list[int] = []
+    running = np.zeros_like(mean)
+    free = np.ones(len(x), bool)
+    for k in range(min(keep, len(x))):
+        candidate_means = (running + x) / (k + 1)  # (n, D)
+        dist = np.linalg.norm(candidate_means - mean, axis=1)
+        dist[~free] = np.inf
+        best = int(np.argmin(dist))
+        chosen.append(best)
+        free[best] = False
+        running += x[best]
+    return np.asarray(chosen, dtype=np.int64)

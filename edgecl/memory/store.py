@@ -1,0 +1,359 @@
+"""The replay memory: class-balanced quantised embeddings whose serialised file never exceeds the byte budget."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecl.atomic import atomic_write_bytes
+from edgecl.errors import EdgeclError
+from edgecl.memory.codec import CODEC_NAMES, Codec, make_codec
+from edgecl.memory.policy import balanced_quotas, choose_auto_codec, herding_order, random_priority
+from edgecl.units import BudgetError, format_bytes
+
+MEMORY_FORMAT = "edgecl-memory"
+MEMORY_FORMAT_VERSION = 1
+# Header growth between the size estimate (empty arrays) and the real file: 4 tensors x 3 numbers x 20 digits,
+# plus safetensors' 8-byte alignment padding.
+_HEADER_SLACK = 4 * 3 * 20 + 8
+_META_KEY = "edgecl"
+_ROW_BYTES = 2 + 1 + 4  # label uint16, domain uint8, id uint32 beside each code
+MAX_CLASSES, MAX_DOMAINS = 65535, 255
+
+
+class MemoryFileError(EdgeclError):
+    """A memory file is corrupted, truncated or not a memory file."""
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    """Budget and policy of a replay memory."""
+
+    budget_bytes: int
+    codec: str = "auto"  # fp16 | int8 | int4 | pq | auto
+    selection: str = "random"  # random | herding
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.budget_bytes <= 0:
+            raise BudgetError(f"MemoryConfig.budget_bytes must be > 0, got {self.budget_bytes}")
+        if self.codec not in (*CODEC_NAMES, "auto"):
+            raise EdgeclError(f"MemoryConfig.codec: unknown codec {self.codec!r}; use {', '.join(CODEC_NAMES)} or auto")
+        if self.selection not in ("random", "herding"):
+            raise EdgeclError(f"MemoryConfig.selection must be 'random' or 'herding', got {self.selection!r}")
+
+
+@dataclass(frozen=True)
+class MemorySamples:
+    """Decoded memory contents, aligned by row."""
+
+    embeddings: np.ndarray  # (N, D) f32
+    labels: np.ndarray  # (N,) int64 index into classes
+    domains: np.ndarray  # (N,) int64 index into domains
+    ids: np.ndarray  # (N,) int64 stable sample ids
+    classes: tuple[str, ...]
+    domain_names: tuple[str, ...]
+
+
+class ReplayMemory:
+    """Quantised, class-balanced embeddings under a strict byte budget (see MemoryConfig)."""
+
+    def __init__(self, config: MemoryConfig, dim: int) -> None:
+        self.config, self.dim = config, dim
+        self.codec: Codec | None = None if config.codec in ("auto", "pq") else make_codec(config.codec, dim)
+        self.classes: list[str] = []
+        self.domains: list[str] = []
+        self.codes = np.zeros((0, 0), np.uint8)
+        self.labels = np.zeros(0, np.uint16)
+        self.domain_idx = np.zeros(0, np.uint8)
+        self.ids = np.zeros(0, np.uint32)
+        self.next_id = 0
+        self.supplied: dict[tuple[str, str], int] = {}  # samples ever offered per (class, domain)
+        self.recon = {"count": 0, "cosine_sum": 0.0}
+
+    # ---- adding and removing ------------------------------------------------------------------------------
+    def add(self, embeddings: np.ndarray, class_names: Sequence[str], domain: str | None = None) -> np.ndarray:
+        """Add (N, D) embeddings with their class names; returns the (N,) int64 ids given to them.
+        The memory is rebalanced and evicts to fit the budget; on any error it is left unchanged."""
+        x = self._check_batch(embeddings, class_names)
+        domain = domain or ""
+        trial = copy.copy(self)  # all work happens on a copy that replaces self only when it succeeded
+        trial.classes = self.classes + sorted(set(class_names) - set(self.classes))
+        trial.domains = self.domains + ([domain] if domain not in self.domains else [])
+        if len(trial.classes) > MAX_CLASSES or len(trial.domains) > MAX_DOMAINS:
+            raise EdgeclError(f"memory holds at most {MAX_CLASSES} classes and {MAX_DOMAINS} domains")
+        trial.supplied = dict(self.supplied)
+        for name in class_names:
+            trial.supplied[(name, domain)] = trial.supplied.get((name, domain), 0) + 1
+        codec = trial._codec_for(trial.classes, trial.domains, x)
+        codes, labels, dom, ids = self._stored_rows(codec)
+        new_codes = codec.encode(x)
+        trial.recon = _reconstruction(self.recon, x, codec.decode(new_codes))
+        new_ids = np.arange(self.next_id, self.next_id + len(x), dtype=np.int64)
+        class_index = {c: i for i, c in enumerate(trial.classes)}
+        codes = np.concatenate([codes, new_codes]) if len(codes) else new_codes
+        labels = np.concatenate([labels, [class_index[c] for c in class_names]]).astype(np.uint16)
+        dom = np.concatenate([dom, np.full(len(x), trial.domains.index(domain))]).astype(np.uint8)
+        ids = np.concatenate([ids, new_ids]).astype(np.uint32)
+        keep = trial._select(codec, codes, labels, dom, ids)
+        trial._commit(codec, trial.classes, trial.domains, codes[keep], labels[keep], dom[keep], ids[keep],
+                      self.next_id + len(x))  # fmt: skip
+        self.__dict__.update(trial.__dict__)
+        return new_ids
+
+    def remove_class(self, name: str) -> int:
+        """Drop every sample of class `name` and the class itself; returns the bytes freed on disk."""
+        if name not in self.classes:
+            raise EdgeclError(f"class {name!r} is not in memory; known: {', '.join(self.classes) or 'none'}")
+        before = self.size_bytes()
+        index = self.classes.index(name)
+        keep = self.labels != index
+        labels = self.labels[keep].astype(np.int64)
+        labels[labels > index] -= 1
+        classes = [c for c in self.classes if c != name]
+        self.supplied = {k: v for k, v in self.supplied.items() if k[0] != name}
+        self._commit(self.codec, classes, self.domains, self.codes[keep], labels.astype(np.uint16),
+                     self.domain_idx[keep], self.ids[keep], self.next_id)  # fmt: skip
+        return before - self.size_bytes()
+
+    def _check_batch(self, embeddings: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
+        x = np.asarray(embeddings, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise EdgeclError(f"embeddings must be (N, {self.dim}), got {x.shape}")
+        if len(class_names) != len(x):
+            raise EdgeclError(f"{len(class_names)} class names for {len(x)} embeddings")
+        if not np.isfinite(x).all():
+            raise EdgeclError("embeddings contain NaN or infinity")
+        if any(not isinstance(c, str) or not c for c in class_names):
+            raise EdgeclError("class names must be non-empty strings")
+        return x
+
+    def _stored_rows(self, codec: Codec) -> tuple[np.ndarray, ...]:
+        """Current rows, re-encoded if the codec changed (auto moves to a smaller codec as groups grow)."""
+        if self.codec is codec or len(self.codes) == 0:
+            return self.codes, self.labels, self.domain_idx, self.ids
+        assert self.codec is not None
+        return codec.encode(self.codec.decode(self.codes)), self.labels, self.domain_idx, self.ids
+
+    def _codec_for(self, classes: list[str], domains: list[str], x: np.ndarray) -> Codec:
+        if self.config.codec == "pq":
+            if self.codec is None:  # trained on the first data it sees, then kept stable
+                codec = make_codec("pq", self.dim, {"nbits": pq_bits_for_budget(self.dim, self.config.budget_bytes)})
+                codec.fit(x)
+                return codec
+            return self.codec
+        if self.config.codec != "auto":
+            assert self.codec is not None
+            return self.codec
+        n_groups = max(1, len(classes)) * max(1, len(domains))
+        capacity = {
+            name: self._capacity(make_codec(name, self.dim), classes, domains) for name in ("fp16", "int8", "int4")
+        }
+        name = choose_auto_codec(capacity, n_groups)
+        if self.codec is not None and _precision_rank(self.codec.name) > _precision_rank(name):
+            return self.codec  # never move back up: precision lost in re-encoding cannot be regained
+        return self.codec if self.codec is not None and self.codec.name == name else make_codec(name, self.dim)
+
+    # ---- selection under the budget ------------------------------------------------------------------------
+    def _fixed_bytes(self, codec: Codec, classes: list[str], domains: list[str]) -> int:
+        """File bytes besides the rows: the exact size with empty arrays plus a bound on header growth."""
+        rows = (np.zeros((0, codec.bytes_per_vector), np.uint8), np.zeros(0, np.uint16), np.zeros(0, np.uint8))
+        empty = self._serialize(codec, classes, domains, *rows, np.zeros(0, np.uint32), 10**12)
+        return len(empty) + _HEADER_SLACK
+
+    def _capacity(self, codec: Codec, classes: list[str], domains: list[str]) -> int:
+        """Rows that fit the budget with this codec."""
+        free = self.config.budget_bytes - self._fixed_bytes(codec, classes, domains)
+        return max(0, free // (codec.bytes_per_vector + _ROW_BYTES))
+
+    def minimum_budget(self, codec: Codec, classes: list[str], domains: list[str], n_groups: int) -> int:
+        return self._fixed_bytes(codec, classes, domains) + n_groups * (codec.bytes_per_vector + _ROW_BYTES)
+
+    def _select(
+        self, codec: Codec, codes: np.ndarray, labels: np.ndarray, dom: np.ndarray, ids: np.ndarray
+    ) -> np.ndarray:
+        """Row indices to keep: water-filled equal quotas per (class, domain) group, by priority within a group."""
+        classes, domains = self.classes, self.domains
+        group = labels.astype(np.int64) * len(domains) + dom.astype(np.int64)
+        present, group_of_row = np.unique(group, return_inverse=True)
+        capacity = self._capacity(codec, classes, domains)
+        if capacity < len(present):
+            need = self.minimum_budget(codec, classes, domains, len(present))
+            raise BudgetError(
+                f"budget {format_bytes(self.config.budget_bytes)} cannot hold one sample for each of {len(present)} "
+                f"class/domain groups with codec {codec.name} ({codec.bytes_per_vector} B/sample); "
+                f"minimum is {need} bytes: raise --budget or pick a smaller codec"
+            )
+        available = np.bincount(group_of_row, minlength=len(present))
+        offered = np.array(
+            [self.supplied.get((classes[g // len(domains)], domains[g % len(domains)]), 0) for g in present]
+        )
+        quota = balanced_quotas(available, np.maximum(offered, available), capacity)
+        keep = [self._pick(codec, codes, ids, np.flatnonzero(group_of_row == g), int(q)) for g, q in enumerate(quota)]
+        return np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
+
+    def _pick(self, codec: Codec, codes: np.ndarray, ids: np.ndarray, rows: np.ndarray, quota: int) -> np.ndarray:
+        if quota >= len(rows):
+            return rows
+        if self.config.selection == "herding":
+            return rows[herding_order(codec.decode(codes[rows]), quota)]
+        order = np.argsort(random_priority(ids[rows], self.config.seed), kind="stable")
+        return rows[order[:quota]]
+
+    def _commit(self, codec: Codec | None, classes: list[str], domains: list[str], codes: np.ndarray,
+                labels: np.ndarray, dom: np.ndarray, ids: np.ndarray, next_id: int) -> None:  # fmt: skip
+        self.codec, self.classes, self.domains = codec, classes, domains
+        self.codes, self.labels, self.domain_idx, self.ids, self.next_id = codes, labels, dom, ids, next_id
+        assert self.size_bytes() <= self.config.budget_bytes, "memory exceeded its budget"
+
+    # ---- reading -------------------------------------------------------------------------------------------
+    def samples(self) -> MemorySamples:
+        """Decode everything stored."""
+        emb = (
+            self.codec.decode(self.codes)
+            if self.codec is not None and len(self.codes)
+            else np.zeros((0, self.dim), np.float32)
+        )
+        return MemorySamples(emb.astype(np.float32), self.labels.astype(np.int64), self.domain_idx.astype(np.int64),
+                             self.ids.astype(np.int64), tuple(self.classes), tuple(self.domains))  # fmt: skip
+
+    def stats(self) -> dict[str, Any]:
+        """Bytes used and budget, codec, samples per class (and per class/domain), mean reconstruction cosine."""
+        per_class = {c: int((self.labels == i).sum()) for i, c in enumerate(self.classes)}
+        per_group = {
+            f"{c}|{d}": int(((self.labels == i) & (self.domain_idx == j)).sum())
+            for i, c in enumerate(self.classes) for j, d in enumerate(self.domains)
+        }  # fmt: skip
+        count = self.recon["count"]
+        return {
+            "bytes": self.size_bytes(),
+            "budget_bytes": self.config.budget_bytes,
+            "codec": self.codec.name if self.codec else self.config.codec,
+            "bytes_per_sample": (self.codec.bytes_per_vector + _ROW_BYTES) if self.codec else None,
+            "samples": int(len(self.ids)),
+            "per_class": per_class,
+            "per_class_domain": per_group if len(self.domains) > 1 else {},
+            "mean_reconstruction_cosine": round(self.recon["cosine_sum"] / count, 6) if count else None,
+            "selection": self.config.selection,
+        }
+
+    # ---- serialisation -------------------------------------------------------------------------------------
+    def _serialize(self, codec: Codec | None, classes: list[str], domains: list[str], codes: np.ndarray,
+                   labels: np.ndarray, dom: np.ndarray, ids: np.ndarray, next_id: int) -> bytes:  # fmt: skip
+        from safetensors.numpy import save
+
+        tensors = {"codes": codes, "labels": labels, "domains": dom, "ids": ids}
+        if codec is not None:
+            tensors.update(codec.state())
+        meta = {
+            "format": MEMORY_FORMAT, "format_version": str(MEMORY_FORMAT_VERSION), "dim": str(self.dim),
+            "codec": codec.name if codec else self.config.codec,
+            "codec_config": json.dumps(codec.config() if codec else {}),
+            "config": json.dumps({"budget_bytes": self.config.budget_bytes, "codec": self.config.codec,
+                                  "selection": self.config.selection, "seed": self.config.seed}),
+            "classes": json.dumps(classes), "domains": json.dumps(domains), "next_id": str(next_id),
+            "recon": json.dumps({"count": self.recon["count"], "cosine_sum": round(self.recon["cosine_sum"], 4)}),
+            "supplied": json.dumps(sorted([c, d, n] for (c, d), n in self.supplied.items())),
+        }  # fmt: skip
+        meta["checksum"] = _checksum(meta, tensors)
+        # One metadata key: safetensors writes a map's keys in arbitrary order, one key keeps files reproducible.
+        return save(
+            {k: np.ascontiguousarray(v) for k, v in tensors.items()},
+            metadata={_META_KEY: json.dumps(meta, sort_keys=True)},
+        )
+
+    def to_bytes(self) -> bytes:
+        return self._serialize(self.codec, self.classes, self.domains, self.codes, self.labels, self.domain_idx,
+                               self.ids, self.next_id)  # fmt: skip
+
+    def size_bytes(self) -> int:
+        return len(self.to_bytes())
+
+    def save(self, path: str | Path) -> int:
+        """Write atomically (temp + fsync + rename); returns the file size, always <= the budget."""
+        data = self.to_bytes()
+        atomic_write_bytes(Path(path), data)
+        return len(data)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str = "memory") -> ReplayMemory:
+        tensors, meta = _parse(data, source)
+        try:
+            cfg = json.loads(meta["config"])
+            memory = cls(MemoryConfig(int(cfg["budget_bytes"]), cfg["codec"], cfg["selection"], int(cfg["seed"])),
+                         int(meta["dim"]))  # fmt: skip
+            state = {k: v for k, v in tensors.items() if k.startswith("pq_")}
+            codec = make_codec(meta["codec"], memory.dim, json.loads(meta["codec_config"]), state)
+            memory.codec = codec if meta["codec"] != "auto" else None
+            memory.classes, memory.domains = json.loads(meta["classes"]), json.loads(meta["domains"])
+            memory.codes, memory.labels = tensors["codes"], tensors["labels"]
+            memory.domain_idx, memory.ids = tensors["domains"], tensors["ids"]
+            memory.next_id, memory.recon = int(meta["next_id"]), json.loads(meta["recon"])
+            memory.supplied = {(c, d): int(n) for c, d, n in json.loads(meta["supplied"])}
+        except (KeyError, ValueError, TypeError, EdgeclError) as exc:
+            raise MemoryFileError(f"{source}: memory file is inconsistent ({exc})") from exc
+        return memory
+
+    @classmethod
+    def load(cls, path: str | Path) -> ReplayMemory:
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise MemoryFileError(f"{path}: cannot read memory file ({exc.strerror})") from exc
+        return cls.from_bytes(data, str(path))
+
+
+def _reconstruction(totals: dict[str, Any], x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """Running count and sum of encode->decode cosines over every sample ever encoded."""
+    cos = (x * y).sum(1) / np.maximum(np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1), 1e-12)
+    return {"count": int(totals["count"]) + len(x), "cosine_sum": float(totals["cosine_sum"]) + float(cos.sum())}
+
+
+def pq_bits_for_budget(dim: int, budget_bytes: int) -> int:
+    """Bits per PQ sub-code: the most (8, 6, 4, 2) whose fp16 codebook takes at most half the budget."""
+    for nbits in (8, 6, 4, 2):
+        if (1 << nbits) * dim * 2 <= budget_bytes // 2:
+            return nbits
+    return 2
+
+
+def _precision_rank(name: str) -> int:
+    return {"fp16": 0, "int8": 1, "int4": 2, "pq": 3}[name]
+
+
+def _checksum(meta: dict[str, str], tensors: dict[str, np.ndarray]) -> str:
+    digest = hashlib.sha256(json.dumps({k: v for k, v in meta.items() if k != "checksum"}, sort_keys=True).encode())
+    for name in sorted(tensors):
+        arr = np.ascontiguousarray(tensors[name])
+        digest.update(f"{name}|{arr.dtype.str}|{arr.shape}".encode())
+        digest.update(arr.tobytes())
+    return digest.hexdigest()
+
+
+def _parse(data: bytes, source: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Read a memory file's tensors and metadata, verifying format and checksum; never unpickles."""
+    from safetensors import safe_open  # noqa: F401  (import check: the format library is present)
+    from safetensors.numpy import load
+
+    fix = "the file is damaged: restore it from a backup or start a new memory"
+    try:
+        tensors = load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        meta = json.loads(json.loads(data[8 : 8 + header_len])["__metadata__"][_META_KEY])
+    except Exception as exc:  # safetensors raises its own error types for every kind of damage
+        raise MemoryFileError(f"{source}: not a readable memory file ({type(exc).__name__}); {fix}") from exc
+    if meta.get("format") != MEMORY_FORMAT:
+        raise MemoryFileError(f"{source}: not an edgecl memory file")
+    if int(meta.get("format_version", "0")) > MEMORY_FORMAT_VERSION:
+        raise MemoryFileError(f"{source}: written by a newer edgecl (format {meta['format_version']}); upgrade edgecl")
+    if meta.get("checksum") != _checksum(meta, tensors):
+        raise MemoryFileError(f"{source}: checksum mismatch; {fix}")
+    return tensors, meta
