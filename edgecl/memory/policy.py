@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import numpy as np
 
-# `auto` picks the most precise codec that still holds this many samples per group (class, or class x domain);
-# when none does, the one that holds the most (int4). Measured by benchmarks/memory_codecs.py (README).
-AUTO_TARGET_PER_GROUP = 20
-AUTO_ORDER = ("fp16", "int8", "int4")  # most precise first; pq is never chosen automatically (see README)
+# `auto` picks the most precise of fp16 / int8 / int4 that still holds AUTO_TARGET_PER_GROUP samples per group
+# (class, or class x domain), else int4; and product quantisation when even int4 holds fewer than
+# AUTO_PQ_BELOW per group. Measured by benchmarks/memory_codecs.py (README, "Replay-memory codecs"): at equal bytes
+# more samples beat precision until about 150 per class; below ~10 int4 samples per class, PQ's many coarse
+# samples win by 10+ points of nearest-class-mean accuracy.
+AUTO_TARGET_PER_GROUP = 150
+AUTO_PQ_BELOW = 10
+AUTO_ORDER = ("fp16", "int8", "int4")  # most precise first
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
 def choose_auto_codec(capacity_for: dict[str, int], n_groups: int, target: int = AUTO_TARGET_PER_GROUP) -> str:
     """`capacity_for[codec]` = samples that fit the budget with that codec; returns the codec name."""
+    groups = max(1, n_groups)
     for name in AUTO_ORDER:
-        if capacity_for[name] >= target * max(1, n_groups):
+        if capacity_for[name] >= target * groups:
             return name
-    return AUTO_ORDER[-1]
+    return "pq" if capacity_for["int4"] < AUTO_PQ_BELOW * groups else "int4"
 
 
 def water_fill(available: np.ndarray, capacity: int) -> np.ndarray:

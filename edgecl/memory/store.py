@@ -143,23 +143,26 @@ class ReplayMemory:
         return codec.encode(self.codec.decode(self.codes)), self.labels, self.domain_idx, self.ids
 
     def _codec_for(self, classes: list[str], domains: list[str], x: np.ndarray) -> Codec:
+        if self.codec is not None and (self.config.codec != "auto" or self.codec.name == "pq"):
+            return self.codec  # a fixed codec, or PQ, whose codebook must stay stable
         if self.config.codec == "pq":
-            if self.codec is None:  # trained on the first data it sees, then kept stable
-                codec = make_codec("pq", self.dim, {"nbits": pq_bits_for_budget(self.dim, self.config.budget_bytes)})
-                codec.fit(x)
-                return codec
-            return self.codec
-        if self.config.codec != "auto":
-            assert self.codec is not None
-            return self.codec
+            return self._fitted_pq(x)
         n_groups = max(1, len(classes)) * max(1, len(domains))
-        capacity = {
-            name: self._capacity(make_codec(name, self.dim), classes, domains) for name in ("fp16", "int8", "int4")
-        }
+        names = ("fp16", "int8", "int4")
+        capacity = {name: self._capacity(make_codec(name, self.dim), classes, domains) for name in names}
         name = choose_auto_codec(capacity, n_groups)
-        if self.codec is not None and _precision_rank(self.codec.name) > _precision_rank(name):
+        if name == "pq":
+            return self._fitted_pq(x)
+        if self.codec is not None and _precision_rank(self.codec.name) >= _precision_rank(name):
             return self.codec  # never move back up: precision lost in re-encoding cannot be regained
-        return self.codec if self.codec is not None and self.codec.name == name else make_codec(name, self.dim)
+        return make_codec(name, self.dim)
+
+    def _fitted_pq(self, x: np.ndarray) -> Codec:
+        """A PQ codec trained once, on what the memory holds now plus the new batch."""
+        codec = make_codec("pq", self.dim, {"nbits": pq_bits_for_budget(self.dim, self.config.budget_bytes)})
+        stored = [self.codec.decode(self.codes)] if self.codec is not None and len(self.codes) else []
+        codec.fit(np.concatenate([*stored, x]))
+        return codec
 
     # ---- selection under the budget ------------------------------------------------------------------------
     def _fixed_bytes(self, codec: Codec, classes: list[str], domains: list[str]) -> int:

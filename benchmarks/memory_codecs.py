@@ -1,0 +1,95 @@
+"""Replay-memory codecs on real embeddings: samples per MB, reconstruction cosine, and nearest-class-mean accuracy
+from memory at equal byte budgets (fp32 rows as the reference), Fashion-MNIST through the bundled backbone.
+
+    python benchmarks/memory_codecs.py                      # budgets 16KB..8MB, 3 seeds
+    python benchmarks/memory_codecs.py --budgets 64KB,1MB --seeds 1
+
+The memory is filled the way `edgecl learn` fills it: 5 class-incremental tasks of 2 classes each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+
+from edgecl.bench.embeddings import fashion_embeddings
+from edgecl.encoder import Encoder
+from edgecl.memory import MemoryConfig, ReplayMemory
+from edgecl.models import ensure_model
+from edgecl.units import BudgetError, format_bytes, parse_bytes
+
+CODECS = ("fp32", "fp16", "int8", "int4", "pq", "auto")
+TASKS = [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
+
+
+def ncm_accuracy(mem_x: np.ndarray, mem_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> float:
+    means = np.stack([mem_x[mem_y == c].mean(0) for c in range(10)])
+    means /= np.linalg.norm(means, axis=1, keepdims=True)
+    return float(((test_x @ means.T).argmax(1) == test_y).mean())
+
+
+def fp32_reference(train_x: np.ndarray, train_y: np.ndarray, budget: int, seed: int) -> tuple[np.ndarray, ...]:
+    """What plain fp32 rows (4 bytes per dim + the same 7 bytes of label/id) would hold, balanced per class."""
+    per_class = budget // (4 * train_x.shape[1] + 7) // 10
+    if per_class < 1:
+        raise BudgetError("too small")
+    rng = np.random.default_rng(seed)
+    rows = np.concatenate([rng.choice(np.flatnonzero(train_y == c), per_class, replace=False) for c in range(10)])
+    return train_x[rows], train_y[rows], 10 * per_class
+
+
+def run_codec(codec: str, budget: int, seed: int, data: tuple[np.ndarray, ...]) -> dict[str, object]:
+    train_x, train_y, test_x, test_y = data
+    if codec == "fp32":
+        mem_x, mem_y, n = fp32_reference(train_x, train_y, budget, seed)
+        return {"samples": n, "cosine": 1.0, "ncm": ncm_accuracy(mem_x, mem_y, test_x, test_y), "used": codec}
+    memory = ReplayMemory(MemoryConfig(budget, codec, seed=seed), train_x.shape[1])
+    for task in TASKS:
+        rows = np.flatnonzero(np.isin(train_y, task))
+        memory.add(train_x[rows], [str(c) for c in train_y[rows]])
+    assert memory.size_bytes() <= budget
+    samples = memory.samples()
+    mem_y = np.array([int(samples.classes[i]) for i in samples.labels])
+    stats = memory.stats()
+    return {"samples": stats["samples"], "cosine": stats["mean_reconstruction_cosine"], "used": stats["codec"],
+            "ncm": ncm_accuracy(samples.embeddings, mem_y, test_x, test_y)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budgets", default="16KB,64KB,256KB,1MB,8MB")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--train-per-class", type=int, default=600)
+    parser.add_argument("--test-per-class", type=int, default=200)
+    args = parser.parse_args()
+    start = time.perf_counter()
+    encoder = Encoder(ensure_model("bundled").root, threads=os.cpu_count())
+    train_x, train_y = fashion_embeddings(encoder, "train", args.train_per_class)
+    test_x, test_y = fashion_embeddings(encoder, "test", args.test_per_class)
+    data = (train_x, train_y, test_x, test_y)
+    print(f"bundled backbone, {train_x.shape[1]}-d; memory filled by 5 tasks x 2 classes from "
+          f"{len(train_x)} Fashion-MNIST train embeddings; NCM accuracy on {len(test_x)} test images; "
+          f"{args.seeds} seeds (mean +- std)\n")  # fmt: skip
+    print(f"{'budget':>9} {'codec':<6} {'used':<5} {'samples':>8} {'samples/MB':>11} {'recon cos':>9} {'NCM acc':>14}")
+    for budget_text in args.budgets.split(","):
+        budget = parse_bytes(budget_text)
+        for codec in CODECS:
+            try:
+                runs = [run_codec(codec, budget, seed, data) for seed in range(args.seeds)]
+            except BudgetError:
+                print(f"{format_bytes(budget):>9} {codec:<6} {'':<5} {'too small for 10 classes':>45}")
+                continue
+            acc = [float(r["ncm"]) for r in runs]
+            n = int(runs[0]["samples"])
+            std = statistics.stdev(acc) if len(acc) > 1 else 0.0
+            row = f"{format_bytes(budget):>9} {codec:<6} {runs[0]['used']!s:<5} {n:>8} {n / budget * 1e6:>11.0f}"
+            print(f"{row} {float(runs[0]['cosine']):>9.4f} {100 * statistics.mean(acc):>7.1f} +- {100 * std:>3.1f}")
+    print(f"\n({time.perf_counter() - start:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

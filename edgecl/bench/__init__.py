@@ -1,0 +1,1 @@
+"""Continual-learning benchmarks: cached embeddings of the offline data sets and the evaluation metrics."""

@@ -1,0 +1,1 @@
+"""On-device training: adapters, losses and the loop."""

@@ -1,0 +1,89 @@
+"""PEFT adapters over frozen embeddings: a zero-initialised residual head with LoRA (the `peft` library), saved
+with `save_pretrained`, and merged into plain numpy arrays so that classification needs numpy only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+TARGET = "proj"
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """LoRA settings of a residual head; errors name the field."""
+
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    text_head: bool = False  # also adapt the class (text) embeddings
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.rank <= 1024:
+            raise ValueError(f"AdapterConfig.rank must be in [1, 1024], got {self.rank}")
+        if self.alpha <= 0:
+            raise ValueError(f"AdapterConfig.alpha must be > 0, got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"AdapterConfig.dropout must be in [0, 1), got {self.dropout}")
+
+
+class ResidualHead(nn.Module):
+    """z = normalize(e + proj(e)) with proj a frozen zero Linear: exactly the frozen embedding until LoRA learns."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, dim)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:  # (N, D) -> (N, D) unit norm
+        return nn.functional.normalize(e + self.proj(e), dim=-1)
+
+
+def lora_head(dim: int, cfg: AdapterConfig, seed: int = 0) -> nn.Module:
+    """A ResidualHead wrapped by peft.get_peft_model with LoRA on its projection (B = 0 at start)."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    config = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=[TARGET])
+    return get_peft_model(ResidualHead(dim), config)
+
+
+def save_adapter(model: nn.Module, folder: Path) -> None:
+    """peft's own format: adapter_config.json + adapter_model.safetensors."""
+    model.save_pretrained(str(folder))  # type: ignore[operator]
+
+
+def load_adapter(dim: int, folder: Path) -> nn.Module:
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(ResidualHead(dim), str(folder))
+
+
+@dataclass(frozen=True)
+class MergedHead:
+    """A trained head as plain arrays: z = normalize(e + (e @ down) @ up). down (D, r), up (r, D) f32."""
+
+    down: np.ndarray
+    up: np.ndarray
+
+    @classmethod
+    def identity(cls, dim: int) -> MergedHead:
+        return cls(np.zeros((dim, 1), np.float32), np.zeros((1, dim), np.float32))
+
+    def __call__(self, e: np.ndarray) -> np.ndarray:
+        z = e + (e @ self.down) @ self.up
+        return z / np.maximum(np.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
+
+
+def merge(model: nn.Module) -> MergedHead:
+    """Fold LoRA's A, B and scaling into two arrays (the frozen base projection is zero)."""
+    layer = model.base_model.model.proj  # type: ignore[union-attr]
+    a = layer.lora_A["default"].weight.detach().double()  # (r, D)
+    b = layer.lora_B["default"].weight.detach().double()  # (D, r)
+    scale = float(layer.scaling["default"])
+    return MergedHead(a.T.float().numpy().copy(), (b * scale).T.float().numpy().copy())

@@ -1,0 +1,131 @@
+"""Training losses over adapted embeddings: ce, gcl (global contrastive, per-sample estimators) and gdro (GCL with
+class-level KL-regularised DRO weights). Formulas: shared/docs/METHOD.md.
+
+Every loss returns a LossOutput: `objective` to backpropagate (a surrogate whose gradient is the method's
+compositional gradient), `per_sample` values of the loss itself (detached), and the class weights q (gdro).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Hyper-parameters of the losses; validated so that errors name the field."""
+
+    temperature: float = 0.05  # tau
+    gamma: float = 0.9  # moving-average rate of the per-sample GCL estimator u2
+    dro_lambda: float = 1.0  # lambda of the KL-regularised class weights (-> inf gives plain GCL)
+    dro_gamma: float = 0.9  # moving-average rate of the per-class loss v_c
+
+    def __post_init__(self) -> None:
+        if not 0 < self.temperature <= 10:
+            raise ValueError(f"LossConfig.temperature must be in (0, 10], got {self.temperature}")
+        for name in ("gamma", "dro_gamma"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"LossConfig.{name} must be in (0, 1], got {getattr(self, name)}")
+        if self.dro_lambda <= 0:
+            raise ValueError(f"LossConfig.dro_lambda must be > 0, got {self.dro_lambda}")
+
+
+@dataclass
+class LossOutput:
+    objective: torch.Tensor  # scalar to backpropagate
+    per_sample: torch.Tensor  # (B,) detached loss values
+    class_weights: dict[int, float] | None = None
+
+
+def cross_entropy(z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, cfg: LossConfig,
+                  candidates: torch.Tensor | None = None) -> LossOutput:  # fmt: skip
+    """CLIP-style CE: logits s(z, t_c) / tau over `candidates` (class indices; default all). z (B, D), text (C, D)."""
+    logits = z @ text.T / cfg.temperature  # (B, C)
+    if candidates is not None:
+        mask = torch.full_like(logits, float("-inf"))
+        mask[:, candidates] = 0.0
+        logits = logits + mask
+    per_sample = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+    return LossOutput(per_sample.mean(), per_sample.detach())
+
+
+class GlobalContrastiveLoss:
+    """GCL with a moving-average estimator u2 per sample id (image negatives); text negatives are exact."""
+
+    def __init__(self, cfg: LossConfig) -> None:
+        self.cfg = cfg
+        self.u2: dict[int, float] = {}  # per-sample estimator, keyed by the memory's stable sample ids
+
+    def forget(self, keep_ids: set[int]) -> None:
+        """Drop the estimators of samples no longer in the training pool (evicted from memory)."""
+        self.u2 = {i: v for i, v in self.u2.items() if i in keep_ids}
+
+    def terms(self, z: torch.Tensor, text: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """g1 (B,) exact over seen classes, g2 (B,) in-batch estimate over images of other classes."""
+        tau = self.cfg.temperature
+        sim = z @ text.T  # (B, C)
+        pos = sim.gather(1, y[:, None])  # (B, 1) s(z_i, t_{y_i})
+        other_class = torch.ones_like(sim, dtype=torch.bool).scatter_(1, y[:, None], False)
+        g1 = (torch.exp((sim - pos) / tau) * other_class).sum(1) / other_class.sum(1).clamp(min=1)
+        cross = sim[:, y].T  # (B, B): cross[i, j] = s(z_j, t_{y_i})
+        negatives = (y[:, None] != y[None, :]).to(z.dtype)  # j is a negative of i when y_j != y_i
+        g2 = (torch.exp((cross - pos) / tau) * negatives).sum(1) / negatives.sum(1).clamp(min=1)
+        return g1, g2
+
+    def estimators(self, g2: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Update and return u2 (B,): gamma-average per id; a first visit takes the batch value (gamma = 1)."""
+        gamma, out = self.cfg.gamma, []
+        for value, sample_id in zip(g2.detach().tolist(), ids.tolist(), strict=False):
+            prev = self.u2.get(sample_id)
+            new = value if prev is None else (1 - gamma) * prev + gamma * value
+            self.u2[sample_id] = new
+            out.append(new)
+        return torch.tensor(out, dtype=g2.dtype)
+
+    def per_sample(
+        self, z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, ids: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """(surrogate (B,), value (B,)): surrogate's gradient is tau * (grad g1 / (eps + g1) + grad g2 / (eps + u2))."""
+        tau = self.cfg.temperature
+        g1, g2 = self.terms(z, text, y)
+        u2 = self.estimators(g2, ids)
+        surrogate = tau * (g1 / (EPS + g1).detach() + g2 / (EPS + u2))
+        value = tau * (torch.log(EPS + g1.detach()) + torch.log(EPS + u2))
+        return surrogate, value
+
+    def __call__(self, z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, ids: torch.Tensor) -> LossOutput:
+        surrogate, value = self.per_sample(z, text, y, ids)
+        return LossOutput(surrogate.mean(), value)
+
+
+class GroupDROLoss:
+    """GCL whose per-class mean losses are weighted by q = softmax(log pi + v / lambda), v a moving average."""
+
+    def __init__(self, cfg: LossConfig) -> None:
+        self.cfg = cfg
+        self.gcl = GlobalContrastiveLoss(cfg)
+        self.v: dict[int, float] = {}  # per-class moving average of the batch class-mean loss
+
+    def class_weights(self, seen: list[int]) -> dict[int, float]:
+        """q over the seen classes with a uniform prior (classes without an estimate yet count as v = 0)."""
+        v = torch.tensor([self.v.get(c, 0.0) for c in seen], dtype=torch.float64)
+        q = torch.softmax(v / self.cfg.dro_lambda, dim=0)  # log(pi) is constant for a uniform prior
+        return {c: float(w) for c, w in zip(seen, q.tolist(), strict=False)}
+
+    def __call__(self, z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, ids: torch.Tensor) -> LossOutput:
+        surrogate, value = self.gcl.per_sample(z, text, y, ids)
+        batch_classes = sorted(set(y.tolist()))
+        for c in batch_classes:
+            mean_value = float(value[y == c].mean())
+            prev = self.v.get(c)
+            self.v[c] = (
+                mean_value if prev is None else (1 - self.cfg.dro_gamma) * prev + self.cfg.dro_gamma * mean_value
+            )
+        q = self.class_weights(sorted(set(self.v) | set(batch_classes)))
+        weights = torch.tensor([q[c] for c in batch_classes], dtype=z.dtype)
+        class_means = torch.stack([surrogate[y == c].mean() for c in batch_classes])
+        objective = (weights * class_means).sum() / weights.sum()
+        return LossOutput(objective, value, q)

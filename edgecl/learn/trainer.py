@@ -1,0 +1,149 @@
+"""The training loop over frozen embeddings (no file I/O): mini-batches of new data and decoded memory."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgecl.errors import EdgeclError
+from edgecl.learn.losses import GlobalContrastiveLoss, GroupDROLoss, LossConfig, LossOutput, cross_entropy
+
+TRAINED_METHODS = ("finetune", "er", "gcl", "gdro")
+DIVERGENCE_FACTOR = 1e3  # an epoch loss this many times the first one means training diverged
+
+
+class TrainingDivergedError(EdgeclError):
+    """The loss became NaN/inf or exploded; the previous learned state is kept."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings; errors name the field."""
+
+    method: str = "gdro"
+    epochs: int = 5
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    optimizer: str = "adamw"  # adamw | adamw8bit (bitsandbytes)
+    seed: int = 0
+    threads: int = 1
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def __post_init__(self) -> None:
+        if self.method not in TRAINED_METHODS:
+            raise ValueError(f"TrainConfig.method must be one of {TRAINED_METHODS}, got {self.method!r}")
+        if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0 or self.threads < 1:
+            raise ValueError("TrainConfig: epochs >= 1, batch_size >= 2, lr > 0 and threads >= 1 are required")
+        if self.optimizer not in ("adamw", "adamw8bit"):
+            raise ValueError(f"TrainConfig.optimizer must be 'adamw' or 'adamw8bit', got {self.optimizer!r}")
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """The training pool. x (N, D) f32 frozen embeddings; y (N,) class index into text; ids (N,) stable ids."""
+
+    x: np.ndarray
+    y: np.ndarray
+    ids: np.ndarray
+    text: np.ndarray  # (C, D) f32 class text embeddings of every seen class
+    task_classes: np.ndarray  # class indices of the current task (finetune's candidates)
+    n_new: int = -1  # rows [0, n_new) are the task's new data, the rest replayed memory (-1: all new)
+
+    def batches(self, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+        """One epoch: every new row once; each batch is half new rows, half memory rows drawn uniformly
+        (experience replay). Without memory, plain shuffled batches."""
+        n_new = len(self.x) if self.n_new < 0 else self.n_new
+        n_mem = len(self.x) - n_new
+        if n_mem == 0:
+            order = rng.permutation(n_new)
+            return [order[i : i + batch_size] for i in range(0, n_new, batch_size)]
+        half = max(1, batch_size // 2)
+        order = rng.permutation(n_new)
+        out = []
+        for i in range(0, n_new, half):
+            new = order[i : i + half]
+            mem = n_new + rng.choice(n_mem, size=len(new), replace=n_mem < len(new))
+            out.append(np.concatenate([new, mem]))
+        return out
+
+
+@dataclass
+class TrainReport:
+    epoch_loss: list[float]
+    class_weights: list[dict[int, float]]  # gdro's q per epoch (class index -> weight)
+    steps: int
+    seconds: float
+
+
+def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw8bit":
+        import bitsandbytes as bnb
+
+        return bnb.optim.AdamW8bit(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _loss_fn(cfg: TrainConfig, state: dict[str, Any]) -> Callable[..., LossOutput]:
+    """The loss for the method; GCL/GDRO estimators live in `state` so they persist across tasks."""
+    if cfg.method in ("finetune", "er"):
+        return lambda z, text, y, ids, candidates: cross_entropy(z, text, y, cfg.loss, candidates)
+    key = cfg.method
+    if key not in state:
+        state[key] = GroupDROLoss(cfg.loss) if key == "gdro" else GlobalContrastiveLoss(cfg.loss)
+    loss = state[key]
+    return lambda z, text, y, ids, candidates: loss(z, text, y, ids)
+
+
+def train(head: torch.nn.Module, text_head: torch.nn.Module | None, data: TrainData, cfg: TrainConfig,
+          loss_state: dict[str, Any]) -> TrainReport:  # fmt: skip
+    """Train the heads in place; raise TrainingDivergedError on a NaN or exploding loss."""
+    start = time.perf_counter()
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    params = [p for m in (head, text_head) if m is not None for p in m.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, cfg)
+    loss_fn = _loss_fn(cfg, loss_state)
+    x, y = torch.from_numpy(data.x.astype(np.float32)), torch.from_numpy(data.y.astype(np.int64))
+    ids, text = torch.from_numpy(data.ids.astype(np.int64)), torch.from_numpy(data.text.astype(np.float32))
+    candidates = torch.from_numpy(data.task_classes.astype(np.int64)) if cfg.method == "finetune" else None
+    epoch_loss: list[float] = []
+    weights: list[dict[int, float]] = []
+    steps = 0
+    head.train()
+    for _ in range(cfg.epochs):
+        total, count, last = 0.0, 0, None
+        for rows in data.batches(cfg.batch_size, rng):
+            batch = torch.from_numpy(rows)
+            if len(batch) < 2:
+                continue
+            t = torch.nn.functional.normalize(text_head(text), dim=-1) if text_head is not None else text
+            out = loss_fn(head(x[batch]), t, y[batch], ids[batch], candidates)
+            if not torch.isfinite(out.objective):
+                raise TrainingDivergedError(
+                    f"{cfg.method} loss became {float(out.objective.detach())}; try a lower --lr"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            out.objective.backward()
+            optimizer.step()
+            total, count = total + float(out.per_sample.sum()), count + len(batch)
+            last, steps = out, steps + 1
+        epoch_loss.append(total / max(1, count))
+        _check_divergence(epoch_loss, cfg)
+        if last is not None and last.class_weights is not None:
+            weights.append(last.class_weights)
+    head.eval()
+    return TrainReport(epoch_loss, weights, steps, time.perf_counter() - start)
+
+
+def _check_divergence(epoch_loss: list[float], cfg: TrainConfig) -> None:
+    latest = epoch_loss[-1]
+    if not math.isfinite(latest) or abs(latest) > DIVERGENCE_FACTOR * max(abs(epoch_loss[0]), 1e-3):
+        raise TrainingDivergedError(f"{cfg.method} training diverged (epoch losses {epoch_loss}); try a lower --lr")

@@ -1,0 +1,299 @@
+"""The learner facade: learn a task (class- or domain-incremental), classify with top-k and open vocabulary.
+
+Methods (METHOD.md): zeroshot, ncm, finetune, er, gcl, gdro; all share this code, the replay memory and its byte
+budget. Training works on frozen embeddings, so `learn_embeddings` / `classify_embeddings` are the core and the
+image versions only add the ONNX encoder in front.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecl.errors import EdgeclError
+from edgecl.memory import MemoryConfig, ReplayMemory
+
+METHODS = ("zeroshot", "ncm", "finetune", "er", "gcl", "gdro")
+USES_MEMORY = ("ncm", "er", "gcl", "gdro")
+PROMPT = "a photo of a {}."
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    """Everything that decides what a learner does; errors name the field."""
+
+    method: str = "gdro"
+    budget_bytes: int = 8_000_000
+    codec: str = "auto"
+    selection: str = "random"
+    seed: int = 0
+    rank: int = 8
+    text_head: bool = False
+    epochs: int = 5
+    batch_size: int = 256
+    lr: float = 1e-3
+    optimizer: str = "adamw"
+    temperature: float = 0.05
+    dro_lambda: float = 1.0
+    gamma: float = 0.9
+    ncm_text_weight: float = 0.1
+    threads: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise EdgeclError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+
+
+def prompt_for(name: str) -> str:
+    """Folder-style names read better in prompts: underscores and dashes become spaces."""
+    return PROMPT.format(name.replace("_", " ").replace("-", " ").strip())
+
+
+def _estimator_arrays(loss_state: dict[str, Any]) -> dict[str, np.ndarray]:
+    """GCL's u2 per sample id and GDRO's v per class index, as arrays."""
+    out: dict[str, np.ndarray] = {}
+    for loss in loss_state.values():
+        gcl = getattr(loss, "gcl", loss)
+        out["u2_ids"] = np.array(list(gcl.u2), dtype=np.int64)
+        out["u2"] = np.array(list(gcl.u2.values()), dtype=np.float64)
+        if hasattr(loss, "v"):
+            out["v_classes"] = np.array(list(loss.v), dtype=np.int64)
+            out["v"] = np.array(list(loss.v.values()), dtype=np.float64)
+    return out
+
+
+def _rebuild_estimators(arrays: dict[str, np.ndarray], cfg: LearnerConfig) -> dict[str, Any]:
+    if cfg.method not in ("gcl", "gdro") or "u2_ids" not in arrays:
+        return {}
+    from edgecl.learn.losses import GlobalContrastiveLoss, GroupDROLoss, LossConfig
+
+    loss_cfg = LossConfig(temperature=cfg.temperature, gamma=cfg.gamma, dro_lambda=cfg.dro_lambda)
+    loss = GroupDROLoss(loss_cfg) if cfg.method == "gdro" else GlobalContrastiveLoss(loss_cfg)
+    gcl = getattr(loss, "gcl", loss)
+    gcl.u2 = dict(zip(arrays["u2_ids"].tolist(), arrays["u2"].tolist(), strict=True))
+    if cfg.method == "gdro" and "v_classes" in arrays:
+        loss.v = dict(zip(arrays["v_classes"].tolist(), arrays["v"].tolist(), strict=True))
+    return {cfg.method: loss}
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+class Learner:
+    """Frozen-embedding continual learner with PEFT adapters and a byte-budgeted replay memory."""
+
+    def __init__(self, config: LearnerConfig, dim: int, encoder: Any = None) -> None:
+        from edgecl.learn.adapters import MergedHead
+
+        self.config, self.dim, self.encoder = config, dim, encoder
+        self.classes: list[str] = []
+        self.text = np.zeros((0, dim), np.float32)  # (C, D) class text embeddings
+        self.memory = ReplayMemory(MemoryConfig(config.budget_bytes, config.codec, config.selection, config.seed), dim)
+        self.head: Any = None  # peft model, built on first training
+        self.text_head: Any = None
+        self.merged = MergedHead.identity(dim)
+        self.merged_text = MergedHead.identity(dim)
+        self.loss_state: dict[str, Any] = {}
+        self.tasks: list[dict[str, Any]] = []
+        self._adapter_dirs: dict[str, Path] = {}  # saved peft adapters not yet loaded (see load_from)
+        self._estimators: dict[str, np.ndarray] = {}  # saved loss estimators not yet rebuilt
+
+    # ---- learning ------------------------------------------------------------------------------------------
+    def learn_images(
+        self, images: Sequence[Any], class_names: Sequence[str], domain: str | None = None
+    ) -> dict[str, Any]:
+        start = time.perf_counter()
+        x = self._require_encoder().encode_images(images)
+        report = self.learn_embeddings(x, class_names, domain)
+        report["encode_seconds"] = report["seconds_total"] = time.perf_counter() - start
+        report["encode_seconds"] -= report["train_seconds"]
+        return report
+
+    def learn_embeddings(self, x: np.ndarray, class_names: Sequence[str], domain: str | None = None,
+                         text: dict[str, np.ndarray] | None = None) -> dict[str, Any]:  # fmt: skip
+        """Learn one task from (N, D) embeddings; `text` (class name -> (D,) embedding) skips the text encoder.
+        Nothing changes unless the whole task succeeds."""
+        if len(x) == 0 or len(x) != len(class_names):
+            raise EdgeclError(f"a task needs images with one class name each (got {len(x)} / {len(class_names)})")
+        trial = copy.copy(self)
+        new_classes = sorted(set(class_names) - set(self.classes))
+        trial.classes = self.classes + new_classes
+        trial.text = np.concatenate([self.text, self._text_for(new_classes, text)]).astype(np.float32)
+        y = np.array([trial.classes.index(c) for c in class_names])
+        task_classes = np.unique(y)
+        report = trial._fit(np.asarray(x, np.float32), list(class_names), y, task_classes, domain)
+        report.update(new_classes=new_classes, classes=list(trial.classes), method=self.config.method)
+        trial.tasks = self.tasks + [{"classes": sorted(set(class_names)), "domain": domain, "samples": len(x)}]
+        self.__dict__.update(trial.__dict__)
+        return report
+
+    def _text_for(self, names: list[str], given: dict[str, np.ndarray] | None) -> np.ndarray:
+        if not names:
+            return np.zeros((0, self.dim), np.float32)
+        if given is not None:
+            return _normalize(np.stack([np.asarray(given[n], np.float32) for n in names]))
+        return self._require_encoder().encode_texts([prompt_for(n) for n in names])
+
+    def _fit(self, x: np.ndarray, names: list[str], y: np.ndarray, task_classes: np.ndarray,
+             domain: str | None) -> dict[str, Any]:  # fmt: skip
+        method = self.config.method
+        ids = np.zeros(len(x), np.int64)
+        if method in USES_MEMORY:
+            self.memory = copy.deepcopy(self.memory)
+            ids = self.memory.add(x, names, domain)
+        report: dict[str, Any] = {"train_seconds": 0.0, "loss": [], "class_weights": []}
+        if method in ("zeroshot", "ncm"):
+            return report | {"memory": self.memory.stats() if method == "ncm" else None}
+        data = self._train_data(x, y, ids, task_classes)
+        result = self._train(data)
+        weights = [{self.classes[c]: round(w, 4) for c, w in q.items()} for q in result.class_weights]
+        report.update(train_seconds=result.seconds, loss=result.epoch_loss, steps=result.steps, class_weights=weights)
+        return report | {"memory": self.memory.stats() if method in USES_MEMORY else None}
+
+    def _train_data(self, x: np.ndarray, y: np.ndarray, ids: np.ndarray, task_classes: np.ndarray) -> Any:
+        from edgecl.learn.trainer import TrainData
+
+        if self.config.method == "finetune":
+            return TrainData(x, y, ids, self.text, task_classes)
+        stored = self.memory.samples()
+        old = ~np.isin(stored.ids, ids)  # memory rows from earlier tasks (new rows train at full precision)
+        mem_y = np.array([self.classes.index(stored.classes[i]) for i in stored.labels[old]], dtype=np.int64)
+        pool_x = np.concatenate([x, stored.embeddings[old]])
+        pool_y = np.concatenate([y, mem_y])
+        pool_ids = np.concatenate([ids, stored.ids[old]])
+        return TrainData(pool_x, pool_y, pool_ids, self.text, task_classes, n_new=len(x))
+
+    def _train(self, data: Any) -> Any:
+        from edgecl.learn.adapters import AdapterConfig, merge
+        from edgecl.learn.losses import LossConfig
+        from edgecl.learn.trainer import TrainConfig, train
+
+        cfg = self.config
+        adapter = AdapterConfig(rank=cfg.rank, text_head=cfg.text_head)
+        head = self._head("adapter", self.head, adapter, cfg.seed)
+        text_head = self._head("text_adapter", self.text_head, adapter, cfg.seed + 1) if cfg.text_head else None
+        loss_state = copy.deepcopy(self.loss_state) or _rebuild_estimators(self._estimators, cfg)
+        train_cfg = TrainConfig(
+            method=cfg.method, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
+            seed=cfg.seed + len(self.tasks), threads=cfg.threads,
+            loss=LossConfig(temperature=cfg.temperature, gamma=cfg.gamma, dro_lambda=cfg.dro_lambda),
+        )  # fmt: skip
+        for loss in loss_state.values():  # estimators of samples evicted from memory are dropped
+            getattr(loss, "gcl", loss).forget(set(data.ids.tolist()))
+        result = train(head, text_head, data, train_cfg, loss_state)
+        self.head, self.text_head, self.loss_state = head, text_head, loss_state
+        self.merged = merge(head)
+        if text_head is not None:
+            self.merged_text = merge(text_head)
+        return result
+
+    def _head(self, name: str, current: Any, adapter: Any, seed: int) -> Any:
+        """A trainable copy of a head: the current one, the saved one, or a fresh zero-initialised one."""
+        from edgecl.learn.adapters import load_adapter, lora_head
+
+        if current is not None:
+            return copy.deepcopy(current)
+        if name in self._adapter_dirs:
+            head = load_adapter(self.dim, self._adapter_dirs[name])
+            for param_name, param in head.named_parameters():
+                param.requires_grad = "lora_" in param_name
+            return head
+        return lora_head(self.dim, adapter, seed)
+
+    # ---- classifying ---------------------------------------------------------------------------------------
+    def prototypes(self) -> np.ndarray:
+        """(C, D) class prototypes the scores are cosines against."""
+        text = self.merged_text(self.text) if len(self.text) else self.text
+        if self.config.method != "ncm" or not len(self.text):
+            return text
+        stored = self.memory.samples()
+        protos = text.copy()
+        for i, name in enumerate(stored.classes):
+            rows = stored.labels == i
+            if rows.any():
+                c = self.classes.index(name)
+                mean = _normalize(stored.embeddings[rows].mean(0))
+                protos[c] = _normalize(mean + self.config.ncm_text_weight * text[c])
+        return protos
+
+    def scores(self, x: np.ndarray, extra_labels: Sequence[str] = ()) -> tuple[np.ndarray, list[str]]:
+        """(N, C + E) cosine scores over learned classes, then extra labels scored zero-shot (never learned)."""
+        learned = self.merged(np.asarray(x, np.float32)) @ self.prototypes().T
+        extra = [label for label in extra_labels if label not in self.classes]
+        if not extra:
+            return learned, list(self.classes)
+        text = self._require_encoder().encode_texts([prompt_for(n) for n in extra])
+        return np.concatenate([learned, _normalize(x) @ text.T], axis=1), list(self.classes) + extra
+
+    def classify_embeddings(
+        self, x: np.ndarray, top_k: int = 5, extra_labels: Sequence[str] = ()
+    ) -> list[list[dict[str, Any]]]:
+        if not self.classes and not extra_labels:
+            raise EdgeclError("nothing learned yet and no --labels given: learn a task first or pass labels")
+        scores, labels = self.scores(x, extra_labels)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
+        return [
+            [{"label": labels[j], "score": round(float(row[j]), 4)} for j in idx]
+            for row, idx in zip(scores, order, strict=False)
+        ]
+
+    def classify_images(
+        self, images: Sequence[Any], top_k: int = 5, extra_labels: Sequence[str] = ()
+    ) -> list[list[dict[str, Any]]]:
+        return self.classify_embeddings(self._require_encoder().encode_images(images), top_k, extra_labels)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """(N,) index of the best learned class."""
+        return self.scores(x)[0].argmax(axis=1)
+
+    def _require_encoder(self) -> Any:
+        if self.encoder is None:
+            raise EdgeclError("this learner has no encoder: pass embeddings, or build it with a model directory")
+        return self.encoder
+
+    # ---- persistence (plain files; the state directory commits them atomically) -----------------------------
+    def save_to(self, folder: Path) -> None:
+        """memory.safetensors, learned.npz (text + merged arrays), estimators.npz, peft adapters, learner.json."""
+        from edgecl.learn.adapters import save_adapter
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self.memory.save(folder / "memory.safetensors")
+        arrays = {"text": self.text, "down": self.merged.down, "up": self.merged.up,
+                  "text_down": self.merged_text.down, "text_up": self.merged_text.up}  # fmt: skip
+        np.savez(folder / "learned.npz", **arrays)
+        np.savez(folder / "estimators.npz", **_estimator_arrays(self.loss_state))
+        for name, head in (("adapter", self.head), ("text_adapter", self.text_head)):
+            if head is not None:
+                save_adapter(head, folder / name)
+            elif self._adapter_dirs.get(name):  # loaded but not retrained: carry the files over
+                shutil.copytree(self._adapter_dirs[name], folder / name)
+        meta = {"config": asdict(self.config), "dim": self.dim, "classes": self.classes, "tasks": self.tasks}
+        (folder / "learner.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+
+    @classmethod
+    def load_from(cls, folder: Path, encoder: Any = None) -> Learner:
+        """Read what save_to wrote. Uses numpy only; the peft adapters are loaded when training resumes."""
+        from edgecl.learn.adapters import MergedHead
+
+        meta = json.loads((folder / "learner.json").read_text())
+        learner = cls(LearnerConfig(**meta["config"]), int(meta["dim"]), encoder)
+        learner.classes, learner.tasks = list(meta["classes"]), list(meta["tasks"])
+        learner.memory = ReplayMemory.load(folder / "memory.safetensors")
+        with np.load(folder / "learned.npz", allow_pickle=False) as data:
+            learner.text = data["text"]
+            learner.merged = MergedHead(data["down"], data["up"])
+            learner.merged_text = MergedHead(data["text_down"], data["text_up"])
+        with np.load(folder / "estimators.npz", allow_pickle=False) as data:
+            learner._estimators = {k: data[k] for k in data.files}
+        learner._adapter_dirs = {n: folder / n for n in ("adapter", "text_adapter") if (folder / n).is_dir()}
+        return learner

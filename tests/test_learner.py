@@ -1,0 +1,161 @@
+"""Adapters (peft), the trainer and the learner facade on synthetic clustered embeddings and a real encoder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgecl.errors import EdgeclError
+from edgecl.learn.adapters import AdapterConfig, load_adapter, lora_head, merge, save_adapter
+from edgecl.learn.trainer import TrainConfig, TrainData, TrainingDivergedError, train
+from edgecl.learner import METHODS, Learner, LearnerConfig
+
+DIM = 32
+
+
+def clustered(n_classes: int, per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit embeddings around class centres, and text embeddings that point only roughly at the centres."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_classes, DIM))
+    x = np.repeat(centres, per_class, axis=0) + 0.8 * rng.standard_normal((n_classes * per_class, DIM))
+    y = np.repeat(np.arange(n_classes), per_class)
+    text = centres + 1.5 * rng.standard_normal(centres.shape)
+    norm = lambda a: (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)  # noqa: E731
+    return norm(x), y, norm(text)
+
+
+def test_untrained_head_is_exactly_zero_shot_and_peft_round_trips(tmp_path: Path) -> None:
+    head = lora_head(DIM, AdapterConfig(rank=4))
+    e = torch.nn.functional.normalize(torch.randn(5, DIM), dim=1)
+    torch.testing.assert_close(head(e), e)
+    with torch.no_grad():
+        head.base_model.model.proj.lora_B["default"].weight.normal_()
+    save_adapter(head, tmp_path / "adapter")
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    loaded = load_adapter(DIM, tmp_path / "adapter")
+    torch.testing.assert_close(loaded(e), head(e))
+    merged = merge(head)
+    np.testing.assert_allclose(merged(e.numpy()), head(e).detach().numpy(), atol=1e-5)
+
+
+def _train_data(seed: int) -> TrainData:
+    x, y, text = clustered(4, 40, seed)
+    return TrainData(x, y, np.arange(len(x)), text, np.arange(4))
+
+
+@pytest.mark.parametrize("method", ["finetune", "er", "gcl", "gdro"])
+def test_training_is_deterministic_and_learns(method: str) -> None:
+    data = _train_data(0)
+    results = []
+    for _ in range(2):
+        head = lora_head(DIM, AdapterConfig(rank=4))
+        report = train(head, None, data, TrainConfig(method=method, epochs=8, batch_size=32, lr=5e-3), {})
+        results.append((report.epoch_loss, merge(head).up.copy()))
+    assert results[0][0] == results[1][0]
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    assert results[0][0][-1] < results[0][0][0]
+
+
+def test_adamw8bit_from_bitsandbytes_trains() -> None:
+    head = lora_head(DIM, AdapterConfig(rank=4))
+    report = train(head, None, _train_data(1), TrainConfig(method="er", epochs=3, optimizer="adamw8bit"), {})
+    assert report.steps > 0 and np.isfinite(report.epoch_loss).all()
+
+
+def _stream(method: str, seed: int = 0, **kw: object) -> tuple[Learner, list[float]]:
+    x, y, text = clustered(6, 60, seed)
+    test_x, test_y, _ = clustered(6, 30, seed)  # same centres (same seed), fresh noise is not needed here
+    learner = Learner(LearnerConfig(method=method, budget_bytes=6_000, codec="int8", seed=seed, epochs=6, **kw), DIM)
+    accs = []
+    for task in ((0, 1), (2, 3), (4, 5)):
+        rows = np.isin(y, task)
+        learner.learn_embeddings(x[rows], [f"class {c}" for c in y[rows]], text={f"class {c}": text[c] for c in task})
+        seen = np.isin(test_y, range(max(task) + 1))
+        predicted = np.array([int(learner.classes[p].split()[1]) for p in learner.predict(test_x[seen])])
+        accs.append(float((predicted == test_y[seen]).mean()))
+    return learner, accs
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_runs_the_same_stream(method: str) -> None:
+    learner, accs = _stream(method)
+    assert learner.classes == [f"class {c}" for c in range(6)]
+    assert learner.memory.size_bytes() <= 6_000
+    assert len(learner.tasks) == 3 and all(0 <= a <= 1 for a in accs)
+    if method != "zeroshot":
+        assert accs[-1] > 1 / 6 + 0.15  # learned something beyond chance
+
+
+def test_replay_methods_beat_finetune_on_old_classes() -> None:
+    _, finetune = _stream("finetune")
+    _, gdro = _stream("gdro")
+    assert gdro[-1] > finetune[-1]
+
+
+def test_divergence_leaves_previous_state_untouched() -> None:
+    learner, _ = _stream("gdro")
+    before = (list(learner.classes), learner.memory.to_bytes(), learner.merged.up.copy(), len(learner.tasks))
+    x, y, text = clustered(7, 20, 0)
+    blown = Learner(LearnerConfig(method="er", budget_bytes=6_000, codec="int8", lr=1e30, epochs=3), DIM)
+    blown.__dict__.update(learner.__dict__)
+    blown.config = LearnerConfig(method="er", budget_bytes=6_000, codec="int8", lr=1e30, epochs=3)
+    state = (list(blown.classes), blown.memory.to_bytes(), blown.merged.up.copy(), len(blown.tasks))
+    rows = y == 6
+    with pytest.raises(TrainingDivergedError, match="lower --lr"):
+        blown.learn_embeddings(x[rows] * 1e6, ["class 6"] * int(rows.sum()), text={"class 6": text[6]})
+    assert blown.classes == state[0] and blown.memory.to_bytes() == state[1] and len(blown.tasks) == state[3]
+    np.testing.assert_array_equal(blown.merged.up, state[2])
+    assert before[0] == learner.classes
+
+
+def test_domain_incremental_task_adds_a_domain() -> None:
+    learner, _ = _stream("gdro")
+    x, y, _ = clustered(6, 20, 0)
+    rows = y < 2
+    report = learner.learn_embeddings(-x[rows], [f"class {c}" for c in y[rows]], domain="inverted")
+    assert report["new_classes"] == [] and learner.memory.domains == ["", "inverted"]
+    groups = learner.memory.stats()["per_class_domain"]
+    assert groups["class 0|inverted"] > 0
+
+
+def test_open_vocabulary_and_images_with_a_real_encoder(tiny_export: Path, photos: list) -> None:
+    from edgecl.encoder import Encoder
+
+    encoder = Encoder(tiny_export)
+    learner = Learner(LearnerConfig(method="gdro", budget_bytes=20_000, epochs=2), encoder.embed_dim, encoder)
+    report = learner.learn_images(photos[:6], ["cat", "dog", "cat", "dog", "cat", "dog"])
+    assert report["new_classes"] == ["cat", "dog"] and report["encode_seconds"] > 0
+    rows = learner.classify_images(photos[6:8], top_k=3, extra_labels=["rocket", "cat"])
+    assert all(len(r) == 3 for r in rows)
+    assert {p["label"] for p in rows[0]} == {"cat", "dog", "rocket"}  # "cat" is learned, not duplicated
+
+
+def test_classify_before_learning_is_a_clear_error() -> None:
+    with pytest.raises(EdgeclError, match="learn a task first"):
+        Learner(LearnerConfig(), DIM).classify_embeddings(np.zeros((1, DIM), np.float32))
+
+
+def test_unknown_method_is_named() -> None:
+    with pytest.raises(EdgeclError, match="zeroshot, ncm, finetune, er, gcl, gdro"):
+        LearnerConfig(method="ewc")
+
+
+def test_save_and_load_round_trip_then_keep_learning(tmp_path: Path) -> None:
+    learner, _ = _stream("gdro")
+    learner.save_to(tmp_path / "s1")
+    assert (tmp_path / "s1" / "adapter" / "adapter_model.safetensors").is_file()
+    loaded = Learner.load_from(tmp_path / "s1")
+    x, y, text = clustered(7, 20, 0)
+    np.testing.assert_array_equal(loaded.predict(x), learner.predict(x))
+    assert loaded.classes == learner.classes and loaded.memory.to_bytes() == learner.memory.to_bytes()
+    rows = y == 6
+    fresh = Learner.load_from(tmp_path / "s1")
+    learner.learn_embeddings(x[rows], ["class 6"] * int(rows.sum()), text={"class 6": text[6]})
+    fresh.learn_embeddings(x[rows], ["class 6"] * int(rows.sum()), text={"class 6": text[6]})
+    np.testing.assert_allclose(fresh.merged.up, learner.merged.up, atol=1e-5)  # estimators and adapter resumed
+    fresh.save_to(tmp_path / "s2")
+    assert Learner.load_from(tmp_path / "s2").classes[-1] == "class 6"

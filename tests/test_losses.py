@@ -1,0 +1,108 @@
+"""Losses against hand-computed values, limits (lambda -> inf, gamma = 1) and the compositional gradient."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from edgecl.learn.losses import EPS, GlobalContrastiveLoss, GroupDROLoss, LossConfig, cross_entropy
+
+TAU = 0.5
+# Three classes with orthogonal text embeddings; three samples, one per class (rows are unit vectors).
+TEXT = torch.eye(3, dtype=torch.float64)
+Z = torch.tensor([[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [0.0, 0.6, 0.8]], dtype=torch.float64)
+Y = torch.tensor([0, 1, 2])
+IDS = torch.tensor([10, 11, 12])
+
+
+def test_cross_entropy_by_hand() -> None:
+    out = cross_entropy(Z, TEXT, Y, LossConfig(temperature=TAU))
+    # sample 1: logits (0.6, 0.8, 0) / 0.5 = (1.2, 1.6, 0), true class 1
+    expected = -1.6 + math.log(math.exp(1.2) + math.exp(1.6) + math.exp(0.0))
+    assert float(out.per_sample[1]) == pytest.approx(expected, rel=1e-9)
+    restricted = cross_entropy(Z, TEXT, Y, LossConfig(temperature=TAU), candidates=torch.tensor([1, 2]))
+    assert float(restricted.per_sample[1]) == pytest.approx(-1.6 + math.log(math.exp(1.6) + 1.0), rel=1e-9)
+
+
+def test_gcl_terms_by_hand() -> None:
+    loss = GlobalContrastiveLoss(LossConfig(temperature=TAU))
+    g1, g2 = loss.terms(Z, TEXT, Y)
+    # sample 1 (z = (0.6, 0.8, 0), y = 1): text negatives c = 0, 2 with s = 0.6, 0.0; positive s = 0.8
+    assert float(g1[1]) == pytest.approx((math.exp((0.6 - 0.8) / TAU) + math.exp((0.0 - 0.8) / TAU)) / 2)
+    # image negatives of sample 1 are samples 0 and 2: s(z_0, t_1) = 0, s(z_2, t_1) = 0.6
+    assert float(g2[1]) == pytest.approx((math.exp((0.0 - 0.8) / TAU) + math.exp((0.6 - 0.8) / TAU)) / 2)
+    out = loss(Z, TEXT, Y, IDS)  # first visit: u2 = g2
+    expected = TAU * (math.log(EPS + float(g1[1])) + math.log(EPS + float(g2[1])))
+    assert float(out.per_sample[1]) == pytest.approx(expected, rel=1e-9)
+
+
+def test_gcl_estimator_moving_average() -> None:
+    loss = GlobalContrastiveLoss(LossConfig(temperature=TAU, gamma=0.25))
+    loss.estimators(torch.tensor([2.0]), torch.tensor([7]))
+    u2 = loss.estimators(torch.tensor([6.0]), torch.tensor([7]))
+    assert float(u2[0]) == pytest.approx(0.75 * 2.0 + 0.25 * 6.0)
+    loss.forget({8})
+    assert loss.u2 == {}
+
+
+def test_gamma_one_gives_plain_minibatch_loss_and_gradient() -> None:
+    z = Z.clone().requires_grad_(True)
+    loss = GlobalContrastiveLoss(LossConfig(temperature=TAU, gamma=1.0))
+    loss.estimators(torch.tensor([9.0, 9.0, 9.0], dtype=torch.float64), IDS)  # stale values a gamma=1 update drops
+    out = loss(z, TEXT, Y, IDS)
+    out.objective.backward()
+    z_ref = Z.clone().requires_grad_(True)
+    g1, g2 = loss.terms(z_ref, TEXT, Y)
+    plain = TAU * (torch.log(EPS + g1) + torch.log(EPS + g2))
+    plain.mean().backward()
+    torch.testing.assert_close(out.per_sample, plain.detach())
+    torch.testing.assert_close(z.grad, z_ref.grad)
+
+
+def test_surrogate_gradient_equals_compositional_gradient() -> None:
+    """With u2 equal to the batch value, the surrogate's gradient is the gradient of tau*(log g1 + log g2)."""
+    torch.manual_seed(0)
+    z0 = torch.nn.functional.normalize(torch.randn(6, 4, dtype=torch.float64), dim=1)
+    text = torch.nn.functional.normalize(torch.randn(3, 4, dtype=torch.float64), dim=1)
+    y, ids = torch.tensor([0, 1, 2, 0, 1, 2]), torch.arange(6)
+    z = z0.clone().requires_grad_(True)
+    GlobalContrastiveLoss(LossConfig(temperature=0.1))(z, text, y, ids).objective.backward()
+    z_ref = z0.clone().requires_grad_(True)
+    g1, g2 = GlobalContrastiveLoss(LossConfig(temperature=0.1)).terms(z_ref, text, y)
+    (0.1 * (torch.log(EPS + g1) + torch.log(EPS + g2))).mean().backward()
+    torch.testing.assert_close(z.grad, z_ref.grad)
+
+
+def test_gdro_weights_by_hand() -> None:
+    cfg = LossConfig(temperature=TAU, dro_lambda=0.5, dro_gamma=1.0)
+    loss = GroupDROLoss(cfg)
+    out = loss(Z, TEXT, Y, IDS)
+    values = out.per_sample.tolist()  # one sample per class: v_c = its loss
+    expected = torch.softmax(torch.tensor(values) / 0.5, dim=0).tolist()
+    assert out.class_weights is not None
+    assert [out.class_weights[c] for c in range(3)] == pytest.approx(expected)
+    assert out.class_weights[2] > out.class_weights[0]  # class 2 has the highest loss and gets most weight
+
+
+def test_gdro_with_huge_lambda_is_gcl() -> None:
+    """lambda -> infinity: q uniform, so on a class-balanced batch GDRO's objective and gradient are GCL's."""
+    torch.manual_seed(1)
+    z0 = torch.nn.functional.normalize(torch.randn(6, 4, dtype=torch.float64), dim=1)
+    text = torch.nn.functional.normalize(torch.randn(3, 4, dtype=torch.float64), dim=1)
+    y, ids = torch.tensor([0, 1, 2, 0, 1, 2]), torch.arange(6)
+    za, zb = z0.clone().requires_grad_(True), z0.clone().requires_grad_(True)
+    dro = GroupDROLoss(LossConfig(temperature=0.1, dro_lambda=1e9))(za, text, y, ids)
+    gcl = GlobalContrastiveLoss(LossConfig(temperature=0.1))(zb, text, y, ids)
+    dro.objective.backward()
+    gcl.objective.backward()
+    torch.testing.assert_close(dro.objective, gcl.objective)
+    torch.testing.assert_close(za.grad, zb.grad)
+
+
+def test_invalid_config_names_the_field() -> None:
+    with pytest.raises(ValueError, match="dro_lambda"):
+        LossConfig(dro_lambda=0)
+    with pytest.raises(ValueError, match="temperature"):
+        LossConfig(temperature=-1)
