@@ -128,6 +128,142 @@ def demo(
     typer.echo(f"\n{results['note']}")
 
 
+class _Bar:
+    """A rich progress bar on stderr driven by (stage, done, total) callbacks; a spinner for stages without totals."""
+
+    def __init__(self, enabled: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        columns = (
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
+        self.progress = Progress(*columns, console=_stderr(), disable=not enabled, transient=True)
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> _Bar:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)  # type: ignore[arg-type]
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=total or None)
+        self.progress.update(self.tasks[stage], completed=done, total=total or None)
+
+
+def _wait_message(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+@app.command()
+@handles_errors
+def learn(
+    task_dir: Path = typer.Option(..., "--task-dir", help="Folder with one sub-folder of images per class."),
+    budget: str | None = typer.Option(None, help="Replay-memory budget, e.g. 8MB, 512KiB (needed on the first learn)."),
+    state_dir: str | None = typer.Option(None, help="State directory. Default: $EDGECL_HOME or ~/.edgecl."),
+    domain: str | None = typer.Option(None, help="Name of the visual domain of these images (domain-incremental)."),
+    method: str | None = typer.Option(None, help="zeroshot, ncm, finetune, er, gcl or gdro (default gdro)."),
+    backbone: str | None = typer.Option(None, help="Backbone id (first learn). Offline: --backbone bundled."),
+    device: str | None = typer.Option(None, help="Device profile name recorded in the state (default cpu)."),
+    codec: str | None = typer.Option(None, help="Memory codec: auto (default), fp16, int8, int4 or pq."),
+    seed: int = typer.Option(0, help="Random seed (memory selection, training)."),
+    wait: float = typer.Option(300.0, help="Seconds to wait for another edgecl process writing the same state."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Learn a task: new classes, or known classes in a new --domain."""
+    from edgecl.commands import LearnOptions
+    from edgecl.commands import learn as run_learn
+
+    opts = LearnOptions(str(task_dir), budget, state_dir, domain, method, backbone, device, codec, seed, wait)
+    with _Bar(not as_json) as bar:
+        report = run_learn(opts, bar, _wait_message)
+    if as_json:
+        _print_json(report)
+        return
+    from edgecl.units import format_bytes
+
+    typer.echo(f"learned {len(report['new_classes'])} new classes ({', '.join(report['new_classes']) or 'none'}); "
+               f"{len(report['classes'])} classes in all")  # fmt: skip
+    typer.echo(f"memory: {report['samples_stored']} samples, {format_bytes(report['memory_bytes'])} of "
+               f"{format_bytes(report['budget_bytes'])} ({report['codec']}); {report['seconds']:.1f} s")  # fmt: skip
+    for item in report["skipped"]:
+        typer.echo(f"skipped {item['path']}: {item['reason']}", err=True)
+
+
+@app.command()
+@handles_errors
+def classify(
+    images: list[str] = typer.Argument(..., help="Image files and/or folders (walked)."),
+    top_k: int = typer.Option(5, "--top-k", min=1, help="Labels per image."),
+    labels: str = typer.Option("", help="Extra labels, comma-separated, scored zero-shot beside learned classes."),
+    state_dir: str | None = typer.Option(None, help="State directory. Default: $EDGECL_HOME or ~/.edgecl."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """Classify images with what was learned (no torch on this path)."""
+    from edgecl.commands import classify as run_classify
+
+    results, skipped = run_classify(images, state_dir, top_k, labels.split(","))
+    for item in skipped:
+        typer.echo(f"warning: skipped {item['path']}: {item['reason']}", err=True)
+    if as_json:
+        _print_json(results)
+        return
+    for row in results:
+        best = ", ".join(f"{p['label']} ({p['score']:.3f})" for p in row["predictions"])
+        typer.echo(f"{row['image']}: {best}")
+
+
+@app.command()
+@handles_errors
+def status(
+    state_dir: str | None = typer.Option(None, help="State directory. Default: $EDGECL_HOME or ~/.edgecl."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """Show the backbone, classes, domains, memory use and task history of a state."""
+    from edgecl.commands import status as run_status
+    from edgecl.units import format_bytes
+
+    info = run_status(state_dir)
+    if as_json:
+        _print_json(info)
+        return
+    mem = info["memory"]
+    typer.echo(f"backbone {info['backbone']}, device {info['device']}, method {info['method']}")
+    typer.echo(f"classes ({len(info['classes'])}): {', '.join(info['classes'])}")
+    if info["domains"]:
+        typer.echo(f"domains: {', '.join(info['domains'])}")
+    per_class = ", ".join(f"{k} {v}" for k, v in mem["per_class"].items())
+    used = f"{format_bytes(mem['bytes'])} of {format_bytes(mem['budget_bytes'])}"
+    typer.echo(f"memory: {mem['samples']} samples, {used} ({mem['codec']}); per class: {per_class}")
+    for i, task in enumerate(info["tasks"], 1):
+        typer.echo(f"task {i}: {task['samples']} images, classes {', '.join(task['classes'])}"
+                   + (f", domain {task['domain']}" if task.get("domain") else ""))  # fmt: skip
+
+
+@app.command()
+@handles_errors
+def forget(
+    class_name: str = typer.Argument(..., metavar="CLASS", help="The class to remove."),
+    state_dir: str | None = typer.Option(None, help="State directory. Default: $EDGECL_HOME or ~/.edgecl."),
+    wait: float = typer.Option(300.0, help="Seconds to wait for another edgecl process writing the same state."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """Remove a class from memory and from classification."""
+    from edgecl.commands import forget as run_forget
+
+    report = run_forget(class_name, state_dir, wait, _wait_message)
+    if as_json:
+        _print_json(report)
+        return
+    typer.echo(f"forgot {class_name!r}: {report['bytes_freed']} bytes of memory freed; {report['note']}")
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -85,6 +85,15 @@ def _rebuild_estimators(arrays: dict[str, np.ndarray], cfg: LearnerConfig) -> di
     return {cfg.method: loss}
 
 
+def _drop_class(loss_state: dict[str, Any], index: int) -> dict[str, Any]:
+    """GDRO's per-class estimators re-indexed after class `index` is removed (GCL's per-sample ones stay valid)."""
+    state = copy.deepcopy(loss_state)
+    for loss in state.values():
+        if hasattr(loss, "v"):
+            loss.v = {c - (c > index): v for c, v in loss.v.items() if c != index}
+    return state
+
+
 def _normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
@@ -93,7 +102,7 @@ class Learner:
     """Frozen-embedding continual learner with PEFT adapters and a byte-budgeted replay memory."""
 
     def __init__(self, config: LearnerConfig, dim: int, encoder: Any = None) -> None:
-        from edgecl.learn.adapters import MergedHead
+        from edgecl.learn.merged import MergedHead
 
         self.config, self.dim, self.encoder = config, dim, encoder
         self.classes: list[str] = []
@@ -136,6 +145,22 @@ class Learner:
         trial.tasks = self.tasks + [{"classes": sorted(set(class_names)), "domain": domain, "samples": len(x)}]
         self.__dict__.update(trial.__dict__)
         return report
+
+    def forget_class(self, name: str) -> int:
+        """Remove a class from memory and from classification; returns the memory bytes freed. The adapters keep
+        whatever the class taught them (LoRA weights are not retrained): scores of other classes may still carry
+        its influence until later tasks retrain the heads."""
+        if name not in self.classes:
+            raise EdgeclError(f"class {name!r} is not learned; learned: {', '.join(self.classes) or 'none'}")
+        index = self.classes.index(name)
+        memory = copy.deepcopy(self.memory)
+        freed = memory.remove_class(name) if name in memory.classes else 0
+        self.memory = memory
+        self.classes = [c for c in self.classes if c != name]
+        self.text = np.delete(self.text, index, axis=0)
+        state = self.loss_state or _rebuild_estimators(self._estimators, self.config)
+        self.loss_state, self._estimators = _drop_class(state, index), {}
+        return freed
 
     def _text_for(self, names: list[str], given: dict[str, np.ndarray] | None) -> np.ndarray:
         if not names:
@@ -271,7 +296,8 @@ class Learner:
         arrays = {"text": self.text, "down": self.merged.down, "up": self.merged.up,
                   "text_down": self.merged_text.down, "text_up": self.merged_text.up}  # fmt: skip
         np.savez(folder / "learned.npz", **arrays)
-        np.savez(folder / "estimators.npz", **_estimator_arrays(self.loss_state))
+        estimators = _estimator_arrays(self.loss_state) if self.loss_state else self._estimators
+        np.savez(folder / "estimators.npz", **estimators)
         for name, head in (("adapter", self.head), ("text_adapter", self.text_head)):
             if head is not None:
                 save_adapter(head, folder / name)
@@ -283,7 +309,7 @@ class Learner:
     @classmethod
     def load_from(cls, folder: Path, encoder: Any = None) -> Learner:
         """Read what save_to wrote. Uses numpy only; the peft adapters are loaded when training resumes."""
-        from edgecl.learn.adapters import MergedHead
+        from edgecl.learn.merged import MergedHead
 
         meta = json.loads((folder / "learner.json").read_text())
         learner = cls(LearnerConfig(**meta["config"]), int(meta["dim"]), encoder)

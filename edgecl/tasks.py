@@ -1,8 +1,9 @@
-"""Finding image files in folders (task directories, calibration folders, classify arguments)."""
+"""Finding images: task directories (one sub-folder per class), calibration folders, classify arguments."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgecl.errors import EdgeclError
@@ -14,23 +15,130 @@ class TaskDirError(EdgeclError):
     """A task or image folder is missing, empty or malformed."""
 
 
+def display(path: str | Path) -> str:
+    """A path as printable UTF-8, whatever bytes the file system gave (undecodable bytes become U+FFFD)."""
+    return os.fsencode(str(path)).decode("utf-8", errors="replace")
+
+
 def is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files below `folder`, sorted, following directory links once (link loops are cut)."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise TaskDirError(f"{root}: no such folder")
-    found: list[Path] = []
+def _walk(root: Path) -> tuple[list[Path], list[Path]]:
+    """(image files, other files) below root, sorted, following directory links once (loops are cut)."""
+    images: list[Path] = []
+    others: list[Path] = []
     seen: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        stat = os.stat(dirpath)
+        try:
+            stat = os.stat(dirpath)
+        except OSError:
+            dirnames.clear()
+            continue
         if (stat.st_dev, stat.st_ino) in seen:
             dirnames.clear()  # a symlink loop or a second path to the same folder
             continue
         seen.add((stat.st_dev, stat.st_ino))
         dirnames.sort()
-        found += [Path(dirpath) / name for name in sorted(filenames) if is_image_name(Path(name))]
-    return found
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            (images if is_image_name(path) else others).append(path)
+    return images, others
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files below `folder` (by extension), sorted."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise TaskDirError(f"{display(root)}: no such folder")
+    return _walk(root)[0]
+
+
+def class_key(name: str) -> str:
+    """What two folder names must not share: case, spaces, underscores and dashes are ignored."""
+    return " ".join(name.replace("_", " ").replace("-", " ").lower().split())
+
+
+@dataclass
+class TaskScan:
+    """A scanned task directory: image paths with their class names, and what was skipped and why."""
+
+    paths: list[Path] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted(set(self.labels))
+
+    def skip(self, path: Path, reason: str) -> None:
+        self.skipped.append({"path": display(path), "reason": reason})
+
+
+def scan_task_dir(task_dir: str | Path) -> TaskScan:
+    """One sub-folder per class (its name is the class name), images anywhere inside it."""
+    root = Path(task_dir)
+    if not root.exists():
+        raise TaskDirError(f"{display(root)}: task folder not found; pass a folder with one sub-folder per class")
+    if not root.is_dir():
+        raise TaskDirError(f"{display(root)}: not a folder; --task-dir takes a folder with one sub-folder per class")
+    entries = sorted(root.iterdir())
+    folders = [p for p in entries if p.is_dir()]
+    loose = [p for p in entries if p.is_file() and is_image_name(p)]
+    if not folders:
+        hint = f" ({len(loose)} images lie at the top level)" if loose else ""
+        raise TaskDirError(
+            f"{display(root)}: no class folders{hint}; put each class's images in a sub-folder named after the class, "
+            "e.g. task/cat/1.jpg, task/dog/2.jpg"
+        )
+    scan = TaskScan()
+    for path in loose:
+        scan.skip(path, "image outside any class folder")
+    _check_collisions(folders)
+    for folder in folders:
+        name = display(folder.name).strip()
+        images, others = _walk(folder)
+        for path in others:
+            scan.skip(path, "not an image file (by extension)")
+        if not images:
+            scan.skip(folder, "class folder holds no images")
+            continue
+        scan.paths += images
+        scan.labels += [name] * len(images)
+    if not scan.paths:
+        raise TaskDirError(f"{display(root)}: no images found in its class folders (extensions: {_suffixes()})")
+    return scan
+
+
+def _check_collisions(folders: list[Path]) -> None:
+    seen: dict[str, str] = {}
+    for folder in folders:
+        name = display(folder.name).strip()
+        key = class_key(name)
+        if not key:
+            raise TaskDirError(f"{display(folder)}: a class folder needs a name with letters or digits")
+        if key in seen:
+            raise TaskDirError(
+                f"class folders {seen[key]!r} and {name!r} name the same class; merge or rename one of them"
+            )
+        seen[key] = name
+
+
+def _suffixes() -> str:
+    return ", ".join(sorted(s.lstrip(".") for s in IMAGE_SUFFIXES))
+
+
+def collect_images(arguments: list[str]) -> list[Path]:
+    """Files and folders given on the command line to image paths (folders are walked)."""
+    paths: list[Path] = []
+    for arg in arguments:
+        path = Path(arg)
+        if path.is_dir():
+            paths += list_images(path)
+        elif path.exists():
+            paths.append(path)
+        else:
+            raise TaskDirError(f"{display(path)}: no such file or folder")
+    if not paths:
+        raise TaskDirError(f"no images found in {', '.join(arguments)} (extensions: {_suffixes()})")
+    return paths

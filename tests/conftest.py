@@ -41,9 +41,10 @@ def tiny_export(tmp_path_factory: pytest.TempPathFactory, tiny_config: Path) -> 
 
 @pytest.fixture(scope="session")
 def bundled_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from edgecl.paths import default_model_dir
     from export import ExportOptions, export_model
 
-    out = tmp_path_factory.mktemp("models") / "bundled"
+    out = default_model_dir("bundled")  # where `edgecl learn --backbone bundled` looks, under the test EDGECL_HOME
     export_model("bundled", out, ExportOptions(keep_fp32=True))
     return out
 

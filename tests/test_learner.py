@@ -159,3 +159,12 @@ def test_save_and_load_round_trip_then_keep_learning(tmp_path: Path) -> None:
     np.testing.assert_allclose(fresh.merged.up, learner.merged.up, atol=1e-5)  # estimators and adapter resumed
     fresh.save_to(tmp_path / "s2")
     assert Learner.load_from(tmp_path / "s2").classes[-1] == "class 6"
+
+
+def test_text_head_trains_and_round_trips(tmp_path: Path) -> None:
+    learner, accs = _stream("gdro", text_head=True)
+    assert learner.text_head is not None and np.abs(learner.merged_text.up).sum() > 0
+    learner.save_to(tmp_path / "s")
+    assert (tmp_path / "s" / "text_adapter" / "adapter_config.json").is_file()
+    x, _, _ = clustered(6, 10, 0)
+    np.testing.assert_array_equal(Learner.load_from(tmp_path / "s").predict(x), learner.predict(x))

@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
+
+from edgecl.learn.merged import MergedHead
 
 TARGET = "proj"
 
@@ -62,22 +63,6 @@ def load_adapter(dim: int, folder: Path) -> nn.Module:
     from peft import PeftModel
 
     return PeftModel.from_pretrained(ResidualHead(dim), str(folder))
-
-
-@dataclass(frozen=True)
-class MergedHead:
-    """A trained head as plain arrays: z = normalize(e + (e @ down) @ up). down (D, r), up (r, D) f32."""
-
-    down: np.ndarray
-    up: np.ndarray
-
-    @classmethod
-    def identity(cls, dim: int) -> MergedHead:
-        return cls(np.zeros((dim, 1), np.float32), np.zeros((1, dim), np.float32))
-
-    def __call__(self, e: np.ndarray) -> np.ndarray:
-        z = e + (e @ self.down) @ self.up
-        return z / np.maximum(np.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
 
 
 def merge(model: nn.Module) -> MergedHead:

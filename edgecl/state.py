@@ -1,0 +1,183 @@
+"""The state directory: immutable snapshots, an atomically swapped pointer, a writer lock, a format version.
+
+    <state>/edgecl-state.json     pointer: {"format": ..., "format_version": 1, "snapshot": "snapshots/000003"}
+    <state>/lock                  flock()ed by the one writer (learn, forget)
+    <state>/snapshots/000003/     learner files (memory, adapters, merged arrays) + snapshot.json
+
+A writer builds a new snapshot in a temporary folder, fsyncs it, renames it into place and only then replaces
+the pointer (temp + fsync + rename), so a crash at any instant leaves the previous state loadable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgecl.atomic import atomic_write_bytes, fsync_dir
+from edgecl.errors import EdgeclError
+from edgecl.tasks import display
+
+STATE_FORMAT = "edgecl-state"
+STATE_FORMAT_VERSION = 1
+POINTER = "edgecl-state.json"
+SNAPSHOT_META = "snapshot.json"
+KEEP_SNAPSHOTS = 2
+
+
+class StateError(EdgeclError):
+    """The state directory is missing, damaged, locked, or cannot be written."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One committed state: its folder and its snapshot.json."""
+
+    root: Path
+    folder: Path
+    meta: dict[str, Any]
+
+
+def state_root(state_dir: str | Path | None) -> Path:
+    """--state-dir, else $EDGECL_HOME, else ~/.edgecl."""
+    from edgecl.paths import edgecl_home
+
+    return Path(state_dir).expanduser() if state_dir else edgecl_home()
+
+
+def read_state(root: Path) -> Snapshot | None:
+    """The current snapshot, or None when no state was ever committed here."""
+    pointer = root / POINTER
+    if not pointer.is_file():
+        return None
+    for _ in range(3):  # a writer may retire the snapshot we just read the name of: read the pointer again
+        try:
+            data = json.loads(pointer.read_text(encoding="utf-8"))
+            folder = root / data["snapshot"]
+            meta = json.loads((folder / SNAPSHOT_META).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            time.sleep(0.05)
+            continue
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StateError(
+                f"{display(pointer)}: state pointer is damaged ({exc}); restore it or use a new --state-dir"
+            ) from exc
+        _check_version(data, pointer)
+        return Snapshot(root, folder, meta)
+    raise StateError(f"{display(root)}: the current snapshot is missing; the state directory was modified by hand")
+
+
+def _check_version(data: dict[str, Any], pointer: Path) -> None:
+    if data.get("format") != STATE_FORMAT:
+        raise StateError(f"{display(pointer)}: not an edgecl state file")
+    if int(data.get("format_version", -1)) > STATE_FORMAT_VERSION:
+        raise StateError(
+            f"{display(pointer)}: written by a newer edgecl (format {data['format_version']}); upgrade edgecl"
+        )
+
+
+@contextlib.contextmanager
+def writer_lock(
+    root: Path, timeout_s: float = 300.0, on_wait: Callable[[str], None] = lambda m: None
+) -> Iterator[None]:
+    """Hold the state's writer lock; a second writer waits (with a message) up to timeout_s, then fails."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StateError(
+            f"{display(root)}: cannot write the state directory ({exc.strerror}); pick another --state-dir"
+        ) from exc
+    try:
+        deadline, told = time.monotonic() + timeout_s, False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StateError(f"{display(root)} is locked by another edgecl process (pid {_holder(fd)}); "
+                                     "try again when it has finished") from None  # fmt: skip
+                if not told:
+                    on_wait(f"waiting for another edgecl process (pid {_holder(fd)}) to finish with {display(root)}")
+                    told = True
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _holder(fd: int) -> str:
+    with contextlib.suppress(OSError):
+        return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+    return "?"
+
+
+def commit_snapshot(root: Path, write: Callable[[Path], None], meta: dict[str, Any]) -> Snapshot:
+    """Write a new snapshot with `write(folder)` + snapshot.json, then swap the pointer. Caller holds the lock."""
+    snapshots = root / "snapshots"
+    try:
+        snapshots.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(snapshots)
+        work = Path(tempfile.mkdtemp(prefix=".tmp-", dir=snapshots))
+    except OSError as exc:
+        raise _write_error(root, exc) from exc
+    try:
+        write(work)
+        (work / SNAPSHOT_META).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
+        _fsync_tree(work)
+        name = f"{_next_number(snapshots):06d}"
+        os.chmod(work, 0o755)
+        os.rename(work, snapshots / name)
+        fsync_dir(snapshots)
+        pointer = {"format": STATE_FORMAT, "format_version": STATE_FORMAT_VERSION, "snapshot": f"snapshots/{name}"}
+        atomic_write_bytes(root / POINTER, json.dumps(pointer, indent=2).encode())
+    except OSError as exc:
+        raise _write_error(root, exc) from exc
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    _retire_old(snapshots, keep=name)
+    return Snapshot(root, snapshots / name, meta)
+
+
+def _write_error(root: Path, exc: OSError) -> StateError:
+    if exc.errno == errno.ENOSPC:
+        return StateError(f"{display(root)}: disk full; free some space and run again (the previous state is intact)")
+    return StateError(f"{display(root)}: cannot write the state ({exc.strerror}); the previous state is intact")
+
+
+def _fsync_tree(folder: Path) -> None:
+    for dirpath, _, filenames in os.walk(folder):
+        for name in filenames:
+            with open(Path(dirpath) / name, "rb") as fh:
+                os.fsync(fh.fileno())
+        fsync_dir(Path(dirpath))
+
+
+def _next_number(snapshots: Path) -> int:
+    numbers = [int(p.name) for p in snapshots.iterdir() if p.name.isdigit()]
+    return max(numbers, default=0) + 1
+
+
+def _remove_stale_temps(snapshots: Path) -> None:
+    """Temp folders of writers that were killed (we hold the lock, so none is in use)."""
+    for path in snapshots.glob(".tmp-*"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _retire_old(snapshots: Path, keep: str) -> None:
+    names = sorted(p.name for p in snapshots.iterdir() if p.name.isdigit())
+    for name in names[:-KEEP_SNAPSHOTS]:
+        if name != keep:
+            shutil.rmtree(snapshots / name, ignore_errors=True)

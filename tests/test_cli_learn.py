@@ -1,0 +1,234 @@
+"""learn / classify / status / forget end to end, through CliRunner and real subprocesses, on image folders the
+tests write from real Fashion-MNIST images, including the bad inputs users give."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from cli import app
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
+LEARN_KEYS = {"classes", "new_classes", "samples_stored", "memory_bytes", "budget_bytes", "codec", "skipped", "seconds"}
+
+
+def fashion_images(cls: int, n: int, offset: int = 0) -> list[np.ndarray]:
+    from edgecl.datasets import DatasetUnavailableError, fashion_mnist
+
+    try:
+        images, labels = fashion_mnist("train")
+    except DatasetUnavailableError as exc:
+        pytest.skip(str(exc))
+    return list(images[np.flatnonzero(labels == cls)[offset : offset + n]])
+
+
+def write_task(folder: Path, classes: dict[str, int], n: int = 12, offset: int = 0) -> Path:
+    for name, cls in classes.items():
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i, img in enumerate(fashion_images(cls, n, offset)):
+            Image.fromarray(img).save(folder / name / f"{i}.png")
+    return folder
+
+
+def edgecl(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT, env=dict(os.environ), check=False)  # fmt: skip
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture()
+def state(tmp_path: Path, bundled_export: Path) -> Path:
+    return tmp_path / "state"
+
+
+def test_learn_classify_status_forget(state: Path, tmp_path: Path) -> None:
+    task1 = write_task(tmp_path / "t1", {"ankle_boot": 9, "trouser": 1})
+    code, out, err = invoke("learn", "--task-dir", str(task1), "--budget", "64KB", "--backbone", "bundled",
+                            "--state-dir", str(state), "--json")  # fmt: skip
+    assert code == 0, err
+    report = json.loads(out)
+    assert LEARN_KEYS <= set(report) and report["new_classes"] == ["ankle_boot", "trouser"]
+    assert report["memory_bytes"] <= report["budget_bytes"] == 64_000 and report["skipped"] == []
+    task2 = write_task(tmp_path / "t2", {"bag": 8, "sneaker": 7})
+    code, out, err = invoke("learn", "--task-dir", str(task2), "--state-dir", str(state), "--json")
+    assert code == 0, err
+    assert json.loads(out)["classes"] == ["ankle_boot", "trouser", "bag", "sneaker"]
+
+    test_dir = write_task(tmp_path / "test", {"x": 1}, n=4, offset=100)  # held-out trousers
+    code, out, err = invoke("classify", str(test_dir), "--top-k", "3", "--labels", "bicycle, trouser",
+                            "--state-dir", str(state), "--json")  # fmt: skip
+    assert code == 0, err
+    results = json.loads(out)
+    assert len(results) == 4 and all(len(r["predictions"]) == 3 for r in results)
+    assert sum(r["predictions"][0]["label"] == "trouser" for r in results) >= 3
+    assert all(set(p) == {"label", "score"} for r in results for p in r["predictions"])
+
+    code, out, _ = invoke("status", "--state-dir", str(state), "--json")
+    info = json.loads(out)
+    assert {"backbone", "device", "classes", "domains", "memory", "tasks"} <= set(info)
+    assert info["backbone"] == "bundled" and len(info["tasks"]) == 2
+    assert {"path", "bytes", "budget_bytes", "codec", "per_class"} <= set(info["memory"])
+    assert Path(info["memory"]["path"]).stat().st_size == info["memory"]["bytes"] <= 64_000
+
+    code, out, _ = invoke("forget", "bag", "--state-dir", str(state), "--json")
+    assert code == 0 and json.loads(out)["bytes_freed"] > 0
+    code, out, _ = invoke("status", "--state-dir", str(state), "--json")
+    assert "bag" not in json.loads(out)["classes"] and "bag" not in json.loads(out)["memory"]["per_class"]
+    code, _, err = invoke("forget", "bag", "--state-dir", str(state))
+    assert code == 2 and "not learned" in err
+
+
+def test_domain_incremental_and_subprocess_cold_path(state: Path, tmp_path: Path) -> None:
+    task = write_task(tmp_path / "t1", {"coat": 4, "shirt": 6})
+    assert edgecl("learn", "--task-dir", str(task), "--budget", "32KB", "--backbone", "bundled",
+                  "--state-dir", str(state)).returncode == 0  # fmt: skip
+    inverted = tmp_path / "inv"
+    for name in ("coat", "shirt"):
+        (inverted / name).mkdir(parents=True)
+        for i, img in enumerate(fashion_images({"coat": 4, "shirt": 6}[name], 8, 50)):
+            Image.fromarray(255 - img).save(inverted / name / f"{i}.png")
+    out = edgecl("learn", "--task-dir", str(inverted), "--domain", "inverted", "--state-dir", str(state), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["new_classes"] == []
+    info = json.loads(edgecl("status", "--state-dir", str(state), "--json").stdout)
+    assert info["domains"] == ["inverted"] and info["tasks"][1]["domain"] == "inverted"
+    script = (f"import sys; from cli import main; sys.argv = ['edgecl', 'classify', {str(task / 'coat' / '0.png')!r}, "
+              f"'--state-dir', {str(state)!r}, '--json']\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
+              "print('TORCH', 'torch' in sys.modules)")  # fmt: skip
+    cold = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=False)
+    assert "TORCH False" in cold.stdout, cold.stderr
+
+
+def test_bad_images_are_skipped_with_reasons(state: Path, tmp_path: Path) -> None:
+    task = write_task(tmp_path / "t", {"sandal": 5, "bag": 8}, n=6)
+    bag = task / "bag"
+    (bag / "empty.jpg").write_bytes(b"")
+    (bag / "notes.txt").write_text("not an image")
+    (bag / "fake.png").write_bytes(b"this is text")
+    good = (bag / "0.png").read_bytes()
+    (bag / "truncated.png").write_bytes(good[: len(good) // 2])
+    Image.new("1", (12000, 12000)).save(bag / "bomb.png")
+    rgb = Image.fromarray(fashion_images(8, 1, 30)[0]).convert("RGB")
+    rgb.convert("CMYK").save(bag / "cmyk.jpg")
+    rgb.convert("P").save(bag / "palette.png")
+    rgb.convert("RGBA").save(bag / "alpha.png")
+    Image.fromarray(np.asarray(rgb.convert("L"), np.uint16) * 257).save(bag / "deep.png")
+    rgb.resize((3000, 2500)).save(bag / "large.jpg")
+    nested = bag / "more" / "deeper"
+    nested.mkdir(parents=True)
+    rgb.save(nested / "n.webp")
+    os.symlink(bag, bag / "more" / "loop")
+    (task / "loose.png").write_bytes(good)
+    code, out, err = invoke("learn", "--task-dir", str(task), "--budget", "64KB", "--backbone", "bundled",
+                            "--state-dir", str(state), "--json")  # fmt: skip
+    assert code == 0, err
+    report = json.loads(out)
+    reasons = {Path(s["path"]).name: s["reason"] for s in report["skipped"]}
+    assert set(reasons) == {"empty.jpg", "notes.txt", "fake.png", "truncated.png", "bomb.png", "loose.png"}
+    assert "bomb" in reasons["bomb.png"] and "not an image" in reasons["notes.txt"]
+    counts = json.loads(invoke("status", "--state-dir", str(state), "--json")[1])["tasks"][0]
+    assert counts["samples"] == 6 + 6 + 6  # sandal 6; bag 6 + cmyk, palette, alpha, 16-bit, large, nested webp
+
+
+@pytest.mark.parametrize(
+    "setup,words",
+    [
+        ("missing", "not found"),
+        ("empty", "no class folders"),
+        ("loose", "images lie at the top level"),
+        ("collide", "name the same class"),
+        ("noimages", "no images found"),
+        ("allbad", "could be read"),
+    ],
+)
+def test_bad_task_dirs_are_one_line_errors_and_create_nothing(
+    state: Path, tmp_path: Path, setup: str, words: str
+) -> None:
+    task = tmp_path / "task"
+    if setup != "missing":
+        task.mkdir()
+    if setup == "loose":
+        Image.fromarray(fashion_images(0, 1)[0]).save(task / "a.png")
+    if setup == "collide":
+        write_task(task, {"t_shirt": 0, "T-Shirt": 0}, n=2)
+    if setup == "noimages":
+        (task / "cat").mkdir()
+        (task / "cat" / "a.txt").write_text("x")
+    if setup == "allbad":
+        (task / "cat").mkdir()
+        (task / "cat" / "a.jpg").write_bytes(b"\x00" * 10)
+    code, out, err = invoke("learn", "--task-dir", str(task), "--budget", "64KB", "--backbone", "bundled",
+                            "--state-dir", str(state))  # fmt: skip
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], err
+    assert not (state / "edgecl-state.json").exists()
+
+
+@pytest.mark.parametrize("budget,words", [("8 MBB", "invalid budget"), ("-1MB", "more than 0"), ("100B", "minimum is")])
+def test_bad_budgets(state: Path, tmp_path: Path, budget: str, words: str) -> None:
+    task = write_task(tmp_path / "t", {"coat": 4}, n=3)
+    code, _, err = invoke("learn", "--task-dir", str(task), "--budget", budget, "--backbone", "bundled",
+                          "--state-dir", str(state))  # fmt: skip
+    assert code == 2 and words in err and len(err.strip().splitlines()) == 1
+    assert not (state / "edgecl-state.json").exists()
+
+
+def test_state_dir_that_cannot_be_written(tmp_path: Path, bundled_export: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    task = write_task(tmp_path / "t", {"coat": 4}, n=3)
+    code, _, err = invoke("learn", "--task-dir", str(task), "--budget", "64KB", "--backbone", "bundled",
+                          "--state-dir", str(blocker / "state"))  # fmt: skip
+    assert code == 2 and "cannot write the state directory" in err
+
+
+def test_second_writer_waits_then_fails_clearly(state: Path, tmp_path: Path) -> None:
+    task = write_task(tmp_path / "t", {"coat": 4}, n=3)
+    state.mkdir(parents=True)
+    with open(state / "lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        start = time.monotonic()
+        out = edgecl("learn", "--task-dir", str(task), "--budget", "64KB", "--backbone", "bundled",
+                     "--state-dir", str(state), "--wait", "2")  # fmt: skip
+        assert time.monotonic() - start >= 2
+    assert out.returncode == 2 and "waiting for another edgecl process" in out.stderr
+    assert "locked by another edgecl process" in out.stderr
+    assert not (state / "edgecl-state.json").exists()
+
+
+def test_classify_without_state_and_changed_model_files(tmp_path: Path, bundled_export: Path) -> None:
+    code, _, err = invoke("classify", str(tmp_path), "--state-dir", str(tmp_path / "none"))
+    assert code == 2 and "nothing learned yet" in err
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(bundled_export, model)
+    task = write_task(tmp_path / "t", {"coat": 4}, n=3)
+    state = tmp_path / "state"
+    assert invoke("learn", "--task-dir", str(task), "--budget", "64KB", "--backbone", "bundled",
+                  "--state-dir", str(state))[0] == 0  # fmt: skip
+    pointer = json.loads((state / "edgecl-state.json").read_text())
+    meta_path = state / pointer["snapshot"] / "snapshot.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "model_dir": str(model)}))
+    with open(model / "image.int8.onnx", "r+b") as fh:
+        fh.seek(1000)
+        fh.write(b"\x00\x01\x02")
+    code, _, err = invoke("classify", str(task / "coat" / "0.png"), "--state-dir", str(state))
+    assert code == 2 and "image.int8.onnx" in err and "sha256" in err
