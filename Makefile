@@ -5,7 +5,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.edgecl-installed
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: install demo test test-all bench clean-models
+.PHONY: install demo test test-fast bench
 
 install: $(STAMP)
 
@@ -27,10 +27,10 @@ demo: install
 	$(VENV)/bin/edgecl demo
 
 test: install
-	$(PY) -m pytest -q -m "not slow"
-
-test-all: install
 	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 bench: install
 	$(PY) benchmarks/encoder_speed.py

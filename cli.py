@@ -110,22 +110,37 @@ def backbones(as_json: bool = typer.Option(False, "--json", help="Print as JSON.
 @app.command()
 @handles_errors
 def demo(
-    model_dir: Path | None = typer.Option(None, help="Model directory to use (exported when missing)."),
-    top_k: int = typer.Option(3, min=1, help="Labels to print per photo."),
+    state_dir: str | None = typer.Option(None, help="Keep the demo's state here (default: a temporary folder)."),
+    train_per_class: int = typer.Option(100, min=1, help="Training images per class."),
+    test_per_class: int = typer.Option(100, min=1, help="Held-out images per class."),
+    method: str = typer.Option("gdro", help="zeroshot, ncm, finetune, er, gcl or gdro."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
-    """Offline demo: export the bundled backbone, then zero-shot classify real sample photos."""
-    from edgecl.demo import run_demo
+    """Offline demo: learn Fashion-MNIST in 5 tasks of 2 classes, accuracy after each task, final status."""
+    from edgecl.demo import DEMO_BUDGET, run_demo
+    from edgecl.units import format_bytes
 
-    with _stderr().status("preparing the bundled backbone") as status:
-        results = run_demo(model_dir, top_k, progress=lambda m: status.update(m))
+    def show(row: dict[str, Any]) -> None:
+        if not as_json:
+            seen, first = 100 * row["accuracy_seen"], 100 * row["accuracy_first_task"]
+            memory = f"{format_bytes(row['memory_bytes'])} ({row['codec']})"
+            typer.echo(
+                f"task {row['task']}: learned {', '.join(row['new_classes'])}; accuracy on all seen classes "
+                f"{seen:.1f}%, on task 1's classes {first:.1f}%; memory {memory}; {row['seconds']:.1f} s"
+            )
+
+    if not as_json:
+        typer.echo(f"Fashion-MNIST, 5 tasks x 2 classes, {train_per_class} images per class, budget {DEMO_BUDGET}, "
+                   f"method {method}, bundled offline backbone")  # fmt: skip
+    with _Bar(not as_json) as bar:
+        results = run_demo(state_dir, train_per_class, test_per_class, method, show, bar)
     if as_json:
         _print_json(results)
         return
-    for row in results["photos"]:
-        labels = ", ".join(f"{p['label']} ({p['score']:.2f})" for p in row["predictions"])
-        typer.echo(f"{Path(row['image']).name:<24} {labels}")
-    typer.echo(f"\n{results['note']}")
+    info = results["status"]
+    used = f"{format_bytes(info['memory']['bytes'])} of {format_bytes(info['memory']['budget_bytes'])}"
+    typer.echo(f"\nfinal state: {len(info['classes'])} classes, {info['memory']['samples']} samples in memory, {used}")
+    typer.echo(results["note"])
 
 
 class _Bar:

@@ -62,6 +62,7 @@ def read_state(root: Path) -> Snapshot | None:
     for _ in range(3):  # a writer may retire the snapshot we just read the name of: read the pointer again
         try:
             data = json.loads(pointer.read_text(encoding="utf-8"))
+            _check_version(data, pointer)
             folder = root / data["snapshot"]
             meta = json.loads((folder / SNAPSHOT_META).read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -71,13 +72,12 @@ def read_state(root: Path) -> Snapshot | None:
             raise StateError(
                 f"{display(pointer)}: state pointer is damaged ({exc}); restore it or use a new --state-dir"
             ) from exc
-        _check_version(data, pointer)
         return Snapshot(root, folder, meta)
     raise StateError(f"{display(root)}: the current snapshot is missing; the state directory was modified by hand")
 
 
-def _check_version(data: dict[str, Any], pointer: Path) -> None:
-    if data.get("format") != STATE_FORMAT:
+def _check_version(data: Any, pointer: Path) -> None:
+    if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
         raise StateError(f"{display(pointer)}: not an edgecl state file")
     if int(data.get("format_version", -1)) > STATE_FORMAT_VERSION:
         raise StateError(

@@ -61,11 +61,11 @@ def test_export_cli_with_config_file(tiny_config: Path, tmp_path: Path) -> None:
     assert manifest["embed_dim"] == 32 and (tmp_path / "m" / "image.int8.onnx").is_file()
 
 
-def test_demo_classifies_sample_photos(bundled_export: Path) -> None:
-    result = runner.invoke(app, ["demo", "--model-dir", str(bundled_export), "--json"])
+def test_demo_learns_the_fashion_stream(bundled_export: Path) -> None:
+    result = runner.invoke(app, ["demo", "--train-per-class", "20", "--test-per-class", "20", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert len(data["photos"]) >= 10 and all(len(r["predictions"]) == 3 for r in data["photos"])
-    top = {Path(r["image"]).name: r["predictions"][0]["label"] for r in data["photos"]}
-    assert top["chelsea.png"] in {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "lynx"}
-    assert top["coffee.png"] in {"espresso", "cup", "coffee mug", "espresso maker"}
+    assert [row["task"] for row in data["tasks"]] == [1, 2, 3, 4, 5]
+    assert data["tasks"][0]["accuracy_seen"] > 0.8  # two classes, learned from 20 images each
+    assert all(row["memory_bytes"] <= 64_000 for row in data["tasks"])
+    assert len(data["status"]["classes"]) == 10 and data["tasks"][-1]["accuracy_seen"] > 0.3

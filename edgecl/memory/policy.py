@@ -11,17 +11,23 @@ import numpy as np
 # samples win by 10+ points of nearest-class-mean accuracy.
 AUTO_TARGET_PER_GROUP = 150
 AUTO_PQ_BELOW = 10
+# The decision assumes at least this many groups will share the budget (a first task usually brings a few of
+# many classes): every later codec change strands capacity, since evicted samples cannot come back.
+AUTO_MIN_GROUPS = 10
 AUTO_ORDER = ("fp16", "int8", "int4")  # most precise first
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
-def choose_auto_codec(capacity_for: dict[str, int], n_groups: int, target: int = AUTO_TARGET_PER_GROUP) -> str:
-    """`capacity_for[codec]` = samples that fit the budget with that codec; returns the codec name."""
-    groups = max(1, n_groups)
+def choose_auto_codec(
+    capacity_for: dict[str, int], n_groups: int, first: bool = True, target: int = AUTO_TARGET_PER_GROUP
+) -> str:
+    """`capacity_for[codec]` = samples that fit the budget with that codec; returns the codec name. PQ is only
+    chosen for an empty memory (`first`): switching to it later would strand most of its capacity."""
+    groups = max(AUTO_MIN_GROUPS, n_groups)
     for name in AUTO_ORDER:
         if capacity_for[name] >= target * groups:
             return name
-    return "pq" if capacity_for["int4"] < AUTO_PQ_BELOW * groups else "int4"
+    return "pq" if first and capacity_for["int4"] < AUTO_PQ_BELOW * groups else "int4"
 
 
 def water_fill(available: np.ndarray, capacity: int) -> np.ndarray:

@@ -150,7 +150,7 @@ class ReplayMemory:
         n_groups = max(1, len(classes)) * max(1, len(domains))
         names = ("fp16", "int8", "int4")
         capacity = {name: self._capacity(make_codec(name, self.dim), classes, domains) for name in names}
-        name = choose_auto_codec(capacity, n_groups)
+        name = choose_auto_codec(capacity, n_groups, first=self.codec is None)
         if name == "pq":
             return self._fitted_pq(x)
         if self.codec is not None and _precision_rank(self.codec.name) >= _precision_rank(name):
