@@ -180,12 +180,16 @@ def _wait_message(message: str) -> None:
 @handles_errors
 def learn(
     task_dir: Path = typer.Option(..., "--task-dir", help="Folder with one sub-folder of images per class."),
-    budget: str | None = typer.Option(None, help="Replay-memory budget, e.g. 8MB, 512KiB (needed on the first learn)."),
+    budget: str | None = typer.Option(
+        None, help="Replay-memory budget, e.g. 8MB, 512KiB (first learn; default: the device profile's)."
+    ),
     state_dir: str | None = typer.Option(None, help="State directory. Default: $EDGECL_HOME or ~/.edgecl."),
     domain: str | None = typer.Option(None, help="Name of the visual domain of these images (domain-incremental)."),
     method: str | None = typer.Option(None, help="zeroshot, ncm, finetune, er, gcl or gdro (default gdro)."),
     backbone: str | None = typer.Option(None, help="Backbone id (first learn). Offline: --backbone bundled."),
-    device: str | None = typer.Option(None, help="Device profile name recorded in the state (default cpu)."),
+    device: str | None = typer.Option(None, help="Device profile (see `edgecl devices`; default cpu)."),
+    profile_file: str | None = typer.Option(None, help="Your own device profile TOML instead of --device."),
+    force: bool = typer.Option(False, "--force", help="Allow a --budget above the profile's maximum."),
     codec: str | None = typer.Option(None, help="Memory codec: auto (default), fp16, int8, int4 or pq."),
     seed: int = typer.Option(0, help="Random seed (memory selection, training)."),
     wait: float = typer.Option(300.0, help="Seconds to wait for another edgecl process writing the same state."),
@@ -195,7 +199,8 @@ def learn(
     from edgecl.commands import LearnOptions
     from edgecl.commands import learn as run_learn
 
-    opts = LearnOptions(str(task_dir), budget, state_dir, domain, method, backbone, device, codec, seed, wait)
+    opts = LearnOptions(str(task_dir), budget, state_dir, domain, method, backbone, device, codec, seed, wait,
+                        profile_file, force)  # fmt: skip
     with _Bar(not as_json) as bar:
         report = run_learn(opts, bar, _wait_message)
     if as_json:
@@ -277,6 +282,55 @@ def forget(
         _print_json(report)
         return
     typer.echo(f"forgot {class_name!r}: {report['bytes_freed']} bytes of memory freed; {report['note']}")
+
+
+@app.command()
+@handles_errors
+def devices(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """List the shipped device profiles."""
+    from edgecl.profiles import list_profiles
+
+    profiles = list_profiles()
+    if as_json:
+        _print_json([p.to_dict() for p in profiles])
+        return
+    for p in profiles:
+        typer.echo(f"{p.name:<18} budget {p.default_budget} (max {p.max_budget}), {p.providers[0]}: {p.description}")
+
+
+@app.command()
+@handles_errors
+def profile(
+    device: str | None = typer.Option(None, help="Device profile to measure against (default cpu)."),
+    profile_file: str | None = typer.Option(None, help="Your own device profile TOML instead of --device."),
+    backbone: str | None = typer.Option(None, help="Backbone to measure (default: the profile's, else bundled)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Measure latency, throughput and memory on this machine against a device profile's targets."""
+    from edgecl.profiles import get_profile
+    from edgecl.profiling import run_profile
+
+    chosen = get_profile(device, profile_file)
+    with _stderr().status("profiling") as spinner:
+        report = run_profile(chosen, backbone, lambda m: spinner.update(m))
+    if as_json:
+        _print_json(report)
+        return
+    typer.echo(f"device {report['device']}, backbone {report['backbone']}, provider {report['provider_used']}")
+    if report["backbone_note"]:
+        typer.echo(f"note: {report['backbone_note']}")
+    b1, bb, c = report["encoder_batch1"], report["encoder_batch"], report["classify"]
+    typer.echo(f"encoder batch 1: p50 {b1['p50_ms']} ms, p95 {b1['p95_ms']} ms; "
+               f"batch {bb['batch']}: p50 {bb['p50_ms']} ms, p95 {bb['p95_ms']} ms")  # fmt: skip
+    typer.echo(f"classify end to end: p50 {c['p50_ms']} ms, p95 {c['p95_ms']} ms")
+    learn_info, mem = report["learn"], report["memory"]
+    typer.echo(f"learn: {learn_info['images_per_s']} images/s encoded, {learn_info['train_steps_per_s']} train steps/s")
+    typer.echo(f"memory entry: {mem['bytes_per_entry']} B ({mem['codec']}), {mem['entries_in_default_budget']} fit")
+    typer.echo(f"peak RSS {report['peak_rss_bytes'] / 2**20:.0f} MiB; GPU {report['gpu'] or 'none'}")
+    for check in report["checks"]:
+        typer.echo(
+            f"{'PASS' if check['pass'] else 'FAIL'}  {check['name']}: {check['value']} (target {check['target']})"
+        )
 
 
 def main() -> None:

@@ -13,14 +13,14 @@ from typing import Any
 import numpy as np
 
 import edgecl
-from edgecl.backbones import DEFAULT_ONLINE_BACKBONE, parse_backbone_id
+from edgecl.backbones import parse_backbone_id
 from edgecl.errors import EdgeclError, ImageLoadError
 from edgecl.state import Snapshot, StateError, commit_snapshot, read_state, state_root, writer_lock
 from edgecl.tasks import collect_images, display, scan_task_dir
 from edgecl.units import parse_bytes
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
-DEFAULT_DEVICE = "cpu"
+DEFAULT_DEVICE = "cpu"  # the profile used when --device is not given
 FORGET_NOTE = (
     "removed from memory and from classification; the adapters keep what the class taught them until later "
     "tasks retrain them, so other classes' scores may still reflect it"
@@ -43,6 +43,8 @@ class LearnOptions:
     codec: str | None = None
     seed: int = 0
     lock_timeout_s: float = 300.0
+    profile_file: str | None = None
+    force: bool = False
 
 
 def encode_files(
@@ -68,9 +70,11 @@ def encode_files(
 
 
 def _open_encoder(meta: dict[str, Any]) -> Any:
+    """The state's encoder with its profile's execution providers and threads (missing providers fall back)."""
     from edgecl.encoder import Encoder
 
-    return Encoder(meta["model_dir"])
+    profile = meta.get("profile") or {}
+    return Encoder(meta["model_dir"], providers=profile.get("providers"), threads=profile.get("threads"))
 
 
 def _load_learner(snapshot: Snapshot) -> Any:
@@ -79,26 +83,41 @@ def _load_learner(snapshot: Snapshot) -> Any:
     return Learner.load_from(snapshot.folder, _open_encoder(snapshot.meta))
 
 
+def _checked_budget(opts: LearnOptions, profile: Any) -> int:
+    """--budget (or the profile's default), refused above the profile's maximum unless --force."""
+    budget = parse_bytes(opts.budget) if opts.budget else profile.default_budget_bytes
+    if budget > profile.max_budget_bytes and not opts.force:
+        raise EdgeclError(
+            f"budget {opts.budget} is above the {profile.name} profile's maximum of {profile.max_budget}; "
+            "pass --force to use it anyway"
+        )
+    return budget
+
+
 def _new_learner(opts: LearnOptions, progress: Progress) -> tuple[Any, dict[str, Any]]:
+    from edgecl.encoder import Encoder
     from edgecl.learner import Learner, LearnerConfig
     from edgecl.models import ensure_model
+    from edgecl.profiles import get_profile
 
-    if opts.budget is None:
-        raise EdgeclError("the first learn needs --budget, e.g. --budget 8MB")
-    backbone = parse_backbone_id(opts.backbone or DEFAULT_ONLINE_BACKBONE).canonical
+    profile = get_profile(opts.device, opts.profile_file)
+    budget = _checked_budget(opts, profile)
+    backbone = parse_backbone_id(opts.backbone or profile.default_backbone).canonical
     manifest = ensure_model(backbone, None, lambda message: progress(message, 0, 0))
-    from edgecl.encoder import Encoder
-
-    encoder = Encoder(manifest.root)
-    config = LearnerConfig(method=opts.method or "gdro", budget_bytes=parse_bytes(opts.budget),
-                           codec=opts.codec or "auto", seed=opts.seed)  # fmt: skip
-    meta = {"backbone": backbone, "model_dir": str(manifest.root.resolve()), "device": opts.device or DEFAULT_DEVICE,
+    encoder = Encoder(manifest.root, providers=profile.providers, threads=profile.threads)
+    config = LearnerConfig(method=opts.method or "gdro", budget_bytes=budget, codec=opts.codec or "auto",
+                           seed=opts.seed, rank=profile.adapter_rank, batch_size=profile.train_batch,
+                           optimizer=profile.optimizer)  # fmt: skip
+    meta = {"backbone": backbone, "model_dir": str(manifest.root.resolve()), "device": profile.name,
+            "profile": profile.to_dict(), "forced_budget": budget > profile.max_budget_bytes,
             "model_files": manifest.data["files"], "created": _now()}  # fmt: skip
     return Learner(config, encoder.embed_dim, encoder), meta
 
 
 def _check_same(snapshot: Snapshot, learner: Any, opts: LearnOptions) -> None:
     meta, cfg = snapshot.meta, learner.config
+    if (opts.device and opts.device != meta.get("device")) or opts.profile_file:
+        raise EdgeclError(f"this state uses device profile {meta.get('device')}; omit --device/--profile-file")
     if opts.backbone and parse_backbone_id(opts.backbone).canonical != meta["backbone"]:
         raise EdgeclError(f"this state uses backbone {meta['backbone']}; omit --backbone or use a new --state-dir")
     if opts.budget and parse_bytes(opts.budget) != cfg.budget_bytes:
@@ -118,6 +137,10 @@ def learn(
     start = time.perf_counter()
     if opts.budget is not None:
         parse_bytes(opts.budget)  # a bad budget string fails before anything else happens
+    if opts.device or opts.profile_file:
+        from edgecl.profiles import get_profile
+
+        get_profile(opts.device, opts.profile_file)  # so does an unknown device or a bad profile file
     scan = scan_task_dir(opts.task_dir)
     root = state_root(opts.state_dir)
     with writer_lock(root, opts.lock_timeout_s, on_wait):
@@ -140,7 +163,8 @@ def learn(
         task = {"task_dir": display(Path(opts.task_dir).resolve()), "classes": sorted(set(labels)),
                 "new_classes": report["new_classes"], "domain": opts.domain, "samples": len(labels),
                 "skipped": len(skipped), "seconds": round(seconds, 2), "time": _now()}  # fmt: skip
-        meta = {**meta, "tasks": [*meta.get("tasks", []), task], "edgecl_version": edgecl.__version__}
+        meta = {**meta, "tasks": [*meta.get("tasks", []), task], "edgecl_version": edgecl.__version__,
+                "providers_used": learner.encoder.providers_in_use}  # fmt: skip
         commit_snapshot(root, learner.save_to, meta)
     stats = learner.memory.stats()
     return {
@@ -149,8 +173,21 @@ def learn(
         "skipped": skipped, "seconds": round(time.perf_counter() - start, 3), "method": learner.config.method,
         "domain": opts.domain, "loss": report.get("loss", []),
         "class_weights": (report.get("class_weights") or [None])[-1],
-        "state_dir": str(root),
+        "state_dir": str(root), "device": meta.get("device"), "providers_used": meta["providers_used"],
+        "peak_rss_bytes": peak_rss_bytes(), "ram_cap_bytes": _ram_cap(meta),
     }  # fmt: skip
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far (what `/usr/bin/time -v` reports as maximum RSS)."""
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def _ram_cap(meta: dict[str, Any]) -> int | None:
+    cap = (meta.get("profile") or {}).get("ram_cap")
+    return parse_bytes(cap) if cap else None
 
 
 def _current(state_dir: str | None) -> Snapshot:
@@ -190,6 +227,8 @@ def status(state_dir: str | None = None) -> dict[str, Any]:
                    "budget_bytes": stats["budget_bytes"], "codec": stats["codec"], "per_class": stats["per_class"],
                    "per_class_domain": stats["per_class_domain"], "samples": stats["samples"]},
         "tasks": snapshot.meta.get("tasks", []), "state_dir": str(snapshot.root),
+        "providers_used": snapshot.meta.get("providers_used", []),
+        "forced_budget": snapshot.meta.get("forced_budget", False),
         "model_dir": snapshot.meta["model_dir"],
     }  # fmt: skip
 

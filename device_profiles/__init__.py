@@ -1,0 +1,1 @@
+"""Shipped device profiles (TOML files in this folder); loaded by edgecl.profiles."""
