@@ -286,6 +286,28 @@ def forget(
 
 @app.command()
 @handles_errors
+def bench(
+    suite: str = typer.Option("quick", help="quick (under 5 min on 2 cores) or default (3 seeds, sweeps)."),
+    out: Path = typer.Option(Path("bench-results"), help="Folder for results.json, report.md and PNG plots."),
+    data_root: Path | None = typer.Option(None, help="Folder holding CIFAR-100 / DomainNet, when you have them."),
+    as_json: bool = typer.Option(False, "--json", help="Print every raw number as JSON."),
+) -> None:
+    """Continual-learning benchmark: all methods side by side at equal byte budgets (bundled backbone)."""
+    from edgecl.bench.suite import SUITES, markdown, run_suite
+
+    if suite not in SUITES:
+        raise EdgeclError(f"unknown suite {suite!r}; choose {', '.join(SUITES)}")
+    with _Bar(not as_json) as bar:
+        results = run_suite(suite, out, data_root, bar)
+    if as_json:
+        _print_json(results)
+        return
+    typer.echo(markdown(results))
+    typer.echo(f"wrote {out / 'results.json'}, {out / 'report.md'} and plots in {out}")
+
+
+@app.command()
+@handles_errors
 def devices(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
     """List the shipped device profiles."""
     from edgecl.profiles import list_profiles

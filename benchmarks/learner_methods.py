@@ -18,10 +18,11 @@ import time
 import numpy as np
 
 from edgecl.bench.embeddings import fashion_embeddings
-from edgecl.bench.metrics import average_incremental_accuracy, forgetting, last_accuracy
-from edgecl.datasets import FASHION_MNIST_CLASSES, fashion_mnist
+from edgecl.bench.runner import RunSpec, run_stream
+from edgecl.bench.streams import Embedder, Stream, Task
+from edgecl.datasets import DIGIT_CLASSES, FASHION_MNIST_CLASSES, fashion_mnist, mnist
 from edgecl.encoder import Encoder
-from edgecl.learner import METHODS, Learner, LearnerConfig, prompt_for
+from edgecl.learner import METHODS, prompt_for
 from edgecl.models import ensure_model
 from edgecl.units import parse_bytes
 
@@ -29,25 +30,18 @@ TASKS = [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
 NAMES = list(FASHION_MNIST_CLASSES)
 
 
-def run_stream(cfg: LearnerConfig, data: tuple[np.ndarray, ...], text: np.ndarray) -> dict[str, object]:
-    """Learn the 5 tasks; return the accuracy matrix, accuracy on all seen classes after each task, times."""
-    train_x, train_y, test_x, test_y = data
-    learner = Learner(cfg, train_x.shape[1])
-    matrix = np.zeros((len(TASKS), len(TASKS)))
-    seen_acc, train_s = [], []
-    for t, task in enumerate(TASKS):
-        rows = np.isin(train_y, task)
-        report = learner.learn_embeddings(
-            train_x[rows], [NAMES[i] for i in train_y[rows]], text={NAMES[c]: text[c] for c in task}
-        )
-        train_s.append(float(report["train_seconds"]))
-        predicted = np.array([NAMES.index(learner.classes[p]) for p in learner.predict(test_x)])
-        for k, other in enumerate(TASKS[: t + 1]):
-            mask = np.isin(test_y, other)
-            matrix[t, k] = (predicted[mask] == test_y[mask]).mean()
-        seen = np.isin(test_y, [c for tk in TASKS[: t + 1] for c in tk])
-        seen_acc.append(float((predicted[seen] == test_y[seen]).mean()))
-    return {"matrix": matrix, "seen": seen_acc, "train_s": train_s}
+def fashion_stream(encoder: Encoder, train_per_class: int, test_per_class: int) -> Stream:
+    """The 5 tasks in the natural class order, from cached embeddings; MNIST digits as never-learned classes."""
+    train_x, train_y = fashion_embeddings(encoder, "train", train_per_class)
+    test_x, test_y = fashion_embeddings(encoder, "test", test_per_class)
+    tasks = []
+    for task in TASKS:
+        tr, te = np.isin(train_y, task), np.isin(test_y, task)
+        tasks.append(Task(task, None, train_x[tr], train_y[tr], test_x[te], test_y[te]))
+    digits, digit_y = mnist("test")
+    pick = np.concatenate([np.flatnonzero(digit_y == d)[:20] for d in range(10)])
+    heldout = Embedder(encoder)(digits[pick])
+    return Stream("fashion-mnist", "class", tuple(NAMES), tuple(tasks), heldout, digit_y[pick], DIGIT_CLASSES)
 
 
 def encode_seconds(encoder: Encoder, per_class: int) -> list[float]:
@@ -81,11 +75,12 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=8)
     args = parser.parse_args()
     encoder = Encoder(ensure_model("bundled").root, threads=os.cpu_count())
-    data = (*fashion_embeddings(encoder, "train", args.train_per_class),
-            *fashion_embeddings(encoder, "test", args.test_per_class))  # fmt: skip
+    stream = fashion_stream(encoder, args.train_per_class, args.test_per_class)
     text = encoder.encode_texts([prompt_for(n) for n in NAMES])
+    held = encoder.encode_texts([prompt_for(n) for n in DIGIT_CLASSES])
     enc_s = encode_seconds(encoder, args.train_per_class)
     budget = parse_bytes(args.budget)
+    extra = {"epochs": args.epochs, "dro_lambda": args.dro_lambda, "temperature": args.temperature, "rank": args.rank}
     print(f"class-incremental Fashion-MNIST, 5 tasks x 2 classes, {args.train_per_class} train / "
           f"{args.test_per_class} test images per class, bundled backbone, memory {args.budget} {args.codec}, "
           f"{args.seeds} seeds, {args.epochs} epochs, rank {args.rank}, tau {args.temperature}, "
@@ -95,23 +90,19 @@ def main() -> None:
         f"{'train/encode':>12}"
     )
     for method in args.methods.split(","):
-        runs = []
-        for seed in range(args.seeds):
-            cfg = LearnerConfig(method=method, budget_bytes=budget, codec=args.codec, seed=seed, epochs=args.epochs,
-                                dro_lambda=args.dro_lambda, temperature=args.temperature, rank=args.rank)  # fmt: skip
-            runs.append(run_stream(cfg, data, text))
-        last = [last_accuracy(r["seen"]) for r in runs]
-        avg = [average_incremental_accuracy(r["seen"]) for r in runs]
-        fgt = [forgetting(r["matrix"]) for r in runs]
-        train_task = statistics.mean(s for r in runs for s in r["train_s"])
-        ratio = statistics.mean(sum(r["train_s"]) / sum(enc_s) for r in runs)
+        runs = [run_stream(stream, RunSpec(method, budget, args.codec, seed), text, held, extra)
+                for seed in range(args.seeds)]  # fmt: skip
+        last = [r["last_accuracy"] for r in runs]
+        avg = [r["average_incremental_accuracy"] for r in runs]
+        fgt = [r["forgetting"] for r in runs]
+        train_task = statistics.mean(r["train_seconds_per_task"] for r in runs)
+        ratio = statistics.mean(r["train_seconds_per_task"] / statistics.mean(enc_s) for r in runs)
         print(f"{method:<9} {_fmt(last):>13} {_fmt(avg):>13} {_fmt(fgt):>13} {train_task:>12.2f} {100 * ratio:>11.1f}%")
     print(f"\nencoding each task's {2 * args.train_per_class} images (INT8, {os.cpu_count()} threads): "
           f"{statistics.mean(enc_s):.2f} s per task")  # fmt: skip
-    cfg = LearnerConfig(method="gdro", budget_bytes=budget, codec=args.codec, seed=0, epochs=args.epochs,
-                        dro_lambda=args.dro_lambda, temperature=args.temperature, rank=args.rank)  # fmt: skip
-    a, b = run_stream(cfg, data, text), run_stream(cfg, data, text)
-    print(f"reproducibility: gdro seed 0 twice, last accuracy {100 * a['seen'][-1]:.2f} vs {100 * b['seen'][-1]:.2f}")
+    a, b = (run_stream(stream, RunSpec("gdro", budget, args.codec, 0), text, held, extra) for _ in range(2))
+    print(f"reproducibility: gdro seed 0 twice, last accuracy {100 * a['last_accuracy']:.2f} "
+          f"vs {100 * b['last_accuracy']:.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -168,3 +168,12 @@ def test_text_head_trains_and_round_trips(tmp_path: Path) -> None:
     assert (tmp_path / "s" / "text_adapter" / "adapter_config.json").is_file()
     x, _, _ = clustered(6, 10, 0)
     np.testing.assert_array_equal(Learner.load_from(tmp_path / "s").predict(x), learner.predict(x))
+
+
+def test_pq_memory_survives_copies_across_tasks() -> None:
+    x, y, text = clustered(6, 60, 0)
+    learner = Learner(LearnerConfig(method="gdro", budget_bytes=6_000, codec="pq", epochs=2), DIM)
+    for task in ((0, 1), (2, 3), (4, 5)):
+        rows = np.isin(y, task)
+        learner.learn_embeddings(x[rows], [f"class {c}" for c in y[rows]], text={f"class {c}": text[c] for c in task})
+    assert learner.memory.stats()["codec"] == "pq" and learner.memory.size_bytes() <= 6_000

@@ -163,6 +163,10 @@ class PQCodec:
         self._codebook = codebook  # (m, 2^nbits, D/m) f16
         self._pq = None
 
+    def __getstate__(self) -> dict[str, object]:
+        """Copies and pickles carry the codebook; the faiss object (not copyable) is rebuilt on use."""
+        return {**self.__dict__, "_pq": None}
+
     @property
     def bytes_per_vector(self) -> int:
         return (self.m * self.nbits + 7) // 8

@@ -1,0 +1,86 @@
+"""PNG plots of a bench run (matplotlib, headless): accuracy after each task, last accuracy vs budget, a heatmap."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def plot_all(results: dict[str, Any], out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from edgecl.bench.suite import main_runs
+
+    cfg = results["config"]
+    main = main_runs(results)
+    paths = []
+    for stream in sorted({r["stream"] for r in main}):
+        paths.append(_per_task(stream, [r for r in main if r["stream"] == stream], out_dir))
+        gdro = [r for r in main if r["stream"] == stream and r["method"] == "gdro"]
+        if gdro:
+            paths.append(_heatmap(stream, gdro, out_dir))
+    first = cfg["streams"][0]
+    sweep = [r for r in results["runs"] if r["stream"] == first and r["codec"] == cfg["main_codec"]]
+    if sweep:
+        paths.append(_budget(first, sweep, out_dir))
+    return paths
+
+
+def _per_task(stream: str, runs: list[dict[str, Any]], out_dir: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in sorted({r["method"] for r in runs}):
+        curves = np.array([r["seen_accuracy"] for r in runs if r["method"] == method])
+        ax.plot(range(1, curves.shape[1] + 1), 100 * curves.mean(0), marker="o", label=method)
+    ax.set(xlabel="task", ylabel="accuracy on all seen classes (%)", title=f"{stream}: accuracy after each task")
+    return _save_line_plot(fig, ax, out_dir / f"{stream}-accuracy-per-task.png")
+
+
+def _budget(stream: str, runs: list[dict[str, Any]], out_dir: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in sorted({r["method"] for r in runs}):
+        budgets = sorted({r["budget_bytes"] for r in runs if r["method"] == method})
+        acc = [np.mean([r["last_accuracy"] for r in runs if r["method"] == method and r["budget_bytes"] == b])
+               for b in budgets]  # fmt: skip
+        ax.plot(np.array(budgets) / 1000, 100 * np.array(acc), marker="o", label=method)
+    ax.set_xscale("log")
+    ax.set(xlabel="memory budget (KB)", ylabel="last accuracy (%)", title=f"{stream}: last accuracy vs budget")
+    return _save_line_plot(fig, ax, out_dir / f"{stream}-last-accuracy-vs-budget.png")
+
+
+def _save_line_plot(fig: Any, ax: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _heatmap(stream: str, runs: list[dict[str, Any]], out_dir: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    matrix = 100 * np.mean([np.array(r["matrix"]) for r in runs], axis=0)
+    masked = np.ma.masked_where(np.triu(np.ones_like(matrix), 1) > 0, matrix)
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    image = ax.imshow(masked, vmin=0, vmax=100, cmap="viridis")
+    for (t, k), value in np.ndenumerate(matrix):
+        if k <= t:
+            ax.text(k, t, f"{value:.0f}", ha="center", va="center", color="white", fontsize=8)
+    ax.set(xlabel="task evaluated", ylabel="after task", title=f"{stream}: gdro accuracy matrix (%)")
+    ax.set_xticks(range(len(matrix)), [str(i + 1) for i in range(len(matrix))])
+    ax.set_yticks(range(len(matrix)), [str(i + 1) for i in range(len(matrix))])
+    fig.colorbar(image, ax=ax)
+    path = out_dir / f"{stream}-gdro-accuracy-matrix.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

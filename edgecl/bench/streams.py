@@ -1,0 +1,198 @@
+"""Benchmark streams as embeddings: class-incremental Fashion-MNIST and MNIST, domain-incremental digits, and
+CIFAR-100 / DomainNet read from --data-root when present (skipped with a note otherwise)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgecl.backbones.bundled import cache_dir
+from edgecl.datasets import (
+    DIGIT_CLASSES,
+    FASHION_MNIST_CLASSES,
+    DatasetUnavailableError,
+    fashion_mnist,
+    mnist,
+    optdigits,
+)
+from edgecl.encoder import Encoder
+
+
+@dataclass(frozen=True)
+class Task:
+    classes: tuple[int, ...]  # label indices learned in this task
+    domain: str | None
+    train_x: np.ndarray  # (N, D) f32
+    train_y: np.ndarray  # (N,) label index
+    test_x: np.ndarray
+    test_y: np.ndarray
+
+
+@dataclass(frozen=True)
+class Stream:
+    name: str
+    kind: str  # "class" or "domain"
+    labels: tuple[str, ...]
+    tasks: tuple[Task, ...]
+    heldout_x: np.ndarray  # images of classes never learned, for zero-shot retention
+    heldout_y: np.ndarray
+    heldout_labels: tuple[str, ...]
+
+
+class Embedder:
+    """Encodes image arrays once and caches the embeddings on disk, keyed by model files and data hash."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+        self._model_key = hashlib.sha256(str(sorted(encoder.manifest.data["files"].items())).encode()).hexdigest()
+
+    def __call__(self, images: np.ndarray | list[Path]) -> np.ndarray:
+        """Image arrays (N, H, W[, C]) or image files (keyed by path, size and modification time)."""
+        if isinstance(images, np.ndarray):
+            data = np.ascontiguousarray(images).tobytes()
+        else:
+            data = "|".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in images).encode()
+        key = hashlib.sha256(self._model_key.encode() + data).hexdigest()[:24]
+        path = cache_dir() / "bench-embeddings" / f"{key}.npy"
+        if path.is_file():
+            return np.load(path, allow_pickle=False)
+        x = self.encoder.encode_images(list(images), batch_size=32)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, x, allow_pickle=False)
+        tmp.replace(path)
+        return x
+
+
+def _pick(labels: np.ndarray, classes: list[int], per_class: int) -> np.ndarray:
+    return np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in classes])
+
+
+def class_incremental(name: str, loader: Callable[[str], tuple[np.ndarray, np.ndarray]], labels: tuple[str, ...],
+                      heldout: tuple[Callable, tuple[str, ...]], embed: Embedder, seed: int, train_per_class: int,
+                      test_per_class: int) -> Stream:  # fmt: skip
+    """5 tasks of 2 classes in a seeded class order."""
+    train_imgs, train_lab = loader("train")
+    test_imgs, test_lab = loader("test")
+    order = np.random.default_rng(seed).permutation(10)
+    tasks = []
+    for t in range(5):
+        classes = [int(c) for c in order[2 * t : 2 * t + 2]]
+        tr, te = _pick(train_lab, classes, train_per_class), _pick(test_lab, classes, test_per_class)
+        tasks.append(
+            Task(tuple(classes), None, embed(train_imgs[tr]), train_lab[tr], embed(test_imgs[te]), test_lab[te])
+        )
+    h_imgs, h_lab = heldout[0]("test")
+    h = _pick(h_lab, list(range(10)), max(10, test_per_class // 4))
+    return Stream(name, "class", labels, tuple(tasks), embed(h_imgs[h]), h_lab[h], heldout[1])
+
+
+def _rotate(images: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.rot90(images, k=1, axes=(1, 2)))
+
+
+def digits_domains(embed: Embedder, train_per_class: int, test_per_class: int) -> Stream:
+    """MNIST -> optdigits -> inverted MNIST -> rotated MNIST, the same 10 digit labels."""
+    m_train, m_train_y = mnist("train")
+    m_test, m_test_y = mnist("test")
+    o_train, o_train_y = optdigits("train")
+    o_test, o_test_y = optdigits("test")
+    domains = [
+        ("mnist", m_train, m_train_y, m_test, m_test_y, lambda a: a),
+        ("optdigits", o_train, o_train_y, o_test, o_test_y, lambda a: a),
+        ("inverted", m_train, m_train_y, m_test, m_test_y, lambda a: 255 - a),
+        ("rotated", m_train, m_train_y, m_test, m_test_y, _rotate),
+    ]
+    tasks = []
+    for i, (domain, tr_x, tr_y, te_x, te_y, fn) in enumerate(domains):
+        offset = 0 if i < 2 else 1000 * i  # different MNIST images for each derived domain
+        tr = _pick(tr_y[offset:], list(range(10)), train_per_class) + offset
+        te = _pick(te_y, list(range(10)), test_per_class)
+        tasks.append(Task(tuple(range(10)), domain, embed(fn(tr_x[tr])), tr_y[tr], embed(fn(te_x[te])), te_y[te]))
+    f_imgs, f_lab = fashion_mnist("test")
+    h = _pick(f_lab, list(range(10)), max(10, test_per_class // 4))
+    return Stream(
+        "digits-domains", "domain", DIGIT_CLASSES, tuple(tasks), embed(f_imgs[h]), f_lab[h], FASHION_MNIST_CLASSES
+    )
+
+
+def build_streams(names: list[str], embed: Embedder, seed: int, train_per_class: int, test_per_class: int,
+                  data_root: Path | None) -> tuple[list[Stream], list[str]]:  # fmt: skip
+    """The named streams that can be built here, and a note for each that cannot."""
+    streams, notes = [], []
+    for name in names:
+        try:
+            if name == "fashion-mnist":
+                streams.append(class_incremental(name, fashion_mnist, FASHION_MNIST_CLASSES, (mnist, DIGIT_CLASSES),
+                                                 embed, seed, train_per_class, test_per_class))  # fmt: skip
+            elif name == "mnist":
+                streams.append(class_incremental(name, mnist, DIGIT_CLASSES, (fashion_mnist, FASHION_MNIST_CLASSES),
+                                                 embed, seed, train_per_class, test_per_class))  # fmt: skip
+            elif name == "digits-domains":
+                streams.append(digits_domains(embed, train_per_class, test_per_class))
+            elif name == "cifar100":
+                streams.append(cifar100_stream(_root(data_root, name), embed, seed, train_per_class, test_per_class))
+            elif name == "domainnet":
+                streams.append(domainnet_stream(_root(data_root, name), embed, train_per_class, test_per_class))
+            else:
+                notes.append(
+                    f"{name}: unknown stream (known: fashion-mnist, mnist, digits-domains, cifar100, domainnet)"
+                )
+        except DatasetUnavailableError as exc:
+            notes.append(f"{name}: skipped, {exc}")
+    return streams, notes
+
+
+def _root(data_root: Path | None, name: str) -> Path:
+    if data_root is None:
+        raise DatasetUnavailableError(f"not available offline; pass --data-root with {_EXPECTED[name]} inside")
+    return data_root
+
+
+_EXPECTED = {"cifar100": "cifar-100-python/ (torchvision's layout)", "domainnet": "domainnet/<domain>/<class>/*.jpg"}
+
+
+def cifar100_stream(root: Path, embed: Embedder, seed: int, train_per_class: int, test_per_class: int) -> Stream:
+    """CIFAR-100 in 10 tasks of 10 classes, seeded class order; no held-out classes (every class is learned)."""
+    from edgecl.bench.external import cifar100
+
+    train_imgs, train_lab, names = cifar100(root, "train")
+    test_imgs, test_lab, _ = cifar100(root, "test")
+    order = np.random.default_rng(seed).permutation(100)
+    tasks = []
+    for t in range(10):
+        classes = [int(c) for c in order[10 * t : 10 * t + 10]]
+        tr, te = _pick(train_lab, classes, train_per_class), _pick(test_lab, classes, test_per_class)
+        tasks.append(
+            Task(tuple(classes), None, embed(train_imgs[tr]), train_lab[tr], embed(test_imgs[te]), test_lab[te])
+        )
+    return Stream("cifar100", "class", names, tuple(tasks), *_no_heldout(tasks[0]))
+
+
+def domainnet_stream(root: Path, embed: Embedder, train_per_class: int, test_per_class: int,
+                     max_classes: int = 20) -> Stream:  # fmt: skip
+    """One task per DomainNet domain over the same classes; each class folder split into train then test files."""
+    from edgecl.bench.external import domainnet
+
+    by_domain, classes = domainnet(root, max_classes)
+    tasks = []
+    for domain, per_class in by_domain.items():
+        train, test, train_y, test_y = [], [], [], []
+        for c, name in enumerate(classes):
+            files = per_class[name]
+            train += files[:train_per_class]
+            test += files[train_per_class : train_per_class + test_per_class]
+            train_y += [c] * len(files[:train_per_class])
+            test_y += [c] * len(files[train_per_class : train_per_class + test_per_class])
+        tasks.append(
+            Task(tuple(range(len(classes))), domain, embed(train), np.array(train_y), embed(test), np.array(test_y))
+        )
+    return Stream("domainnet", "domain", classes, tuple(tasks), *_no_heldout(tasks[0]))
+
+
+def _no_heldout(task: Task) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    return np.zeros((0, task.train_x.shape[1]), np.float32), np.zeros(0, np.int64), ()
