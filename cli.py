@@ -290,6 +290,7 @@ def bench(
     suite: str = typer.Option("quick", help="quick (under 5 min on 2 cores) or default (3 seeds, sweeps)."),
     out: Path = typer.Option(Path("bench-results"), help="Folder for results.json, report.md and PNG plots."),
     data_root: Path | None = typer.Option(None, help="Folder holding CIFAR-100 / DomainNet, when you have them."),
+    download: bool = typer.Option(False, "--download", help="Fetch CIFAR-100 into --data-root (needs network)."),
     as_json: bool = typer.Option(False, "--json", help="Print every raw number as JSON."),
 ) -> None:
     """Continual-learning benchmark: all methods side by side at equal byte budgets (bundled backbone)."""
@@ -298,7 +299,7 @@ def bench(
     if suite not in SUITES:
         raise EdgeclError(f"unknown suite {suite!r}; choose {', '.join(SUITES)}")
     with _Bar(not as_json) as bar:
-        results = run_suite(suite, out, data_root, bar)
+        results = run_suite(suite, out, data_root, download, bar)
     if as_json:
         _print_json(results)
         return

@@ -109,3 +109,14 @@ def test_data_files_cannot_run_code(tmp_path: Path) -> None:
     (tmp_path / "cifar-100-python" / "train").write_bytes(pickle.dumps({b"data": Evil()}))
     with pytest.raises(DatasetUnavailableError, match="refusing to load"):
         cifar100(tmp_path, "train")
+
+
+def test_cifar_download_fails_fast_offline(tmp_path: Path, bundled_export: Path) -> None:
+    import time
+
+    from edgecl.encoder import Encoder
+
+    start = time.monotonic()
+    streams, notes = build_streams(["cifar100"], Embedder(Encoder(bundled_export)), 0, 1, 1, tmp_path, download=True)
+    assert streams == [] and "cannot download CIFAR-100" in notes[0]
+    assert time.monotonic() - start < 10

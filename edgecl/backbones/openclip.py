@@ -17,25 +17,38 @@ HUB_HOST = "huggingface.co"
 PROBE_TIMEOUT_S = 4.0
 OFFLINE_HINT = "use `--backbone bundled` (works offline) or `--backbone openclip:<arch>:/path/to/checkpoint.pt`"
 RANDOM_SEED = 0
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+
+
+class HubProbe:
+    """A TCP connect to the model hub in a background thread, started early so it overlaps the slow imports."""
+
+    def __init__(self, host: str = HUB_HOST, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+        self.timeout_s = timeout_s
+        self._result: list[bool] = []
+        self._offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+        self._thread = threading.Thread(target=self._probe, args=(host,), daemon=True)  # getaddrinfo ignores timeouts
+        if not self._offline:
+            self._thread.start()
+
+    def _probe(self, host: str) -> None:
+        try:
+            with socket.create_connection((host, 443), timeout=self.timeout_s):
+                self._result.append(True)
+        except OSError:
+            self._result.append(False)
+
+    def reachable(self) -> bool:
+        """True when the host answered within the timeout (counted from the start); honours HF_HUB_OFFLINE=1."""
+        if self._offline:
+            return False
+        self._thread.join(self.timeout_s)
+        return bool(self._result and self._result[0])
 
 
 def hub_reachable(host: str = HUB_HOST, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
-    """True when the model hub answers a TCP connect within timeout_s; honours HF_HUB_OFFLINE=1."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        return False
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((host, 443), timeout=timeout_s):
-                result.append(True)
-        except OSError:
-            result.append(False)
-
-    thread = threading.Thread(target=probe, daemon=True)  # getaddrinfo ignores socket timeouts
-    thread.start()
-    thread.join(timeout_s)
-    return bool(result and result[0])
+    """True when `host` answers a TCP connect within timeout_s; honours HF_HUB_OFFLINE=1."""
+    return HubProbe(host, timeout_s).reachable()
 
 
 def _cached_hub_file(cfg: dict[str, Any]) -> str | None:
@@ -65,11 +78,26 @@ def _register_config_file(open_clip: Any, arch: str) -> str:
     return path.stem
 
 
-def _resolve_weights(open_clip: Any, ref: BackboneRef) -> str | None:
+def _is_hub_tag(weights: str) -> bool:
+    return weights not in ("", "random") and os.sep not in weights and not weights.endswith(_CHECKPOINT_SUFFIXES)
+
+
+def _any_cached_openclip_weights() -> bool:
+    """Whether the Hugging Face cache holds any open_clip weights file (else a hub tag cannot load offline)."""
+    home = Path(
+        os.environ.get("HF_HUB_CACHE")
+        or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+    )
+    if not home.is_dir():
+        return False
+    return any(home.glob("models--*/snapshots/*/open_clip_*"))
+
+
+def _resolve_weights(open_clip: Any, ref: BackboneRef, probe: HubProbe) -> str | None:
     """None for random weights, else a local path or a hub tag that can be fetched now."""
     if ref.weights in ("", "random"):
         return None
-    if os.sep in ref.weights or ref.weights.endswith((".pt", ".pth", ".bin", ".safetensors")):
+    if not _is_hub_tag(ref.weights):
         if not Path(ref.weights).is_file():
             raise BackboneUnavailableError(f"checkpoint file not found: {ref.weights}")
         return ref.weights
@@ -82,7 +110,7 @@ def _resolve_weights(open_clip: Any, ref: BackboneRef) -> str | None:
     cached = _cached_hub_file(open_clip.get_pretrained_cfg(ref.arch, ref.weights))
     if cached:
         return cached
-    if not hub_reachable():
+    if not probe.reachable():
         raise BackboneUnavailableError(
             f"cannot download {ref.canonical}: no network access to the model hub; {OFFLINE_HINT}"
         )
@@ -105,6 +133,12 @@ def _tokenizer_parts(open_clip: Any, arch: str, context_length: int) -> tuple[di
 
 def build_openclip(ref: BackboneRef) -> BuiltBackbone:
     """Build the frozen towers of an open_clip model."""
+    probe = HubProbe()  # runs while open_clip and torch import (several seconds)
+    if _is_hub_tag(ref.weights) and not _any_cached_openclip_weights() and not probe.reachable():
+        # nothing to load offline: fail before the slow imports (the tag is not validated on this path)
+        raise BackboneUnavailableError(
+            f"cannot download {ref.canonical}: no network access to the model hub; {OFFLINE_HINT}"
+        )
     import open_clip
     import torch
 
@@ -114,7 +148,7 @@ def build_openclip(ref: BackboneRef) -> BuiltBackbone:
     if arch not in open_clip.list_models():
         known = ", ".join(m for m in open_clip.list_models() if m.startswith("ViT-B"))
         raise BackboneUnavailableError(f"unknown open_clip architecture {ref.arch!r}; e.g. {known}")
-    weights = _resolve_weights(open_clip, ref)
+    weights = _resolve_weights(open_clip, ref, probe)
     torch.manual_seed(RANDOM_SEED)  # random-weight models are deterministic, so exports are too
     try:
         model = open_clip.create_model(arch, pretrained=weights, device="cpu")

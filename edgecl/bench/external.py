@@ -42,6 +42,23 @@ def _get(data: dict[Any, Any], key: str) -> Any:
     return data[key.encode()] if key.encode() in data else data[key]
 
 
+CIFAR_HOST = "www.cs.toronto.edu"
+
+
+def download_cifar100(root: Path) -> str:
+    """Fetch CIFAR-100 into root with torchvision's downloader (online users); fails fast without network."""
+    from edgecl.backbones.openclip import hub_reachable
+
+    if (root / CIFAR_DIR / "train").is_file():
+        return "already present"
+    if not hub_reachable(CIFAR_HOST):
+        raise DatasetUnavailableError(f"cannot download CIFAR-100: {CIFAR_HOST} is not reachable from here")
+    from torchvision.datasets import CIFAR100
+
+    CIFAR100(str(root), train=True, download=True)
+    return "downloaded"
+
+
 def cifar100(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """(N, 32, 32, 3) uint8 images, (N,) fine labels, the 100 class names."""
     folder = root / CIFAR_DIR

@@ -121,7 +121,7 @@ def digits_domains(embed: Embedder, train_per_class: int, test_per_class: int) -
 
 
 def build_streams(names: list[str], embed: Embedder, seed: int, train_per_class: int, test_per_class: int,
-                  data_root: Path | None) -> tuple[list[Stream], list[str]]:  # fmt: skip
+                  data_root: Path | None, download: bool = False) -> tuple[list[Stream], list[str]]:  # fmt: skip
     """The named streams that can be built here, and a note for each that cannot."""
     streams, notes = [], []
     for name in names:
@@ -135,6 +135,10 @@ def build_streams(names: list[str], embed: Embedder, seed: int, train_per_class:
             elif name == "digits-domains":
                 streams.append(digits_domains(embed, train_per_class, test_per_class))
             elif name == "cifar100":
+                if download and data_root is not None:
+                    from edgecl.bench.external import download_cifar100
+
+                    download_cifar100(data_root)
                 streams.append(cifar100_stream(_root(data_root, name), embed, seed, train_per_class, test_per_class))
             elif name == "domainnet":
                 streams.append(domainnet_stream(_root(data_root, name), embed, train_per_class, test_per_class))

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecl.learner import METHODS, prompt_for
-from edgecl.units import format_bytes, parse_bytes
+from edgecl.units import BudgetError, format_bytes, parse_bytes
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ SUITES = {
 }  # fmt: skip
 
 
-def run_suite(name: str, out_dir: Path, data_root: Path | None = None,
+def run_suite(name: str, out_dir: Path, data_root: Path | None = None, download: bool = False,
               progress: Callable[[str, int, int], None] = lambda s, d, t: None) -> dict[str, Any]:  # fmt: skip
     """Run a suite with the bundled backbone; writes results.json, report.md and PNG plots into out_dir."""
     from edgecl.bench.runner import RunSpec, run_stream
@@ -47,7 +47,7 @@ def run_suite(name: str, out_dir: Path, data_root: Path | None = None,
     encoder = Encoder(ensure_model("bundled", None, lambda m: progress(m, 0, 0)).root)
     progress("embedding data sets (cached after the first run)", 0, 0)
     streams, notes = build_streams(list(suite.streams), Embedder(encoder), 0, suite.train_per_class,
-                                   suite.test_per_class, data_root)  # fmt: skip
+                                   suite.test_per_class, data_root, download)  # fmt: skip
     jobs = _jobs(suite, [s.name for s in streams])
     runs = []
     for i, (stream_name, method, budget, codec, seed) in enumerate(jobs):
@@ -58,8 +58,12 @@ def run_suite(name: str, out_dir: Path, data_root: Path | None = None,
             if stream.heldout_labels
             else text[:0]
         )
-        runs.append(run_stream(stream, RunSpec(method, parse_bytes(budget), codec, seed), text, held))
+        try:
+            runs.append(run_stream(stream, RunSpec(method, parse_bytes(budget), codec, seed), text, held))
+        except BudgetError as exc:  # e.g. fp16 at 16 KB cannot hold one sample per class: a result, not a crash
+            notes.append(f"{stream_name} {method} {budget} {codec}: not run, {exc}")
         progress(f"{stream_name} {method} {budget} {codec} seed {seed}", i + 1, len(jobs))
+    notes = list(dict.fromkeys(notes))  # one note per configuration, not per seed
     results = {"suite": name, "config": asdict(suite), "notes": notes, "backbone": "bundled", "runs": runs,
                "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
     write_report(results, out_dir)
