@@ -72,20 +72,27 @@ def _pick(labels: np.ndarray, classes: list[int], per_class: int) -> np.ndarray:
     return np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in classes])
 
 
+Split = tuple[np.ndarray, np.ndarray]  # (images, labels)
+
+
+def _class_tasks(train: Split, test: Split, n_classes: int, per_task: int, embed: Embedder, seed: int,
+                 train_per_class: int, test_per_class: int) -> list[Task]:  # fmt: skip
+    """Tasks of `per_task` classes each, in a seeded class order, embedded."""
+    order = np.random.default_rng(seed).permutation(n_classes)
+    tasks = []
+    for t in range(n_classes // per_task):
+        classes = [int(c) for c in order[per_task * t : per_task * (t + 1)]]
+        tr, te = _pick(train[1], classes, train_per_class), _pick(test[1], classes, test_per_class)
+        tasks.append(Task(tuple(classes), None, embed(train[0][tr]), train[1][tr], embed(test[0][te]), test[1][te]))
+    return tasks
+
+
 def class_incremental(name: str, loader: Callable[[str], tuple[np.ndarray, np.ndarray]], labels: tuple[str, ...],
                       heldout: tuple[Callable, tuple[str, ...]], embed: Embedder, seed: int, train_per_class: int,
                       test_per_class: int) -> Stream:  # fmt: skip
     """5 tasks of 2 classes in a seeded class order."""
-    train_imgs, train_lab = loader("train")
-    test_imgs, test_lab = loader("test")
-    order = np.random.default_rng(seed).permutation(10)
-    tasks = []
-    for t in range(5):
-        classes = [int(c) for c in order[2 * t : 2 * t + 2]]
-        tr, te = _pick(train_lab, classes, train_per_class), _pick(test_lab, classes, test_per_class)
-        tasks.append(
-            Task(tuple(classes), None, embed(train_imgs[tr]), train_lab[tr], embed(test_imgs[te]), test_lab[te])
-        )
+    train, test = loader("train"), loader("test")
+    tasks = _class_tasks(train, test, 10, 2, embed, seed, train_per_class, test_per_class)
     h_imgs, h_lab = heldout[0]("test")
     h = _pick(h_lab, list(range(10)), max(10, test_per_class // 4))
     return Stream(name, "class", labels, tuple(tasks), embed(h_imgs[h]), h_lab[h], heldout[1])
@@ -166,14 +173,8 @@ def cifar100_stream(root: Path, embed: Embedder, seed: int, train_per_class: int
 
     train_imgs, train_lab, names = cifar100(root, "train")
     test_imgs, test_lab, _ = cifar100(root, "test")
-    order = np.random.default_rng(seed).permutation(100)
-    tasks = []
-    for t in range(10):
-        classes = [int(c) for c in order[10 * t : 10 * t + 10]]
-        tr, te = _pick(train_lab, classes, train_per_class), _pick(test_lab, classes, test_per_class)
-        tasks.append(
-            Task(tuple(classes), None, embed(train_imgs[tr]), train_lab[tr], embed(test_imgs[te]), test_lab[te])
-        )
+    tasks = _class_tasks((train_imgs, train_lab), (test_imgs, test_lab), 100, 10, embed, seed, train_per_class,
+                         test_per_class)  # fmt: skip
     return Stream("cifar100", "class", names, tuple(tasks), *_no_heldout(tasks[0]))
 
 
