@@ -17,9 +17,9 @@ import time
 
 import numpy as np
 
-from edgecl.bench.embeddings import fashion_embeddings
+from edgecl.bench.embeddings import Embedder, fashion_embeddings
 from edgecl.bench.runner import RunSpec, run_stream
-from edgecl.bench.streams import Embedder, Stream, Task
+from edgecl.bench.streams import Stream, Task
 from edgecl.datasets import DIGIT_CLASSES, FASHION_MNIST_CLASSES, fashion_mnist, mnist
 from edgecl.encoder import Encoder
 from edgecl.learner import METHODS, prompt_for

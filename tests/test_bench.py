@@ -9,7 +9,8 @@ import numpy as np
 from typer.testing import CliRunner
 
 from cli import app
-from edgecl.bench.streams import Embedder, build_streams
+from edgecl.bench.embeddings import Embedder
+from edgecl.bench.streams import build_streams
 from edgecl.bench.suite import aggregate, markdown
 
 runner = CliRunner()

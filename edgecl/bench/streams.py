@@ -3,14 +3,13 @@ CIFAR-100 / DomainNet read from --data-root when present (skipped with a note ot
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edgecl.backbones.bundled import cache_dir
+from edgecl.bench.embeddings import Embedder
 from edgecl.datasets import (
     DIGIT_CLASSES,
     FASHION_MNIST_CLASSES,
@@ -19,7 +18,6 @@ from edgecl.datasets import (
     mnist,
     optdigits,
 )
-from edgecl.encoder import Encoder
 
 
 @dataclass(frozen=True)
@@ -41,31 +39,6 @@ class Stream:
     heldout_x: np.ndarray  # images of classes never learned, for zero-shot retention
     heldout_y: np.ndarray
     heldout_labels: tuple[str, ...]
-
-
-class Embedder:
-    """Encodes image arrays once and caches the embeddings on disk, keyed by model files and data hash."""
-
-    def __init__(self, encoder: Encoder) -> None:
-        self.encoder = encoder
-        self._model_key = hashlib.sha256(str(sorted(encoder.manifest.data["files"].items())).encode()).hexdigest()
-
-    def __call__(self, images: np.ndarray | list[Path]) -> np.ndarray:
-        """Image arrays (N, H, W[, C]) or image files (keyed by path, size and modification time)."""
-        if isinstance(images, np.ndarray):
-            data = np.ascontiguousarray(images).tobytes()
-        else:
-            data = "|".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in images).encode()
-        key = hashlib.sha256(self._model_key.encode() + data).hexdigest()[:24]
-        path = cache_dir() / "bench-embeddings" / f"{key}.npy"
-        if path.is_file():
-            return np.load(path, allow_pickle=False)
-        x = self.encoder.encode_images(list(images), batch_size=32)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, x, allow_pickle=False)
-        tmp.replace(path)
-        return x
 
 
 def _pick(labels: np.ndarray, classes: list[int], per_class: int) -> np.ndarray:
