@@ -214,6 +214,20 @@ def learn(
                f"{format_bytes(report['budget_bytes'])} ({report['codec']}); {report['seconds']:.1f} s")  # fmt: skip
     for item in report["skipped"]:
         typer.echo(f"skipped {item['path']}: {item['reason']}", err=True)
+    _warn_ram_limits(report)
+
+
+def _warn_ram_limits(report: dict) -> None:
+    """Say when the profile's RAM cap shrank what learning did."""
+    batches = report["batches"]
+    encode = batches["encode"]
+    if encode["limited_by_ram_cap"]:
+        typer.echo(f"note: encoded in batches of up to {max(encode['sizes_used'])} (profile: {encode['max']}) "
+                   "to stay under the RAM cap", err=True)  # fmt: skip
+    if (batches["replayed_rows"] or 0) < (batches["replay_rows_available"] or 0):
+        typer.echo(f"warning: the RAM cap let training replay {batches['replayed_rows']} of "
+                   f"{batches['replay_rows_available']} memory samples; old classes may be forgotten faster",
+                   err=True)  # fmt: skip
 
 
 @app.command()

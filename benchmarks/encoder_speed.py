@@ -2,6 +2,7 @@
 
     python benchmarks/encoder_speed.py                       # ViT-B-32 (random weights) and the bundled backbone
     python benchmarks/encoder_speed.py --backbones bundled --rounds 3
+    python benchmarks/encoder_speed.py --ops                 # also: where ORT's time goes (GEMM kernels vs rest)
 
 Each round runs every (backbone, engine, batch) once, in turn, so that all of them see the same machine load;
 the table reports the median over rounds and ratios against torch fp32 and ORT fp32.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import os
 import statistics
 import tempfile
@@ -27,6 +29,9 @@ from edgecl.encoder import Encoder
 from export import ExportOptions, export_model
 
 Runner = Callable[[np.ndarray], object]
+# Matrix-multiply and convolution kernels, fp32 and INT8 (after onnxruntime's fusions)
+GEMM_OPS = {"MatMul", "Gemm", "Conv", "FusedConv", "FusedMatMul", "FusedGemm", "QLinearMatMul", "QGemm",
+            "QLinearConv", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}  # fmt: skip
 
 
 def _runners(backbone_id: str, work: Path, threads: int) -> dict[str, Runner]:
@@ -44,6 +49,37 @@ def _runners(backbone_id: str, work: Path, threads: int) -> dict[str, Runner]:
     return {"torch fp32": run_torch, "ORT fp32": ort32.encode_pixels, "ORT INT8": ort8.encode_pixels}
 
 
+def _op_split(model: Path, pixels: np.ndarray, threads: int, runs: int = 3) -> tuple[float, float]:
+    """(GEMM/conv kernel ms, all other kernels ms) per run at this batch, from onnxruntime's profiler."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.enable_profiling, options.log_severity_level = threads, True, 3
+    options.profile_file_prefix = str(model.parent / f"profile-{model.stem}")
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    feeds = {session.get_inputs()[0].name: pixels}
+    for _ in range(runs):
+        session.run(None, feeds)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    gemm = other = 0.0
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            is_gemm = event["args"].get("op_name") in GEMM_OPS
+            gemm, other = (gemm + event["dur"], other) if is_gemm else (gemm, other + event["dur"])
+    return gemm / 1e3 / runs, other / 1e3 / runs
+
+
+def _report_ops(work: Path, backbone: str, pixels: np.ndarray, threads: int, torch_s: float) -> None:
+    encoder = Encoder(work)
+    split = {p: _op_split(encoder.manifest.tower_file("image", p), pixels, threads) for p in ("fp32", "int8")}
+    (g32, o32), (g8, o8) = split["fp32"], split["int8"]
+    print(f"{backbone} batch {len(pixels)}: kernel ms per run (profiler on)")
+    print(f"  ORT fp32: GEMM/conv {g32:8.1f}  other {o32:7.1f}")
+    print(f"  ORT INT8: GEMM/conv {g8:8.1f}  other {o8:7.1f}   GEMM/conv speed-up {g32 / g8:.2f}x")
+    print(f"  torch fp32 {torch_s * 1e3:.1f} ms; INT8 vs torch if every non-GEMM kernel took no time at all: "
+          f"{torch_s * 1e3 / g8:.2f}x")  # fmt: skip
+
+
 def _measure(runner: Runner, pixels: np.ndarray) -> float:
     start = time.perf_counter()
     runner(pixels)
@@ -56,6 +92,7 @@ def main() -> None:
     parser.add_argument("--batches", default="1,16")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--ops", action="store_true", help="also split ORT kernel time: GEMM/conv vs the rest")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     batches = [int(b) for b in args.batches.split(",")]
@@ -80,7 +117,13 @@ def main() -> None:
                 for batch, x in inputs.items():
                     for engine, runner in runners.items():
                         times.setdefault((backbone, engine, batch), []).append(_measure(runner, x))
-    _report(times, args)
+        _report(times, args)
+        if args.ops:
+            print()
+            for i, (backbone, (_, inputs)) in enumerate(setups.items()):
+                big = max(inputs)
+                torch_s = statistics.median(times[(backbone, "torch fp32", big)])
+                _report_ops(Path(tmp) / f"m{i}", backbone, inputs[big], args.threads, torch_s)
 
 
 def _report(times: dict[tuple[str, str, int], list[float]], args: argparse.Namespace) -> None:

@@ -3,6 +3,7 @@ prints. Progress goes through a callback; nothing here prints."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,12 +16,14 @@ import numpy as np
 import edgecl
 from edgecl.backbones import parse_backbone_id
 from edgecl.errors import EdgeclError, ImageLoadError
+from edgecl.ram import BatchPlan, PeakRss, peak_rss_bytes
 from edgecl.state import Snapshot, StateError, commit_snapshot, read_state, state_root, writer_lock
 from edgecl.tasks import collect_images, display, scan_task_dir
 from edgecl.units import parse_bytes
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 DEFAULT_DEVICE = "cpu"  # the profile used when --device is not given
+DEFAULT_ENCODE_BATCH = 16
 FORGET_NOTE = (
     "removed from memory and from classification; the adapters keep what the class taught them until later "
     "tasks retrain them, so other classes' scores may still reflect it"
@@ -48,25 +51,42 @@ class LearnOptions:
 
 
 def encode_files(
-    encoder: Any, paths: Sequence[Path], progress: Progress, batch: int = 16
+    encoder: Any, paths: Sequence[Path], progress: Progress, plan: BatchPlan | None = None
 ) -> tuple[np.ndarray, list[int], list[dict[str, str]]]:
-    """Encode image files one batch at a time; unreadable files are skipped with the reason.
-    Returns ((M, D) embeddings, indices of the encoded paths, skipped)."""
-    from edgecl.preprocess import preprocess
-
-    kept, skipped, chunks, pending = [], [], [], []
-    for i, path in enumerate(paths):
-        try:
-            pending.append(preprocess(path, encoder.preprocess_spec))
-            kept.append(i)
-        except ImageLoadError as exc:
-            skipped.append({"path": display(path), "reason": str(exc).removeprefix(f"{path}: ")})
-        if len(pending) == batch or (i == len(paths) - 1 and pending):
-            chunks.append(encoder.encode_pixels(np.stack(pending), batch))
-            pending = []
-        progress("encoding images", i + 1, len(paths))
+    """Encode image files one batch at a time, batches sized by `plan` (default: 16, no RAM cap); unreadable
+    files are skipped with the reason. Returns ((M, D) embeddings, indices of the encoded paths, skipped)."""
+    plan = plan or BatchPlan(None, DEFAULT_ENCODE_BATCH)
+    kept: list[int] = []
+    skipped: list[dict[str, str]] = []
+    chunks = []
+    start = 0
+    while start < len(paths):
+        stop = min(len(paths), start + plan.size)
+        with PeakRss() if plan.cap_bytes is not None else contextlib.nullcontext() as meter:
+            pixels = _read_batch(encoder, paths, range(start, stop), kept, skipped, progress)
+            if pixels:
+                chunks.append(encoder.encode_pixels(np.stack(pixels), len(pixels)))
+        if pixels:
+            plan.record(len(pixels), meter.before if meter else 0, meter.peak if meter else 0)
+        start = stop
     emb = np.concatenate(chunks) if chunks else np.zeros((0, encoder.embed_dim), np.float32)
     return emb, kept, skipped
+
+
+def _read_batch(encoder: Any, paths: Sequence[Path], indices: range, kept: list[int],
+                skipped: list[dict[str, str]], progress: Progress) -> list[np.ndarray]:  # fmt: skip
+    """Preprocessed pixels of the readable files among `indices`; appends to `kept` / `skipped`."""
+    from edgecl.preprocess import preprocess
+
+    pixels = []
+    for i in indices:
+        try:
+            pixels.append(preprocess(paths[i], encoder.preprocess_spec))
+            kept.append(i)
+        except ImageLoadError as exc:
+            skipped.append({"path": display(paths[i]), "reason": str(exc).removeprefix(f"{paths[i]}: ")})
+        progress("encoding images", i + 1, len(paths))
+    return pixels
 
 
 def _open_encoder(meta: dict[str, Any]) -> Any:
@@ -150,7 +170,8 @@ def learn(
         else:
             learner, meta = _load_learner(snapshot), dict(snapshot.meta)
             _check_same(snapshot, learner, opts)
-        x, kept, bad = encode_files(learner.encoder, scan.paths, progress)
+        encode_plan = _encode_plan(learner, meta)
+        x, kept, bad = encode_files(learner.encoder, scan.paths, progress, encode_plan)
         skipped = scan.skipped + bad
         if not kept:
             raise EdgeclError(
@@ -158,7 +179,8 @@ def learn(
             )
         labels = [scan.labels[i] for i in kept]
         progress("training", 0, 0)
-        report = learner.learn_embeddings(x, labels, opts.domain)
+        sizes = _train_sizes(learner, meta, labels)
+        report = learner.learn_embeddings(x, labels, opts.domain, sizes=sizes)
         seconds = time.perf_counter() - start
         task = {"task_dir": display(Path(opts.task_dir).resolve()), "classes": sorted(set(labels)),
                 "new_classes": report["new_classes"], "domain": opts.domain, "samples": len(labels),
@@ -175,14 +197,36 @@ def learn(
         "class_weights": (report.get("class_weights") or [None])[-1],
         "state_dir": str(root), "device": meta.get("device"), "providers_used": meta["providers_used"],
         "peak_rss_bytes": peak_rss_bytes(), "ram_cap_bytes": _ram_cap(meta),
+        "batches": {"encode": encode_plan.summary(), "train": report.get("train_batch"),
+                    "replayed_rows": report.get("replayed_rows"),
+                    "replay_rows_available": report.get("replay_rows_available")},
     }  # fmt: skip
 
 
-def peak_rss_bytes() -> int:
-    """Peak resident set size of this process so far (what `/usr/bin/time -v` reports as maximum RSS)."""
-    import resource
+def _encode_plan(learner: Any, meta: dict[str, Any]) -> BatchPlan:
+    """Encode batches under the profile's RAM cap. Everything learning loads (both towers, and torch + peft when
+    the method trains) is loaded first, so that a cap too small for it fails before any work, and batches are
+    sized against what the process really holds."""
+    learner.encoder.prepare("image")
+    learner.encoder.prepare("text")
+    if learner.trains:
+        from edgecl.learn.trainer import warm_up
 
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+        warm_up(learner.dim, learner.config.optimizer, learner.config.rank)
+    batch = (meta.get("profile") or {}).get("encode_batch", DEFAULT_ENCODE_BATCH)
+    plan = BatchPlan(_ram_cap(meta), batch, "learning")
+    plan.check_start()
+    return plan
+
+
+def _train_sizes(learner: Any, meta: dict[str, Any], labels: list[str]) -> Any:
+    """Training batch and replayed rows under the RAM cap (None: the method does not train)."""
+    from edgecl.ram import plan_training
+
+    if not learner.trains:
+        return None
+    classes = set(learner.classes) | set(labels)
+    return plan_training(_ram_cap(meta), learner.config.batch_size, learner.dim, len(classes), len(labels))
 
 
 def _ram_cap(meta: dict[str, Any]) -> int | None:

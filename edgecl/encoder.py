@@ -64,6 +64,16 @@ class Encoder:
         self._sessions: dict[str, Any] = {}
         self._tokenizer: Any = None
         self._bridge: np.ndarray | None = None
+        self._run_options: Any = None
+
+    def _make_run_options(self) -> Any:
+        """Each run hands its activation memory back to the system (no speed cost measured; keeps RSS flat
+        between batches, which RAM-capped learning relies on)."""
+        import onnxruntime as ort
+
+        options = ort.RunOptions()
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        return options
 
     @property
     def embed_dim(self) -> int:
@@ -74,6 +84,8 @@ class Encoder:
         return self.manifest.backbone
 
     def _session(self, tower: str) -> Any:
+        if self._run_options is None:
+            self._run_options = self._make_run_options()
         if tower not in self._sessions:
             import onnxruntime as ort
 
@@ -88,6 +100,13 @@ class Encoder:
                 raise ModelFileError(f"{path}: ONNX Runtime cannot load it ({exc}); re-run `edgecl export`") from exc
         return self._sessions[tower]
 
+    def prepare(self, tower: str = "image") -> None:
+        """Load a tower's session now (it is otherwise loaded on first use)."""
+        self._session(tower)
+
+    def _run(self, session: Any, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return session.run(None, feeds, self._run_options)[0]
+
     @property
     def providers_in_use(self) -> list[str]:
         """Providers of the first created session (what actually runs), else the resolved request."""
@@ -99,7 +118,7 @@ class Encoder:
         """(N, 3, S, S) f32 preprocessed pixels -> (N, D) f32 unit norm."""
         session = self._session("image")
         name = session.get_inputs()[0].name
-        out = [session.run(None, {name: pixels[s]})[0] for s in _batches(len(pixels), batch_size)]
+        out = [self._run(session, {name: pixels[s]}) for s in _batches(len(pixels), batch_size)]
         if not out:
             return np.zeros((0, self.embed_dim), np.float32)
         return _normalize(np.concatenate(out).astype(np.float32))
@@ -139,7 +158,7 @@ class Encoder:
         out = []
         for s in _batches(len(texts), batch_size):
             feeds = tokenizer(list(texts[s]))
-            out.append(session.run(None, {k: feeds[k] for k in wanted})[0])
+            out.append(self._run(session, {k: feeds[k] for k in wanted}))
         if not out:
             return np.zeros((0, self.embed_dim), np.float32)
         emb = np.concatenate(out).astype(np.float32)  # (N, Dt)

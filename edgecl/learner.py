@@ -53,6 +53,14 @@ class LearnerConfig:
             raise EdgeclError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
 
 
+@dataclass(frozen=True)
+class TrainSizes:
+    """How big training may get for one task: the batch, and how many replayed rows to decode (None: all)."""
+
+    batch: int
+    replay_rows: int | None = None
+
+
 def prompt_for(name: str) -> str:
     """Folder-style names read better in prompts: underscores and dashes become spaces."""
     return PROMPT.format(name.replace("_", " ").replace("-", " ").strip())
@@ -117,6 +125,11 @@ class Learner:
         self._adapter_dirs: dict[str, Path] = {}  # saved peft adapters not yet loaded (see load_from)
         self._estimators: dict[str, np.ndarray] = {}  # saved loss estimators not yet rebuilt
 
+    @property
+    def trains(self) -> bool:
+        """Whether learning trains adapters (zeroshot and ncm only store)."""
+        return self.config.method not in ("zeroshot", "ncm")
+
     # ---- learning ------------------------------------------------------------------------------------------
     def learn_images(
         self, images: Sequence[Any], class_names: Sequence[str], domain: str | None = None
@@ -129,8 +142,10 @@ class Learner:
         return report
 
     def learn_embeddings(self, x: np.ndarray, class_names: Sequence[str], domain: str | None = None,
-                         text: dict[str, np.ndarray] | None = None) -> dict[str, Any]:  # fmt: skip
-        """Learn one task from (N, D) embeddings; `text` (class name -> (D,) embedding) skips the text encoder.
+                         text: dict[str, np.ndarray] | None = None, sizes: TrainSizes | None = None,
+                         ) -> dict[str, Any]:  # fmt: skip
+        """Learn one task from (N, D) embeddings; `text` (class name -> (D,) embedding) skips the text encoder;
+        `sizes` caps the training batch and the replayed rows decoded (a RAM cap's plan, see edgecl.ram).
         Nothing changes unless the whole task succeeds."""
         if len(x) == 0 or len(x) != len(class_names):
             raise EdgeclError(f"a task needs images with one class name each (got {len(x)} / {len(class_names)})")
@@ -140,7 +155,14 @@ class Learner:
         trial.text = np.concatenate([self.text, self._text_for(new_classes, text)]).astype(np.float32)
         y = np.array([trial.classes.index(c) for c in class_names])
         task_classes = np.unique(y)
-        report = trial._fit(np.asarray(x, np.float32), list(class_names), y, task_classes, domain)
+        report = trial._fit(
+            np.asarray(x, np.float32),
+            list(class_names),
+            y,
+            task_classes,
+            domain,
+            sizes or TrainSizes(self.config.batch_size, None),
+        )
         report.update(new_classes=new_classes, classes=list(trial.classes), method=self.config.method)
         trial.tasks = self.tasks + [{"classes": sorted(set(class_names)), "domain": domain, "samples": len(x)}]
         self.__dict__.update(trial.__dict__)
@@ -170,35 +192,55 @@ class Learner:
         return self._require_encoder().encode_texts([prompt_for(n) for n in names])
 
     def _fit(self, x: np.ndarray, names: list[str], y: np.ndarray, task_classes: np.ndarray,
-             domain: str | None) -> dict[str, Any]:  # fmt: skip
+             domain: str | None, sizes: TrainSizes) -> dict[str, Any]:  # fmt: skip
         method = self.config.method
         ids = np.zeros(len(x), np.int64)
         if method in USES_MEMORY:
             self.memory = copy.deepcopy(self.memory)
             ids = self.memory.add(x, names, domain)
         report: dict[str, Any] = {"train_seconds": 0.0, "loss": [], "class_weights": []}
-        if method in ("zeroshot", "ncm"):
+        if not self.trains:
             return report | {"memory": self.memory.stats() if method == "ncm" else None}
-        data = self._train_data(x, y, ids, task_classes)
-        result = self._train(data)
+        data = self._train_data(x, y, ids, task_classes, sizes.replay_rows)
+        result = self._train(data, sizes.batch)
         weights = [{self.classes[c]: round(w, 4) for c, w in q.items()} for q in result.class_weights]
-        report.update(train_seconds=result.seconds, loss=result.epoch_loss, steps=result.steps, class_weights=weights)
+        report.update(
+            train_seconds=result.seconds,
+            loss=result.epoch_loss,
+            steps=result.steps,
+            class_weights=weights,
+            train_batch=sizes.batch,
+            replayed_rows=len(data.x) - len(x),
+            replay_rows_available=self._old_rows(ids).size,
+        )
         return report | {"memory": self.memory.stats() if method in USES_MEMORY else None}
 
-    def _train_data(self, x: np.ndarray, y: np.ndarray, ids: np.ndarray, task_classes: np.ndarray) -> Any:
+    def _train_data(self, x: np.ndarray, y: np.ndarray, ids: np.ndarray, task_classes: np.ndarray,
+                    replay_rows: int | None) -> Any:  # fmt: skip
+        """The task's rows plus the memory rows of earlier tasks (new rows train at full precision); at most
+        `replay_rows` of the latter, drawn at random, are decoded."""
         from edgecl.learn.trainer import TrainData
 
         if self.config.method == "finetune":
             return TrainData(x, y, ids, self.text, task_classes)
-        stored = self.memory.samples()
-        old = ~np.isin(stored.ids, ids)  # memory rows from earlier tasks (new rows train at full precision)
-        mem_y = np.array([self.classes.index(stored.classes[i]) for i in stored.labels[old]], dtype=np.int64)
-        pool_x = np.concatenate([x, stored.embeddings[old]])
+        old = self._old_rows(ids)
+        if replay_rows is not None and len(old) > replay_rows:
+            rng = np.random.default_rng(self.config.seed + len(self.tasks))
+            old = np.sort(rng.choice(old, size=replay_rows, replace=False))
+        stored = self.memory.samples(old)
+        mem_y = np.array([self.classes.index(stored.classes[i]) for i in stored.labels], dtype=np.int64)
+        pool_x = np.concatenate([x, stored.embeddings])
         pool_y = np.concatenate([y, mem_y])
-        pool_ids = np.concatenate([ids, stored.ids[old]])
+        pool_ids = np.concatenate([ids, stored.ids])
         return TrainData(pool_x, pool_y, pool_ids, self.text, task_classes, n_new=len(x))
 
-    def _train(self, data: Any) -> Any:
+    def _old_rows(self, new_ids: np.ndarray) -> np.ndarray:
+        """Memory rows stored by earlier tasks (not among this task's `new_ids`)."""
+        if self.config.method == "finetune":
+            return np.zeros(0, np.int64)
+        return np.flatnonzero(~np.isin(self.memory.ids.astype(np.int64), new_ids))
+
+    def _train(self, data: Any, batch_size: int) -> Any:
         from edgecl.learn.adapters import AdapterConfig, merge
         from edgecl.learn.losses import LossConfig
         from edgecl.learn.trainer import TrainConfig, train
@@ -209,7 +251,7 @@ class Learner:
         text_head = self._head("text_adapter", self.text_head, adapter, cfg.seed + 1) if cfg.text_head else None
         loss_state = copy.deepcopy(self.loss_state) or _rebuild_estimators(self._estimators, cfg)
         train_cfg = TrainConfig(
-            method=cfg.method, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
+            method=cfg.method, epochs=cfg.epochs, batch_size=batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
             seed=cfg.seed + len(self.tasks), threads=cfg.threads,
             loss=LossConfig(temperature=cfg.temperature, gamma=cfg.gamma, dro_lambda=cfg.dro_lambda),
         )  # fmt: skip

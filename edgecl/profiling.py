@@ -105,9 +105,9 @@ def _memory_entries(dim: int, profile: DeviceProfile) -> dict[str, Any]:
 def run_profile(profile: DeviceProfile, backbone: str | None = None,
                 progress: Callable[[str], None] = lambda m: None) -> dict[str, Any]:  # fmt: skip
     """Measure everything the profile has targets for; returns the report `edgecl profile --json` prints."""
-    from edgecl.commands import peak_rss_bytes
     from edgecl.encoder import Encoder
     from edgecl.learn.merged import MergedHead
+    from edgecl.ram import peak_rss_bytes
 
     manifest, note = _model(profile, backbone, progress)
     encoder = Encoder(manifest.root, providers=profile.providers, threads=profile.threads)

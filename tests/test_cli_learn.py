@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -232,3 +233,43 @@ def test_classify_without_state_and_changed_model_files(tmp_path: Path, bundled_
         fh.write(b"\x00\x01\x02")
     code, _, err = invoke("classify", str(task / "coat" / "0.png"), "--state-dir", str(state))
     assert code == 2 and "image.int8.onnx" in err and "sha256" in err
+
+
+def _profile_with_cap(path: Path, cap_bytes: int) -> Path:
+    text = (ROOT / "device_profiles" / "cpu.toml").read_text()
+    text = re.sub(r'(?m)^ram_cap = ".*"$', f'ram_cap = "{cap_bytes}B"', text)
+    text = re.sub(r'(?m)^default_backbone = ".*"$', 'default_backbone = "bundled"', text)
+    path.write_text(text)
+    return path
+
+
+def test_learning_shrinks_batches_to_stay_under_the_ram_cap(tmp_path: Path, bundled_export: Path) -> None:
+    """Fresh processes, as users run them: measure under a roomy cap, then learn again under a cap that leaves
+    room for about five images per batch: batches shrink, the process peak stays under the cap, and the state
+    works. A cap below what the models need fails cleanly and commits nothing."""
+    from edgecl.ram import HEADROOM
+
+    task = write_task(tmp_path / "task", {"coat": 4, "bag": 8}, n=40)
+    roomy = edgecl("learn", "--task-dir", str(task), "--state-dir", str(tmp_path / "s1"), "--json",
+                   "--profile-file", str(_profile_with_cap(tmp_path / "roomy.toml", 8 * 2**30)))  # fmt: skip
+    assert roomy.returncode == 0, roomy.stderr
+    encode = json.loads(roomy.stdout)["batches"]["encode"]
+    assert not encode["limited_by_ram_cap"] and 16 in encode["sizes_used"] and encode["bytes_per_item"] > 0
+
+    cap = int((encode["start_rss_bytes"] + 5 * encode["bytes_per_item"]) / HEADROOM)
+    tight = edgecl("learn", "--task-dir", str(task), "--state-dir", str(tmp_path / "s2"), "--json",
+                   "--profile-file", str(_profile_with_cap(tmp_path / "tight.toml", cap)))  # fmt: skip
+    assert tight.returncode == 0, tight.stderr
+    report = json.loads(tight.stdout)
+    assert report["batches"]["encode"]["limited_by_ram_cap"]
+    assert max(report["batches"]["encode"]["sizes_used"]) < 16
+    assert report["peak_rss_bytes"] <= report["ram_cap_bytes"] == cap
+    assert report["samples_stored"] == 80
+    classified = edgecl("classify", str(task / "bag" / "0.png"), "--state-dir", str(tmp_path / "s2"), "--json")
+    assert classified.returncode == 0, classified.stderr
+
+    too_small = edgecl("learn", "--task-dir", str(task), "--state-dir", str(tmp_path / "s3"),
+                       "--profile-file", str(_profile_with_cap(tmp_path / "small.toml", 200 * 2**20)))  # fmt: skip
+    assert too_small.returncode == 2
+    assert "RAM cap is 200 MiB" in too_small.stderr and len(too_small.stderr.strip().splitlines()) == 1
+    assert "nothing learned yet" in edgecl("status", "--state-dir", str(tmp_path / "s3")).stderr

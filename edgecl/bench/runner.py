@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import resource
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +11,7 @@ import numpy as np
 from edgecl.bench.metrics import average_incremental_accuracy, backward_transfer, forgetting, last_accuracy
 from edgecl.bench.streams import Stream
 from edgecl.learner import Learner, LearnerConfig
+from edgecl.ram import peak_rss_bytes
 
 
 @dataclass(frozen=True)
@@ -70,5 +70,5 @@ def run_stream(stream: Stream, spec: RunSpec, text: np.ndarray, heldout_text: np
         "memory_bytes": learner.memory.size_bytes() if spec.method in ("ncm", "er", "gcl", "gdro") else 0,
         "codec_used": learner.memory.stats()["codec"], "seconds_per_task": float(np.mean(seconds)),
         "train_seconds_per_task": float(np.mean(train_seconds)),
-        "peak_rss_bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024,
+        "peak_rss_bytes": peak_rss_bytes(),
     }  # fmt: skip

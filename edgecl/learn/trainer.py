@@ -111,7 +111,7 @@ def train(head: torch.nn.Module, text_head: torch.nn.Module | None, data: TrainD
     params = [p for m in (head, text_head) if m is not None for p in m.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, cfg)
     loss_fn = _loss_fn(cfg, loss_state)
-    x, y = torch.from_numpy(data.x.astype(np.float32)), torch.from_numpy(data.y.astype(np.int64))
+    x, y = torch.from_numpy(np.asarray(data.x, np.float32)), torch.from_numpy(data.y.astype(np.int64))  # no copy
     ids, text = torch.from_numpy(data.ids.astype(np.int64)), torch.from_numpy(data.text.astype(np.float32))
     candidates = torch.from_numpy(data.task_classes.astype(np.int64)) if cfg.method == "finetune" else None
     epoch_loss: list[float] = []
@@ -147,3 +147,16 @@ def _check_divergence(epoch_loss: list[float], cfg: TrainConfig) -> None:
     latest = epoch_loss[-1]
     if not math.isfinite(latest) or abs(latest) > DIVERGENCE_FACTOR * max(abs(epoch_loss[0]), 1e-3):
         raise TrainingDivergedError(f"{cfg.method} training diverged (epoch losses {epoch_loss}); try a lower --lr")
+
+
+def warm_up(dim: int, optimizer: str = "adamw", rank: int = 8) -> None:
+    """One throw-away training step on random unit vectors: torch's lazily loaded kernels, peft and the
+    allocator's pools become resident, so that RAM planning (edgecl.ram) measures them before real work."""
+    from edgecl.learn.adapters import AdapterConfig, lora_head
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    data = TrainData(x, np.array([0, 1, 0, 1]), np.arange(4), x[:2].copy(), np.arange(2))
+    cfg = TrainConfig(method="gdro", epochs=1, batch_size=4, optimizer=optimizer)
+    train(lora_head(dim, AdapterConfig(rank=rank)), None, data, cfg, {})

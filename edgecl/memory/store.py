@@ -217,15 +217,14 @@ class ReplayMemory:
         assert self.size_bytes() <= self.config.budget_bytes, "memory exceeded its budget"
 
     # ---- reading -------------------------------------------------------------------------------------------
-    def samples(self) -> MemorySamples:
-        """Decode everything stored."""
-        emb = (
-            self.codec.decode(self.codes)
-            if self.codec is not None and len(self.codes)
-            else np.zeros((0, self.dim), np.float32)
-        )
-        return MemorySamples(emb.astype(np.float32), self.labels.astype(np.int64), self.domain_idx.astype(np.int64),
-                             self.ids.astype(np.int64), tuple(self.classes), tuple(self.domains))  # fmt: skip
+    def samples(self, rows: np.ndarray | None = None) -> MemorySamples:
+        """Decode everything stored, or only the stored rows `rows` (indices into `ids`)."""
+        pick = slice(None) if rows is None else np.asarray(rows, np.int64)
+        codes = self.codes[pick]
+        emb = self.codec.decode(codes) if self.codec is not None and len(codes) else np.zeros((0, self.dim), np.float32)
+        return MemorySamples(np.asarray(emb, np.float32), self.labels[pick].astype(np.int64),
+                             self.domain_idx[pick].astype(np.int64), self.ids[pick].astype(np.int64),
+                             tuple(self.classes), tuple(self.domains))  # fmt: skip
 
     def stats(self) -> dict[str, Any]:
         """Bytes used and budget, codec, samples per class (and per class/domain), mean reconstruction cosine."""

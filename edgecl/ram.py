@@ -1,0 +1,203 @@
+"""Keeping `edgecl learn` under a device profile's RAM cap.
+
+The process's resident memory is measured (polled while a batch runs), the cost of one more item in a batch is
+learnt from what the batches actually used, and batch sizes are planned from the headroom left under the cap:
+encoding starts with a small probe batch and then uses the largest batch that fits; training sizes its batch and
+the number of replayed memory rows it decodes the same way. A cap that not even one image fits is an error.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import sys
+import threading
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from edgecl.errors import EdgeclError
+from edgecl.learner import TrainSizes
+
+HEADROOM = 0.95  # plan up to this share of the cap; the rest absorbs allocator slack and sampling misses
+PROBE_BATCH = 2  # first encode batch under a cap: small, so its measured cost can size the next ones
+MIN_TRAIN_BATCH = 2  # contrastive losses need two rows
+SAMPLE_INTERVAL_S = 0.002
+# Training memory per row of a batch, in f32 values: head input/LoRA/output/normalised activations and their
+# gradients (~16 per dimension) plus logits, softmax and their gradients over the classes (~8 per class).
+TRAIN_FLOATS_PER_DIM, TRAIN_FLOATS_PER_CLASS = 16, 8
+# A replayed memory row costs its decoded f32 vector twice while the training pool is assembled.
+REPLAY_COPIES = 2
+
+
+class RamCapError(EdgeclError):
+    """The profile's RAM cap cannot be met, even with the smallest batches."""
+
+
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+MMAP_THRESHOLD_BYTES = 1 << 20
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """The process's C library when it is glibc (malloc_trim / mallopt), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+    except OSError:
+        return None
+    return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+
+
+def return_large_blocks_to_os() -> None:
+    """Have glibc map blocks >= 1 MiB (image batches, activations) with mmap, so freeing them lowers RSS.
+    glibc otherwise raises this threshold as large blocks are freed, and a long encode creeps upwards."""
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+
+
+def release_free_memory() -> None:
+    """Hand memory the process has freed back to the system (glibc keeps it otherwise)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process now."""
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far. Linux: VmHWM of /proc/self/status. getrusage's ru_maxrss
+    is not used there: it also counts the parent's memory when a large process forked this one."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
+
+
+class PeakRss:
+    """Context manager: the highest RSS seen while its block runs (polled every SAMPLE_INTERVAL_S).
+
+    Polling rather than resetting the kernel's high-water mark keeps outside measurements (`/usr/bin/time -v`,
+    getrusage) intact."""
+
+    def __init__(self, interval_s: float = SAMPLE_INTERVAL_S) -> None:
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.before = self.peak = 0
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.peak = max(self.peak, rss_bytes())
+
+    def __enter__(self) -> PeakRss:
+        self.before = self.peak = rss_bytes()
+        self._thread = threading.Thread(target=self._poll, name="edgecl-rss", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.peak = max(self.peak, rss_bytes())
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:.0f} MiB"
+
+
+def cap_error(cap_bytes: int, needed: float, what: str) -> RamCapError:
+    return RamCapError(
+        f"{what} needs about {_mib(needed)} but the device profile's RAM cap is {_mib(cap_bytes)}; "
+        "raise ram_cap in your own profile (--profile-file, for a new --state-dir) or use a smaller backbone"
+    )
+
+
+@dataclass
+class BatchPlan:
+    """Batch sizes for one kind of work under a RAM cap (no cap: always `max_batch`).
+
+    Call `record(size, before, peak)` after each batch; `size` is then the largest batch whose measured cost per
+    item fits HEADROOM of the cap on top of what the process holds now."""
+
+    cap_bytes: int | None
+    max_batch: int
+    what: str = "encoding"
+    per_item_bytes: float = 0.0
+    used: list[int] = field(default_factory=list)
+    peak_bytes: int = 0
+    start_bytes: int = 0
+    limited: bool = False  # the cap made some batch smaller than max_batch
+    size: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.max_batch = max(1, self.max_batch)
+        self.size = self.max_batch if self.cap_bytes is None else min(self.max_batch, PROBE_BATCH)
+
+    def check_start(self) -> None:
+        """Refuse to start when the process already holds more than the cap."""
+        if self.cap_bytes is not None:
+            return_large_blocks_to_os()
+            release_free_memory()
+        now = self.start_bytes = rss_bytes()
+        if self.cap_bytes is not None and now > self.cap_bytes:
+            raise cap_error(self.cap_bytes, now, f"{self.what} (the loaded models and libraries alone)")
+
+    def record(self, size: int, before: int, peak: int) -> None:
+        self.used.append(size)
+        self.peak_bytes = max(self.peak_bytes, peak)
+        if self.cap_bytes is None:
+            return
+        self.per_item_bytes = max(self.per_item_bytes, max(0, peak - before) / size)
+        if peak > self.cap_bytes and size == 1:
+            raise cap_error(self.cap_bytes, peak, f"{self.what} one image at a time")
+        self.limited = self.limited or (len(self.used) > 1 and self.size < self.max_batch)  # past the probe
+        release_free_memory()
+        self.size = fit_batch(self.cap_bytes, rss_bytes(), self.per_item_bytes, self.max_batch)
+
+    def summary(self) -> dict[str, object]:
+        return {"max": self.max_batch, "sizes_used": sorted(set(self.used)), "batches": len(self.used),
+                "bytes_per_item": round(self.per_item_bytes), "start_rss_bytes": self.start_bytes,
+                "limited_by_ram_cap": self.limited,
+                "peak_rss_bytes": self.peak_bytes}  # fmt: skip
+
+
+def fit_batch(cap_bytes: int | None, held_bytes: int, per_item_bytes: float, max_batch: int) -> int:
+    """The largest batch (1..max_batch) whose items fit HEADROOM of the cap on top of `held_bytes`."""
+    if cap_bytes is None or per_item_bytes <= 0:
+        return max_batch
+    room = cap_bytes * HEADROOM - held_bytes
+    return max(1, min(max_batch, int(room // per_item_bytes)))
+
+
+def train_row_bytes(dim: int, n_classes: int) -> int:
+    """Estimated training memory per batch row (see TRAIN_FLOATS_PER_*)."""
+    return 4 * (TRAIN_FLOATS_PER_DIM * dim + TRAIN_FLOATS_PER_CLASS * max(1, n_classes))
+
+
+def plan_training(cap_bytes: int | None, max_batch: int, dim: int, n_classes: int, n_new: int) -> TrainSizes:
+    """Size training for what the process holds now (call it once torch and both towers are loaded)."""
+    if cap_bytes is None:
+        return TrainSizes(max_batch, None)
+    release_free_memory()
+    held = rss_bytes() + n_new * dim * 4  # the pool copies the task's embeddings
+    batch = max(MIN_TRAIN_BATCH, fit_batch(cap_bytes, held, train_row_bytes(dim, n_classes), max_batch))
+    room = cap_bytes * HEADROOM - held - batch * train_row_bytes(dim, n_classes)
+    if room <= 0:
+        needed = (held + batch * train_row_bytes(dim, n_classes)) / HEADROOM
+        raise cap_error(cap_bytes, needed, "training this task")
+    return TrainSizes(batch, int(room // (REPLAY_COPIES * 4 * dim)))

@@ -1,0 +1,112 @@
+"""RAM-cap planning (edgecl.ram) on its own, and the learner's training sizes it feeds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgecl.learner import Learner, LearnerConfig, TrainSizes
+from edgecl.ram import (
+    HEADROOM,
+    PROBE_BATCH,
+    BatchPlan,
+    PeakRss,
+    RamCapError,
+    fit_batch,
+    plan_training,
+    release_free_memory,
+    rss_bytes,
+    train_row_bytes,
+)
+
+MIB = 2**20
+
+
+def test_peak_rss_sees_an_allocation_freed_inside_the_block() -> None:
+    with PeakRss() as meter:
+        block = np.ones(200 * MIB // 8)  # 200 MiB, touched
+        block.sum()
+        del block
+    assert meter.peak - meter.before >= 150 * MIB
+    assert rss_bytes() < meter.peak - 100 * MIB  # freed again: the meter kept the peak, not the end state
+
+
+def test_fit_batch_uses_the_headroom_under_the_cap() -> None:
+    cap = 1000 * MIB
+    assert fit_batch(cap, 500 * MIB, 10 * MIB, 64) == int((cap * HEADROOM - 500 * MIB) // (10 * MIB))
+    assert fit_batch(cap, 500 * MIB, 10 * MIB, 16) == 16  # never above the profile's batch
+    assert fit_batch(cap, 990 * MIB, 10 * MIB, 16) == 1  # never below one
+    assert fit_batch(None, 990 * MIB, 10 * MIB, 16) == 16  # no cap, no limit
+
+
+def test_batch_plan_probes_then_sizes_from_the_measured_cost() -> None:
+    release_free_memory()  # as record() does before it reads the RSS
+    held = rss_bytes()
+    plan = BatchPlan(held + 100 * MIB, 64)
+    assert plan.size == PROBE_BATCH
+    plan.record(PROBE_BATCH, held, held + PROBE_BATCH * 20 * MIB)  # 20 MiB per item measured
+    room = (held + 100 * MIB) * HEADROOM - held  # what the cap leaves over the process (RSS drifts a few MiB)
+    assert plan.size in (int(room // (20 * MIB)), int(room // (20 * MIB)) - 1)
+    first = plan.size
+    plan.record(first, held, held + first * 40 * MIB)  # costlier items: the next batches shrink
+    assert plan.size < first and plan.limited
+    assert plan.summary()["bytes_per_item"] == 40 * MIB
+
+
+def test_batch_plan_without_a_cap_keeps_the_profile_batch() -> None:
+    plan = BatchPlan(None, 16)
+    plan.record(16, 0, 0)
+    assert plan.size == 16 and not plan.limited
+
+
+def test_a_cap_that_one_item_does_not_fit_is_an_error() -> None:
+    held = rss_bytes()
+    plan = BatchPlan(held + 10 * MIB, 16)
+    with pytest.raises(RamCapError, match="RAM cap"):
+        plan.record(1, held, held + 50 * MIB)
+    with pytest.raises(RamCapError, match="loaded models and libraries alone"):
+        BatchPlan(held // 2, 16).check_start()
+
+
+def test_plan_training_limits_batch_and_replay_rows() -> None:
+    dim, classes = 512, 10
+    assert plan_training(None, 256, dim, classes, 100) == TrainSizes(256, None)
+    held = rss_bytes()
+    roomy = plan_training(held + 2**30, 256, dim, classes, 100)
+    assert roomy.batch == 256 and roomy.replay_rows is not None and roomy.replay_rows > 100_000
+    tight = plan_training(int((held + 100 * dim * 4 + 4 * MIB) / HEADROOM), 256, dim, classes, 100)  # ~4 MiB left
+    assert 2 <= tight.batch < 256 and tight.replay_rows is not None and tight.replay_rows < roomy.replay_rows
+    with pytest.raises(RamCapError, match="training this task"):
+        plan_training(held // 2, 256, dim, classes, 100)
+    assert train_row_bytes(dim, classes) == 4 * (16 * dim + 8 * classes)
+
+
+def _learner_with_memory(rng: np.random.Generator, dim: int = 32) -> Learner:
+    learner = Learner(LearnerConfig(method="er", budget_bytes=200_000, codec="int8", epochs=1), dim)
+    text = {name: rng.standard_normal(dim) for name in ("a", "b", "c", "d")}
+    x = rng.standard_normal((80, dim)).astype(np.float32)
+    learner.learn_embeddings(x, ["a", "b"] * 40, text=text)
+    return learner
+
+
+def test_learner_replays_at_most_the_planned_rows_and_keeps_its_memory() -> None:
+    rng = np.random.default_rng(0)
+    learner = _learner_with_memory(rng)
+    stored = learner.memory.stats()["samples"]
+    text = {name: rng.standard_normal(32) for name in ("c", "d")}
+    x = rng.standard_normal((40, 32)).astype(np.float32)
+    report = learner.learn_embeddings(x, ["c", "d"] * 20, text=text, sizes=TrainSizes(batch=8, replay_rows=5))
+    assert report["train_batch"] == 8
+    assert report["replayed_rows"] == 5
+    assert report["replay_rows_available"] == stored  # every earlier row could have been replayed
+    assert report["steps"] == 10  # 40 new rows, half a batch (4) of them per step
+
+
+def test_learner_replays_everything_without_a_plan() -> None:
+    rng = np.random.default_rng(1)
+    learner = _learner_with_memory(rng)
+    stored = learner.memory.stats()["samples"]
+    text = {name: rng.standard_normal(32) for name in ("c", "d")}
+    report = learner.learn_embeddings(rng.standard_normal((40, 32)).astype(np.float32), ["c", "d"] * 20, text=text)
+    assert report["replayed_rows"] == report["replay_rows_available"] == stored
+    assert report["train_batch"] == learner.config.batch_size
