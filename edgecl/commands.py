@@ -127,7 +127,7 @@ def _new_learner(opts: LearnOptions, progress: Progress) -> tuple[Any, dict[str,
     encoder = Encoder(manifest.root, providers=profile.providers, threads=profile.threads)
     config = LearnerConfig(method=opts.method or "gdro", budget_bytes=budget, codec=opts.codec or "auto",
                            seed=opts.seed, rank=profile.adapter_rank, batch_size=profile.train_batch,
-                           optimizer=profile.optimizer)  # fmt: skip
+                           optimizer=profile.optimizer, precision=profile.train_precision)  # fmt: skip
     meta = {"backbone": backbone, "model_dir": str(manifest.root.resolve()), "device": profile.name,
             "profile": profile.to_dict(), "forced_budget": budget > profile.max_budget_bytes,
             "model_files": manifest.data["files"], "created": _now()}  # fmt: skip
@@ -200,6 +200,7 @@ def learn(
         "batches": {"encode": encode_plan.summary(), "train": report.get("train_batch"),
                     "replayed_rows": report.get("replayed_rows"),
                     "replay_rows_available": report.get("replay_rows_available")},
+        "train_precision": report.get("train_precision"),
     }  # fmt: skip
 
 

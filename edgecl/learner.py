@@ -41,6 +41,7 @@ class LearnerConfig:
     batch_size: int = 256
     lr: float = 1e-3
     optimizer: str = "adamw"
+    precision: str = "fp32"  # training's autocast precision (fp32 | bf16 | fp16), from the device profile
     temperature: float = 0.05
     dro_lambda: float = 1.0
     gamma: float = 0.9
@@ -115,7 +116,9 @@ class Learner:
         self.config, self.dim, self.encoder = config, dim, encoder
         self.classes: list[str] = []
         self.text = np.zeros((0, dim), np.float32)  # (C, D) class text embeddings
-        self.memory = ReplayMemory(MemoryConfig(config.budget_bytes, config.codec, config.selection, config.seed), dim)
+        memory_config = MemoryConfig(config.budget_bytes, config.codec, config.selection, config.seed,
+                                     auto_pq=config.method == "ncm")  # fmt: skip
+        self.memory = ReplayMemory(memory_config, dim)
         self.head: Any = None  # peft model, built on first training
         self.text_head: Any = None
         self.merged = MergedHead.identity(dim)
@@ -212,6 +215,7 @@ class Learner:
             train_batch=sizes.batch,
             replayed_rows=len(data.x) - len(x),
             replay_rows_available=self._old_rows(ids).size,
+            train_precision=self.config.precision,
         )
         return report | {"memory": self.memory.stats() if method in USES_MEMORY else None}
 
@@ -252,6 +256,7 @@ class Learner:
         loss_state = copy.deepcopy(self.loss_state) or _rebuild_estimators(self._estimators, cfg)
         train_cfg = TrainConfig(
             method=cfg.method, epochs=cfg.epochs, batch_size=batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
+            precision=cfg.precision,
             seed=cfg.seed + len(self.tasks), threads=cfg.threads,
             loss=LossConfig(temperature=cfg.temperature, gamma=cfg.gamma, dro_lambda=cfg.dro_lambda),
         )  # fmt: skip

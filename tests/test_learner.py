@@ -66,6 +66,30 @@ def test_adamw8bit_from_bitsandbytes_trains() -> None:
     assert report.steps > 0 and np.isfinite(report.epoch_loss).all()
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_training_learns_like_fp32(precision: str) -> None:
+    """The profile's train_precision: the heads run under autocast (fp16 with a gradient scaler), parameters and
+    losses stay fp32; the result tracks fp32 training and differs from it (so autocast really ran)."""
+    data = _train_data(2)
+    ups, losses = {}, {}
+    for p in ("fp32", precision):
+        head = lora_head(DIM, AdapterConfig(rank=4))
+        report = train(head, None, data, TrainConfig(method="gdro", epochs=6, batch_size=32, lr=5e-3, precision=p), {})
+        assert all(param.dtype == torch.float32 for param in head.parameters())
+        ups[p], losses[p] = merge(head).up, report.epoch_loss
+    assert losses[precision][-1] < losses[precision][0]
+    assert abs(losses[precision][-1] - losses["fp32"][-1]) < 0.1 * abs(losses["fp32"][0])
+    assert not np.array_equal(ups[precision], ups["fp32"])
+    _, accs = _stream("gdro", precision=precision)
+    _, accs32 = _stream("gdro")
+    assert accs[-1] >= accs32[-1] - 0.1
+
+
+def test_unknown_precision_is_named() -> None:
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="int4")
+
+
 def _stream(method: str, seed: int = 0, **kw: object) -> tuple[Learner, list[float]]:
     x, y, text = clustered(6, 60, seed)
     test_x, test_y, _ = clustered(6, 30, seed)  # same centres (same seed), fresh noise is not needed here
@@ -177,3 +201,20 @@ def test_pq_memory_survives_copies_across_tasks() -> None:
         rows = np.isin(y, task)
         learner.learn_embeddings(x[rows], [f"class {c}" for c in y[rows]], text={f"class {c}": text[c] for c in task})
     assert learner.memory.stats()["codec"] == "pq" and learner.memory.size_bytes() <= 6_000
+
+
+@pytest.mark.parametrize(("method", "codec"), [("ncm", "pq"), ("gdro", "int4"), ("er", "int4")])
+def test_auto_codec_is_pq_only_for_ncm_at_tiny_budgets(method: str, codec: str, tmp_path: Path) -> None:
+    """Where int4 holds < 10 per class `auto` picks PQ for NCM (best for class means), int4 for trained methods."""
+    from edgecl.memory.policy import choose_auto_codec
+
+    assert choose_auto_codec({"fp16": 10, "int8": 20, "int4": 40}, 10) == "pq"
+    assert choose_auto_codec({"fp16": 10, "int8": 20, "int4": 40}, 10, allow_pq=False) == "int4"
+    x, y, text = clustered(10, 100, 0)
+    dim = x.shape[1]
+    learner = Learner(LearnerConfig(method=method, budget_bytes=4_000, epochs=1), dim)
+    learner.learn_embeddings(x, [f"class {c}" for c in y], text={f"class {c}": text[c] for c in range(10)})
+    assert learner.memory.stats()["codec"] == codec
+    learner.save_to(tmp_path / "s")
+    again = Learner.load_from(tmp_path / "s")
+    assert again.memory.config.auto_pq == (method == "ncm")

@@ -175,3 +175,15 @@ def test_round_trip_through_file(saved_memory: Path) -> None:
     assert memory.to_bytes() == saved_memory.read_bytes()
     with pytest.raises(MemoryFileError, match="cannot read"):
         ReplayMemory.load(saved_memory.parent / "absent")
+
+
+def test_pq_drops_bits_until_every_group_fits() -> None:
+    """A budget between two PQ codebook sizes: fewer bits per sub-code instead of refusing the budget."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 32)).astype(np.float32)
+    names = [f"c{i % 10}" for i in range(200)]
+    for budget in (2000, 2500, 3000, 4000):
+        memory = ReplayMemory(MemoryConfig(budget, "pq"), 32)
+        memory.add(x, names)
+        assert memory.stats()["per_class"] and min(memory.stats()["per_class"].values()) >= 1
+        assert memory.size_bytes() <= budget

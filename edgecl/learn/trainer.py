@@ -15,6 +15,7 @@ from edgecl.errors import EdgeclError
 from edgecl.learn.losses import GlobalContrastiveLoss, GroupDROLoss, LossConfig, LossOutput, cross_entropy
 
 TRAINED_METHODS = ("finetune", "er", "gcl", "gdro")
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 DIVERGENCE_FACTOR = 1e3  # an epoch loss this many times the first one means training diverged
 
 
@@ -32,6 +33,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     optimizer: str = "adamw"  # adamw | adamw8bit (bitsandbytes)
+    precision: str = "fp32"  # fp32 | bf16 | fp16: the heads' forward pass under torch.autocast; losses stay fp32
     seed: int = 0
     threads: int = 1
     loss: LossConfig = field(default_factory=LossConfig)
@@ -43,6 +45,8 @@ class TrainConfig:
             raise ValueError("TrainConfig: epochs >= 1, batch_size >= 2, lr > 0 and threads >= 1 are required")
         if self.optimizer not in ("adamw", "adamw8bit"):
             raise ValueError(f"TrainConfig.optimizer must be 'adamw' or 'adamw8bit', got {self.optimizer!r}")
+        if self.precision not in AUTOCAST_DTYPES:
+            raise ValueError(f"TrainConfig.precision must be one of {tuple(AUTOCAST_DTYPES)}, got {self.precision!r}")
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,7 @@ def train(head: torch.nn.Module, text_head: torch.nn.Module | None, data: TrainD
     rng = np.random.default_rng(cfg.seed)
     params = [p for m in (head, text_head) if m is not None for p in m.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, cfg)
+    scaler = torch.amp.GradScaler("cpu", enabled=cfg.precision == "fp16")  # fp16 gradients underflow unscaled
     loss_fn = _loss_fn(cfg, loss_state)
     x, y = torch.from_numpy(np.asarray(data.x, np.float32)), torch.from_numpy(data.y.astype(np.int64))  # no copy
     ids, text = torch.from_numpy(data.ids.astype(np.int64)), torch.from_numpy(data.text.astype(np.float32))
@@ -124,15 +129,16 @@ def train(head: torch.nn.Module, text_head: torch.nn.Module | None, data: TrainD
             batch = torch.from_numpy(rows)
             if len(batch) < 2:
                 continue
-            t = torch.nn.functional.normalize(text_head(text), dim=-1) if text_head is not None else text
-            out = loss_fn(head(x[batch]), t, y[batch], ids[batch], candidates)
+            z, t = _forward(head, text_head, x[batch], text, cfg.precision)
+            out = loss_fn(z, t, y[batch], ids[batch], candidates)
             if not torch.isfinite(out.objective):
                 raise TrainingDivergedError(
                     f"{cfg.method} loss became {float(out.objective.detach())}; try a lower --lr"
                 )
             optimizer.zero_grad(set_to_none=True)
-            out.objective.backward()
-            optimizer.step()
+            scaler.scale(out.objective).backward()
+            scaler.step(optimizer)
+            scaler.update()
             total, count = total + float(out.per_sample.sum()), count + len(batch)
             last, steps = out, steps + 1
         epoch_loss.append(total / max(1, count))
@@ -141,6 +147,16 @@ def train(head: torch.nn.Module, text_head: torch.nn.Module | None, data: TrainD
             weights.append(last.class_weights)
     head.eval()
     return TrainReport(epoch_loss, weights, steps, time.perf_counter() - start)
+
+
+def _forward(head: torch.nn.Module, text_head: torch.nn.Module | None, x: torch.Tensor, text: torch.Tensor,
+             precision: str) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """The heads' outputs (image rows, class texts); under autocast for bf16/fp16, returned as fp32."""
+    dtype = AUTOCAST_DTYPES[precision]
+    with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        z = head(x)
+        t = torch.nn.functional.normalize(text_head(text), dim=-1) if text_head is not None else text
+    return z.float(), t.float()
 
 
 def _check_divergence(epoch_loss: list[float], cfg: TrainConfig) -> None:

@@ -19,15 +19,21 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
 def choose_auto_codec(
-    capacity_for: dict[str, int], n_groups: int, first: bool = True, target: int = AUTO_TARGET_PER_GROUP
+    capacity_for: dict[str, int],
+    n_groups: int,
+    first: bool = True,
+    target: int = AUTO_TARGET_PER_GROUP,
+    allow_pq: bool = True,
 ) -> str:
     """`capacity_for[codec]` = samples that fit the budget with that codec; returns the codec name. PQ is only
-    chosen for an empty memory (`first`): switching to it later would strand most of its capacity."""
+    chosen for an empty memory (`first`): switching to it later would strand most of its capacity; and only when
+    `allow_pq` (the learner allows it for NCM, whose class means like many coarse samples; trained methods
+    replay better from int4: README, "gdro last accuracy vs codec and budget")."""
     groups = max(AUTO_MIN_GROUPS, n_groups)
     for name in AUTO_ORDER:
         if capacity_for[name] >= target * groups:
             return name
-    return "pq" if first and capacity_for["int4"] < AUTO_PQ_BELOW * groups else "int4"
+    return "pq" if allow_pq and first and capacity_for["int4"] < AUTO_PQ_BELOW * groups else "int4"
 
 
 def water_fill(available: np.ndarray, capacity: int) -> np.ndarray:

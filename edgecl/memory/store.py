@@ -40,6 +40,7 @@ class MemoryConfig:
     codec: str = "auto"  # fp16 | int8 | int4 | pq | auto
     selection: str = "random"  # random | herding
     seed: int = 0
+    auto_pq: bool = True  # may `auto` pick PQ for a tiny budget? (best for NCM; trained methods do better on int4)
 
     def __post_init__(self) -> None:
         if self.budget_bytes <= 0:
@@ -146,22 +147,29 @@ class ReplayMemory:
         if self.codec is not None and (self.config.codec != "auto" or self.codec.name == "pq"):
             return self.codec  # a fixed codec, or PQ, whose codebook must stay stable
         if self.config.codec == "pq":
-            return self._fitted_pq(x)
+            return self._fitted_pq(x, classes, domains)
         n_groups = max(1, len(classes)) * max(1, len(domains))
         names = ("fp16", "int8", "int4")
         capacity = {name: self._capacity(make_codec(name, self.dim), classes, domains) for name in names}
-        name = choose_auto_codec(capacity, n_groups, first=self.codec is None)
+        name = choose_auto_codec(capacity, n_groups, first=self.codec is None, allow_pq=self.config.auto_pq)
         if name == "pq":
-            return self._fitted_pq(x)
+            return self._fitted_pq(x, classes, domains)
         if self.codec is not None and _precision_rank(self.codec.name) >= _precision_rank(name):
             return self.codec  # never move back up: precision lost in re-encoding cannot be regained
         return make_codec(name, self.dim)
 
-    def _fitted_pq(self, x: np.ndarray) -> Codec:
-        """A PQ codec trained once, on what the memory holds now plus the new batch."""
-        codec = make_codec("pq", self.dim, {"nbits": pq_bits_for_budget(self.dim, self.config.budget_bytes)})
+    def _fitted_pq(self, x: np.ndarray, classes: list[str], domains: list[str]) -> Codec:
+        """A PQ codec trained once, on what the memory holds now plus the new batch: the most bits per sub-code
+        whose codebook takes at most half the budget and still leaves room for one sample per group."""
         stored = [self.codec.decode(self.codes)] if self.codec is not None and len(self.codes) else []
-        codec.fit(np.concatenate([*stored, x]))
+        data = np.concatenate([*stored, x])
+        n_groups = max(1, len(classes)) * max(1, len(domains))
+        top = pq_bits_for_budget(self.dim, self.config.budget_bytes)
+        for nbits in (b for b in PQ_BITS if b <= top):
+            codec = make_codec("pq", self.dim, {"nbits": nbits})
+            codec.fit(data)
+            if self._capacity(codec, classes, domains) >= n_groups:
+                break
         return codec
 
     # ---- selection under the budget ------------------------------------------------------------------------
@@ -259,7 +267,8 @@ class ReplayMemory:
             "codec": codec.name if codec else self.config.codec,
             "codec_config": json.dumps(codec.config() if codec else {}),
             "config": json.dumps({"budget_bytes": self.config.budget_bytes, "codec": self.config.codec,
-                                  "selection": self.config.selection, "seed": self.config.seed}),
+                                  "selection": self.config.selection, "seed": self.config.seed,
+                                  "auto_pq": self.config.auto_pq}),
             "classes": json.dumps(classes), "domains": json.dumps(domains), "next_id": str(next_id),
             "recon": json.dumps({"count": self.recon["count"], "cosine_sum": round(self.recon["cosine_sum"], 4)}),
             "supplied": json.dumps(sorted([c, d, n] for (c, d), n in self.supplied.items())),
@@ -289,8 +298,9 @@ class ReplayMemory:
         tensors, meta = _parse(data, source)
         try:
             cfg = json.loads(meta["config"])
-            memory = cls(MemoryConfig(int(cfg["budget_bytes"]), cfg["codec"], cfg["selection"], int(cfg["seed"])),
-                         int(meta["dim"]))  # fmt: skip
+            config = MemoryConfig(int(cfg["budget_bytes"]), cfg["codec"], cfg["selection"], int(cfg["seed"]),
+                                  bool(cfg.get("auto_pq", True)))  # fmt: skip
+            memory = cls(config, int(meta["dim"]))
             state = {k: v for k, v in tensors.items() if k.startswith("pq_")}
             codec = make_codec(meta["codec"], memory.dim, json.loads(meta["codec_config"]), state)
             memory.codec = codec if meta["codec"] != "auto" else None
@@ -319,9 +329,12 @@ def _reconstruction(totals: dict[str, Any], x: np.ndarray, y: np.ndarray) -> dic
     return {"count": int(totals["count"]) + len(x), "cosine_sum": float(totals["cosine_sum"]) + float(cos.sum())}
 
 
+PQ_BITS = (8, 6, 4, 2)  # bits per PQ sub-code, most precise first
+
+
 def pq_bits_for_budget(dim: int, budget_bytes: int) -> int:
     """Bits per PQ sub-code: the most (8, 6, 4, 2) whose fp16 codebook takes at most half the budget."""
-    for nbits in (8, 6, 4, 2):
+    for nbits in PQ_BITS:
         if (1 << nbits) * dim * 2 <= budget_bytes // 2:
             return nbits
     return 2
