@@ -62,6 +62,7 @@ def encode_files(
     start = 0
     while start < len(paths):
         stop = min(len(paths), start + plan.size)
+        encoder.release_memory = plan.release_after_batch
         with PeakRss() if plan.cap_bytes is not None else contextlib.nullcontext() as meter:
             pixels = _read_batch(encoder, paths, range(start, stop), kept, skipped, progress)
             if pixels:

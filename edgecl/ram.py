@@ -143,10 +143,12 @@ class BatchPlan:
     start_bytes: int = 0
     limited: bool = False  # the cap made some batch smaller than max_batch
     size: int = field(init=False)
+    release_after_batch: bool = field(init=False)  # have the encoder hand memory back after each batch
 
     def __post_init__(self) -> None:
         self.max_batch = max(1, self.max_batch)
         self.size = self.max_batch if self.cap_bytes is None else min(self.max_batch, PROBE_BATCH)
+        self.release_after_batch = self.cap_bytes is not None
 
     def check_start(self) -> None:
         """Refuse to start when the process already holds more than the cap."""
@@ -158,16 +160,27 @@ class BatchPlan:
             raise cap_error(self.cap_bytes, now, f"{self.what} (the loaded models and libraries alone)")
 
     def record(self, size: int, before: int, peak: int) -> None:
+        """After each batch. While memory is handed back after every batch, RSS shows what a batch costs and the
+        next size is planned from it; once the full batch fits with that cost, memory is kept between batches
+        (faster: the next full batch reuses it) and sizes only drop again if a peak nears the cap."""
         self.used.append(size)
         self.peak_bytes = max(self.peak_bytes, peak)
         if self.cap_bytes is None:
             return
-        self.per_item_bytes = max(self.per_item_bytes, max(0, peak - before) / size)
         if peak > self.cap_bytes and size == 1:
             raise cap_error(self.cap_bytes, peak, f"{self.what} one image at a time")
         self.limited = self.limited or (len(self.used) > 1 and self.size < self.max_batch)  # past the probe
         release_free_memory()
-        self.size = fit_batch(self.cap_bytes, rss_bytes(), self.per_item_bytes, self.max_batch)
+        if self.release_after_batch:
+            self.per_item_bytes = max(self.per_item_bytes, max(0, peak - before) / size)
+            held = rss_bytes()
+            self.size = fit_batch(self.cap_bytes, held, self.per_item_bytes, self.max_batch)
+            # kept memory grows in chunks (ONNX Runtime's arena doubles): keep it only with room for twice the cost
+            self.release_after_batch = fit_batch(self.cap_bytes, held, 2 * self.per_item_bytes, self.max_batch) < (
+                self.max_batch
+            )
+        elif peak > self.cap_bytes * HEADROOM:  # kept memory grew more than measured: back to measuring
+            self.release_after_batch, self.size, self.limited = True, max(1, size // 2), True
 
     def summary(self) -> dict[str, object]:
         return {"max": self.max_batch, "sizes_used": sorted(set(self.used)), "batches": len(self.used),

@@ -52,6 +52,19 @@ def test_batch_plan_probes_then_sizes_from_the_measured_cost() -> None:
     assert plan.summary()["bytes_per_item"] == 40 * MIB
 
 
+def test_a_roomy_cap_keeps_memory_between_batches_until_a_peak_nears_the_cap() -> None:
+    release_free_memory()
+    held = rss_bytes()
+    plan = BatchPlan(int((held + 2000 * MIB) / HEADROOM), 16)
+    assert plan.release_after_batch  # the probe measures with memory handed back
+    plan.record(PROBE_BATCH, held, held + PROBE_BATCH * 10 * MIB)
+    assert plan.size == 16 and not plan.release_after_batch  # 16 x 10 MiB fits: keep memory, full speed
+    plan.record(16, held, held + 160 * MIB)
+    assert plan.size == 16 and not plan.limited
+    plan.record(16, held, int((held + 2000 * MIB) / HEADROOM))  # a peak at the cap: measure again, smaller
+    assert plan.release_after_batch and plan.size == 8 and plan.limited
+
+
 def test_batch_plan_without_a_cap_keeps_the_profile_batch() -> None:
     plan = BatchPlan(None, 16)
     plan.record(16, 0, 0)
