@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from edgecl.ram import BatchPlan, PeakRss, peak_rss_bytes
 from edgecl.state import Snapshot, StateError, commit_snapshot, read_state, state_root, writer_lock
 from edgecl.tasks import collect_images, display, scan_task_dir
 from edgecl.units import parse_bytes
+
+if TYPE_CHECKING:
+    from edgecl.learner import TrainSizes
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 DEFAULT_DEVICE = "cpu"  # the profile used when --device is not given
@@ -62,11 +65,10 @@ def encode_files(
     start = 0
     while start < len(paths):
         stop = min(len(paths), start + plan.size)
-        encoder.release_memory = plan.release_after_batch
         with PeakRss() if plan.cap_bytes is not None else contextlib.nullcontext() as meter:
             pixels = _read_batch(encoder, paths, range(start, stop), kept, skipped, progress)
             if pixels:
-                chunks.append(encoder.encode_pixels(np.stack(pixels), len(pixels)))
+                chunks.append(encoder.encode_pixels(np.stack(pixels), len(pixels), plan.release_after_batch))
         if pixels:
             plan.record(len(pixels), meter.before if meter else 0, meter.peak if meter else 0)
         start = stop
@@ -214,14 +216,14 @@ def _encode_plan(learner: Any, meta: dict[str, Any]) -> BatchPlan:
     if learner.trains:
         from edgecl.learn.trainer import warm_up
 
-        warm_up(learner.dim, learner.config.optimizer, learner.config.rank)
+        warm_up(learner.dim, learner.config.optimizer, learner.config.rank, learner.config.precision)
     batch = (meta.get("profile") or {}).get("encode_batch", DEFAULT_ENCODE_BATCH)
     plan = BatchPlan(_ram_cap(meta), batch, "learning")
     plan.check_start()
     return plan
 
 
-def _train_sizes(learner: Any, meta: dict[str, Any], labels: list[str]) -> Any:
+def _train_sizes(learner: Any, meta: dict[str, Any], labels: list[str]) -> TrainSizes | None:
     """Training batch and replayed rows under the RAM cap (None: the method does not train)."""
     from edgecl.ram import plan_training
 

@@ -64,7 +64,6 @@ class Encoder:
         self._sessions: dict[str, Any] = {}
         self._tokenizer: Any = None
         self._bridge: np.ndarray | None = None
-        self.release_memory = False  # hand activation memory back after every run (see _releasing_options)
         self._releasing: Any = None
 
     def _releasing_options(self) -> Any:
@@ -105,8 +104,8 @@ class Encoder:
         """Load a tower's session now (it is otherwise loaded on first use)."""
         self._session(tower)
 
-    def _run(self, session: Any, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        return session.run(None, feeds, self._releasing_options() if self.release_memory else None)[0]
+    def _run(self, session: Any, feeds: dict[str, np.ndarray], release_memory: bool = False) -> np.ndarray:
+        return session.run(None, feeds, self._releasing_options() if release_memory else None)[0]
 
     @property
     def providers_in_use(self) -> list[str]:
@@ -115,11 +114,12 @@ class Encoder:
             return list(session.get_providers())
         return list(self.providers)
 
-    def encode_pixels(self, pixels: np.ndarray, batch_size: int = 16) -> np.ndarray:
-        """(N, 3, S, S) f32 preprocessed pixels -> (N, D) f32 unit norm."""
+    def encode_pixels(self, pixels: np.ndarray, batch_size: int = 16, release_memory: bool = False) -> np.ndarray:
+        """(N, 3, S, S) f32 preprocessed pixels -> (N, D) f32 unit norm. `release_memory`: ONNX Runtime hands each
+        run's activation memory back to the system (slower; see _releasing_options)."""
         session = self._session("image")
         name = session.get_inputs()[0].name
-        out = [self._run(session, {name: pixels[s]}) for s in _batches(len(pixels), batch_size)]
+        out = [self._run(session, {name: pixels[s]}, release_memory) for s in _batches(len(pixels), batch_size)]
         if not out:
             return np.zeros((0, self.embed_dim), np.float32)
         return _normalize(np.concatenate(out).astype(np.float32))

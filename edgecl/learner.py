@@ -204,7 +204,8 @@ class Learner:
         report: dict[str, Any] = {"train_seconds": 0.0, "loss": [], "class_weights": []}
         if not self.trains:
             return report | {"memory": self.memory.stats() if method == "ncm" else None}
-        data = self._train_data(x, y, ids, task_classes, sizes.replay_rows)
+        old = self._old_rows(ids)
+        data = self._train_data(x, y, ids, task_classes, old, sizes.replay_rows)
         result = self._train(data, sizes.batch)
         weights = [{self.classes[c]: round(w, 4) for c, w in q.items()} for q in result.class_weights]
         report.update(
@@ -214,25 +215,25 @@ class Learner:
             class_weights=weights,
             train_batch=sizes.batch,
             replayed_rows=len(data.x) - len(x),
-            replay_rows_available=self._old_rows(ids).size,
+            replay_rows_available=old.size,
             train_precision=self.config.precision,
         )
         return report | {"memory": self.memory.stats() if method in USES_MEMORY else None}
 
     def _train_data(self, x: np.ndarray, y: np.ndarray, ids: np.ndarray, task_classes: np.ndarray,
-                    replay_rows: int | None) -> Any:  # fmt: skip
-        """The task's rows plus the memory rows of earlier tasks (new rows train at full precision); at most
+                    old: np.ndarray, replay_rows: int | None) -> Any:  # fmt: skip
+        """The task's rows plus the memory rows `old` of earlier tasks (new rows train at full precision); at most
         `replay_rows` of the latter, drawn at random, are decoded."""
         from edgecl.learn.trainer import TrainData
 
         if self.config.method == "finetune":
             return TrainData(x, y, ids, self.text, task_classes)
-        old = self._old_rows(ids)
         if replay_rows is not None and len(old) > replay_rows:
             rng = np.random.default_rng(self.config.seed + len(self.tasks))
             old = np.sort(rng.choice(old, size=replay_rows, replace=False))
         stored = self.memory.samples(old)
-        mem_y = np.array([self.classes.index(stored.classes[i]) for i in stored.labels], dtype=np.int64)
+        to_class = np.array([self.classes.index(c) for c in stored.classes], dtype=np.int64)  # memory -> learner
+        mem_y = to_class[stored.labels] if len(to_class) else np.zeros(0, np.int64)
         pool_x = np.concatenate([x, stored.embeddings])
         pool_y = np.concatenate([y, mem_y])
         pool_ids = np.concatenate([ids, stored.ids])

@@ -151,7 +151,8 @@ class BatchPlan:
         self.release_after_batch = self.cap_bytes is not None
 
     def check_start(self) -> None:
-        """Refuse to start when the process already holds more than the cap."""
+        """Record where the process starts (under a cap, after telling glibc to return freed blocks) and refuse to
+        start when it already holds more than the cap."""
         if self.cap_bytes is not None:
             return_large_blocks_to_os()
             release_free_memory()
@@ -208,9 +209,9 @@ def plan_training(cap_bytes: int | None, max_batch: int, dim: int, n_classes: in
         return TrainSizes(max_batch, None)
     release_free_memory()
     held = rss_bytes() + n_new * dim * 4  # the pool copies the task's embeddings
-    batch = max(MIN_TRAIN_BATCH, fit_batch(cap_bytes, held, train_row_bytes(dim, n_classes), max_batch))
-    room = cap_bytes * HEADROOM - held - batch * train_row_bytes(dim, n_classes)
+    row = train_row_bytes(dim, n_classes)
+    batch = max(MIN_TRAIN_BATCH, fit_batch(cap_bytes, held, row, max_batch))
+    room = cap_bytes * HEADROOM - held - batch * row
     if room <= 0:
-        needed = (held + batch * train_row_bytes(dim, n_classes)) / HEADROOM
-        raise cap_error(cap_bytes, needed, "training this task")
+        raise cap_error(cap_bytes, (held + batch * row) / HEADROOM, "training this task")
     return TrainSizes(batch, int(room // (REPLAY_COPIES * 4 * dim)))

@@ -165,7 +165,7 @@ def _check_divergence(epoch_loss: list[float], cfg: TrainConfig) -> None:
         raise TrainingDivergedError(f"{cfg.method} training diverged (epoch losses {epoch_loss}); try a lower --lr")
 
 
-def warm_up(dim: int, optimizer: str = "adamw", rank: int = 8) -> None:
+def warm_up(dim: int, optimizer: str = "adamw", rank: int = 8, precision: str = "fp32") -> None:
     """One throw-away training step on random unit vectors: torch's lazily loaded kernels, peft and the
     allocator's pools become resident, so that RAM planning (edgecl.ram) measures them before real work."""
     from edgecl.learn.adapters import AdapterConfig, lora_head
@@ -174,5 +174,5 @@ def warm_up(dim: int, optimizer: str = "adamw", rank: int = 8) -> None:
     x = rng.standard_normal((4, dim)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     data = TrainData(x, np.array([0, 1, 0, 1]), np.arange(4), x[:2].copy(), np.arange(2))
-    cfg = TrainConfig(method="gdro", epochs=1, batch_size=4, optimizer=optimizer)
+    cfg = TrainConfig(method="gdro", epochs=1, batch_size=4, optimizer=optimizer, precision=precision)
     train(lora_head(dim, AdapterConfig(rank=rank)), None, data, cfg, {})
