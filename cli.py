@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -55,6 +56,15 @@ def _main(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details to stderr."),
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if not verbose:  # third-party warnings (bitsandbytes via peft, onnxruntime's shape inference) stay off stderr
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_ours_or_errors)
+        warnings.simplefilter("ignore")
+
+
+def _ours_or_errors(record: logging.LogRecord) -> bool:
+    """Our own warnings and everyone's errors reach the terminal; other libraries' warnings need --verbose."""
+    return record.levelno >= logging.ERROR or record.name.split(".")[0] == "edgecl"
 
 
 @app.command()
@@ -167,6 +177,9 @@ class _Bar:
         self.progress.__exit__(*exc)  # type: ignore[arg-type]
 
     def __call__(self, stage: str, done: int, total: int) -> None:
+        if done < 0:  # a notice: one line that stays, also under --json (stderr)
+            self.progress.console.print(stage, markup=False, highlight=False, soft_wrap=True)
+            return
         if stage not in self.tasks:
             self.tasks[stage] = self.progress.add_task(stage, total=total or None)
         self.progress.update(self.tasks[stage], completed=done, total=total or None)
@@ -186,7 +199,11 @@ def learn(
     state_dir: str | None = typer.Option(None, help="State directory. Default: $EDGECL_HOME or ~/.edgecl."),
     domain: str | None = typer.Option(None, help="Name of the visual domain of these images (domain-incremental)."),
     method: str | None = typer.Option(None, help="zeroshot, ncm, finetune, er, gcl or gdro (default gdro)."),
-    backbone: str | None = typer.Option(None, help="Backbone id (first learn). Offline: --backbone bundled."),
+    backbone: str | None = typer.Option(
+        None,
+        help="Backbone id (first learn): auto (default: the profile's CLIP when its weights can be had, else "
+        "bundled), bundled, or openclip:<arch>[:<tag | checkpoint>].",
+    ),
     device: str | None = typer.Option(None, help="Device profile (see `edgecl devices`; default cpu)."),
     profile_file: str | None = typer.Option(None, help="Your own device profile TOML instead of --device."),
     force: bool = typer.Option(False, "--force", help="Allow a --budget above the profile's maximum."),
@@ -249,7 +266,9 @@ def classify(
         _print_json(results)
         return
     for row in results:
-        best = ", ".join(f"{p['label']} ({p['score']:.3f})" for p in row["predictions"])
+        best = ", ".join(
+            f"{p['label']} {100 * p['probability']:.0f}% (score {p['score']:.3f})" for p in row["predictions"]
+        )
         typer.echo(f"{row['image']}: {best}")
 
 
@@ -301,23 +320,31 @@ def forget(
 @app.command()
 @handles_errors
 def bench(
-    suite: str = typer.Option("quick", help="quick (under 5 min on 2 cores) or default (3 seeds, sweeps)."),
+    suite: str = typer.Option(
+        "quick",
+        help="quick (under 5 min on 2 cores), default (3 seeds, sweeps) or task-size (images per class x "
+        "classes per task, and a budget sweep at 100 images per class).",
+    ),
     out: Path = typer.Option(Path("bench-results"), help="Folder for results.json, report.md and PNG plots."),
     data_root: Path | None = typer.Option(None, help="Folder holding CIFAR-100 / DomainNet, when you have them."),
     download: bool = typer.Option(False, "--download", help="Fetch CIFAR-100 into --data-root (needs network)."),
     as_json: bool = typer.Option(False, "--json", help="Print every raw number as JSON."),
 ) -> None:
     """Continual-learning benchmark: all methods side by side at equal byte budgets (bundled backbone)."""
+    from edgecl.bench.size_suite import SIZE_SUITES, run_size_suite, size_markdown
     from edgecl.bench.suite import SUITES, markdown, run_suite
 
-    if suite not in SUITES:
-        raise EdgeclError(f"unknown suite {suite!r}; choose {', '.join(SUITES)}")
+    if suite not in SUITES and suite not in SIZE_SUITES:
+        raise EdgeclError(f"unknown suite {suite!r}; choose {', '.join([*SUITES, *SIZE_SUITES])}")
     with _Bar(not as_json) as bar:
-        results = run_suite(suite, out, data_root, download, bar)
+        if suite in SIZE_SUITES:
+            results = run_size_suite(SIZE_SUITES[suite], out, suite, bar)
+        else:
+            results = run_suite(suite, out, data_root, download, bar)
     if as_json:
         _print_json(results)
         return
-    typer.echo(markdown(results))
+    typer.echo(size_markdown(results) if suite in SIZE_SUITES else markdown(results))
     typer.echo(f"wrote {out / 'results.json'}, {out / 'report.md'} and plots in {out}")
 
 
@@ -372,6 +399,9 @@ def profile(
 
 def main() -> None:
     """Console-script entry point."""
+    from edgecl.ram import count_whole_process
+
+    count_whole_process()
     try:
         app()
     except EdgeclError as exc:  # errors raised outside a command body (e.g. in callbacks)

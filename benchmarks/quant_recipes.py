@@ -43,7 +43,7 @@ def main() -> None:
         work = Path(tmp)
         export_image_tower(built, work / "fp32.onnx")
         preprocess_for_quantization(work / "fp32.onnx", work / "prep.onnx")
-        calib, evaluate, source = calibration_sets(built.preprocess, None)
+        calib, evaluate, source, _ = calibration_sets(built.preprocess, None)
         sessions = {"fp32": session(work / "prep.onnx")}
         reference = run_batched(sessions["fp32"], {IMAGE_INPUT: evaluate})
         cosines = {"fp32": 1.0}

@@ -16,7 +16,7 @@ import numpy as np
 import edgecl
 from edgecl.backbones import parse_backbone_id
 from edgecl.errors import EdgeclError, ImageLoadError
-from edgecl.ram import BatchPlan, PeakRss, peak_rss_bytes
+from edgecl.ram import BatchPlan, PeakRss, host_bytes, peak_rss_bytes
 from edgecl.state import Snapshot, StateError, commit_snapshot, read_state, state_root, writer_lock
 from edgecl.tasks import collect_images, display, scan_task_dir
 from edgecl.units import parse_bytes
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 DEFAULT_DEVICE = "cpu"  # the profile used when --device is not given
 DEFAULT_ENCODE_BATCH = 16
+AUTO_BACKBONE = "auto"  # the profile's CLIP when obtainable, else the bundled backbone
 FORGET_NOTE = (
     "removed from memory and from classification; the adapters keep what the class taught them until later "
     "tasks retrain them, so other classes' scores may still reflect it"
@@ -125,7 +126,7 @@ def _new_learner(opts: LearnOptions, progress: Progress) -> tuple[Any, dict[str,
 
     profile = get_profile(opts.device, opts.profile_file)
     budget = _checked_budget(opts, profile)
-    backbone = parse_backbone_id(opts.backbone or profile.default_backbone).canonical
+    backbone = _resolve_backbone(opts.backbone, profile.default_backbone, progress)
     manifest = ensure_model(backbone, None, lambda message: progress(message, 0, 0))
     encoder = Encoder(manifest.root, providers=profile.providers, threads=profile.threads)
     config = LearnerConfig(method=opts.method or "gdro", budget_bytes=budget, codec=opts.codec or "auto",
@@ -137,11 +138,29 @@ def _new_learner(opts: LearnOptions, progress: Progress) -> tuple[Any, dict[str,
     return Learner(config, encoder.embed_dim, encoder), meta
 
 
+def _resolve_backbone(given: str | None, default: str, progress: Progress) -> str:
+    """--backbone, or `auto` (the default): the profile's CLIP when its weights can be had, else the bundled backbone
+    with one notice line. A new state records the result; later learns keep it."""
+    if given and given != AUTO_BACKBONE:
+        return parse_backbone_id(given).canonical
+    ref = parse_backbone_id(default)
+    if ref.family == "bundled":
+        return ref.canonical
+    from edgecl.backbones.openclip import AUTO_NOTICE, clip_obtainable
+    from edgecl.paths import default_model_dir
+
+    if (default_model_dir(ref.canonical) / "manifest.json").is_file() or clip_obtainable(ref):
+        return ref.canonical
+    progress(f"notice: {AUTO_NOTICE}", -1, 0)
+    return "bundled"
+
+
 def _check_same(snapshot: Snapshot, learner: Any, opts: LearnOptions) -> None:
     meta, cfg = snapshot.meta, learner.config
-    if (opts.device and opts.device != meta.get("device")) or opts.profile_file:
-        raise EdgeclError(f"this state uses device profile {meta.get('device')}; omit --device/--profile-file")
-    if opts.backbone and parse_backbone_id(opts.backbone).canonical != meta["backbone"]:
+    if opts.device or opts.profile_file:
+        _check_same_profile(meta, opts)
+    given = opts.backbone if opts.backbone != AUTO_BACKBONE else None
+    if given and parse_backbone_id(given).canonical != meta["backbone"]:
         raise EdgeclError(f"this state uses backbone {meta['backbone']}; omit --backbone or use a new --state-dir")
     if opts.budget and parse_bytes(opts.budget) != cfg.budget_bytes:
         raise EdgeclError(
@@ -153,11 +172,24 @@ def _check_same(snapshot: Snapshot, learner: Any, opts: LearnOptions) -> None:
         raise EdgeclError(f"this state's memory codec is {cfg.codec}; omit --codec or use a new --state-dir")
 
 
+def _check_same_profile(meta: dict[str, Any], opts: LearnOptions) -> None:
+    """An identical --device / --profile-file is accepted; a different one is refused naming the first difference."""
+    from edgecl.profiles import get_profile
+
+    given, saved = get_profile(opts.device, opts.profile_file).to_dict(), meta.get("profile") or {}
+    for key in sorted(set(given) | set(saved)):
+        if given.get(key) != saved.get(key):
+            raise EdgeclError(
+                f"this state uses device profile {meta.get('device')} and yours differs in {key} "
+                f"({saved.get(key)!r} vs {given.get(key)!r}); omit --device/--profile-file or use a new --state-dir"
+            )
+
+
 def learn(
     opts: LearnOptions, progress: Progress = _quiet, on_wait: Callable[[str], None] = lambda m: None
 ) -> dict[str, Any]:
     """Learn one task folder into the state directory (created on first use)."""
-    start = time.perf_counter()
+    start, host = time.perf_counter(), host_bytes()
     if opts.budget is not None:
         parse_bytes(opts.budget)  # a bad budget string fails before anything else happens
     if opts.device or opts.profile_file:
@@ -173,7 +205,7 @@ def learn(
         else:
             learner, meta = _load_learner(snapshot), dict(snapshot.meta)
             _check_same(snapshot, learner, opts)
-        encode_plan = _encode_plan(learner, meta)
+        encode_plan = _encode_plan(learner, meta, host)
         x, kept, bad = encode_files(learner.encoder, scan.paths, progress, encode_plan)
         skipped = scan.skipped + bad
         if not kept:
@@ -182,7 +214,7 @@ def learn(
             )
         labels = [scan.labels[i] for i in kept]
         progress("training", 0, 0)
-        sizes = _train_sizes(learner, meta, labels)
+        sizes = _train_sizes(learner, meta, labels, host)
         report = learner.learn_embeddings(x, labels, opts.domain, sizes=sizes)
         seconds = time.perf_counter() - start
         task = {"task_dir": display(Path(opts.task_dir).resolve()), "classes": sorted(set(labels)),
@@ -198,16 +230,19 @@ def learn(
         "skipped": skipped, "seconds": round(time.perf_counter() - start, 3), "method": learner.config.method,
         "domain": opts.domain, "loss": report.get("loss", []),
         "class_weights": (report.get("class_weights") or [None])[-1],
-        "state_dir": str(root), "device": meta.get("device"), "providers_used": meta["providers_used"],
+        "state_dir": str(root), "backbone": meta["backbone"], "device": meta.get("device"),
+        "providers_used": meta["providers_used"],
         "peak_rss_bytes": peak_rss_bytes(), "ram_cap_bytes": _ram_cap(meta),
+        "host_rss_bytes": host,
         "batches": {"encode": encode_plan.summary(), "train": report.get("train_batch"),
                     "replayed_rows": report.get("replayed_rows"),
                     "replay_rows_available": report.get("replay_rows_available")},
-        "train_precision": report.get("train_precision"),
+        "train_precision": report.get("train_precision"), "train_steps": report.get("steps"),
+        "prototype_weight": report.get("prototype_weight"),
     }  # fmt: skip
 
 
-def _encode_plan(learner: Any, meta: dict[str, Any]) -> BatchPlan:
+def _encode_plan(learner: Any, meta: dict[str, Any], host: int) -> BatchPlan:
     """Encode batches under the profile's RAM cap. Everything learning loads (both towers, and torch + peft when
     the method trains) is loaded first, so that a cap too small for it fails before any work, and batches are
     sized against what the process really holds."""
@@ -218,24 +253,25 @@ def _encode_plan(learner: Any, meta: dict[str, Any]) -> BatchPlan:
 
         warm_up(learner.dim, learner.config.optimizer, learner.config.rank, learner.config.precision)
     batch = (meta.get("profile") or {}).get("encode_batch", DEFAULT_ENCODE_BATCH)
-    plan = BatchPlan(_ram_cap(meta), batch, "learning")
+    plan = BatchPlan(_ram_cap(meta, host), batch, "learning")
     plan.check_start()
     return plan
 
 
-def _train_sizes(learner: Any, meta: dict[str, Any], labels: list[str]) -> TrainSizes | None:
+def _train_sizes(learner: Any, meta: dict[str, Any], labels: list[str], host: int) -> TrainSizes | None:
     """Training batch and replayed rows under the RAM cap (None: the method does not train)."""
     from edgecl.ram import plan_training
 
     if not learner.trains:
         return None
     classes = set(learner.classes) | set(labels)
-    return plan_training(_ram_cap(meta), learner.config.batch_size, learner.dim, len(classes), len(labels))
+    return plan_training(_ram_cap(meta, host), learner.config.batch_size, learner.dim, len(classes), len(labels))
 
 
-def _ram_cap(meta: dict[str, Any]) -> int | None:
+def _ram_cap(meta: dict[str, Any], host: int = 0) -> int | None:
+    """The profile's RAM cap on this process, above the `host` bytes it held before learning (edgecl.ram)."""
     cap = (meta.get("profile") or {}).get("ram_cap")
-    return parse_bytes(cap) if cap else None
+    return parse_bytes(cap) + host if cap else None
 
 
 def _current(state_dir: str | None) -> Snapshot:

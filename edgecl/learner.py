@@ -19,10 +19,19 @@ from typing import Any
 import numpy as np
 
 from edgecl.errors import EdgeclError
+from edgecl.learn.prototypes import (
+    DEFAULT_WEIGHT,
+    OLD_ROWS_PER_CLASS,
+    ClassMeans,
+    holdout_mask,
+    measure_weight,
+    normalize,
+)
 from edgecl.memory import MemoryConfig, ReplayMemory
 
 METHODS = ("zeroshot", "ncm", "finetune", "er", "gcl", "gdro")
 USES_MEMORY = ("ncm", "er", "gcl", "gdro")
+USES_PROTOTYPES = ("er", "gcl", "gdro")  # head scores + weighted class-mean scores (edgecl.learn.prototypes)
 PROMPT = "a photo of a {}."
 
 
@@ -37,7 +46,11 @@ class LearnerConfig:
     seed: int = 0
     rank: int = 8
     text_head: bool = False
-    epochs: int = 5
+    epochs: int = 5  # passes over a task's new rows, within [min_steps, max_steps] optimiser steps
+    min_steps: int = 200
+    max_steps: int = 2000
+    max_train_seconds: float = 60.0
+    prototype_weight: float | None = DEFAULT_WEIGHT  # None: measured on a held-out slice of each task instead
     batch_size: int = 256
     lr: float = 1e-3
     optimizer: str = "adamw"
@@ -103,10 +116,6 @@ def _drop_class(loss_state: dict[str, Any], index: int) -> dict[str, Any]:
     return state
 
 
-def _normalize(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 class Learner:
     """Frozen-embedding continual learner with PEFT adapters and a byte-budgeted replay memory."""
 
@@ -124,9 +133,16 @@ class Learner:
         self.merged = MergedHead.identity(dim)
         self.merged_text = MergedHead.identity(dim)
         self.loss_state: dict[str, Any] = {}
+        self.class_means = ClassMeans.empty(dim)  # prototypes beside the head (USES_PROTOTYPES methods)
+        self.prototype_weight = DEFAULT_WEIGHT if config.prototype_weight is None else config.prototype_weight
         self.tasks: list[dict[str, Any]] = []
         self._adapter_dirs: dict[str, Path] = {}  # saved peft adapters not yet loaded (see load_from)
         self._estimators: dict[str, np.ndarray] = {}  # saved loss estimators not yet rebuilt
+
+    @property
+    def uses_prototypes(self) -> bool:
+        """Whether scores add class-mean cosines to the head's (the trained methods with memory)."""
+        return self.config.method in USES_PROTOTYPES
 
     @property
     def trains(self) -> bool:
@@ -167,6 +183,8 @@ class Learner:
             sizes or TrainSizes(self.config.batch_size, None),
         )
         report.update(new_classes=new_classes, classes=list(trial.classes), method=self.config.method)
+        if trial.uses_prototypes:
+            trial.class_means = trial.class_means.updated(np.asarray(x, np.float32), y, len(trial.classes))
         trial.tasks = self.tasks + [{"classes": sorted(set(class_names)), "domain": domain, "samples": len(x)}]
         self.__dict__.update(trial.__dict__)
         return report
@@ -183,6 +201,8 @@ class Learner:
         self.memory = memory
         self.classes = [c for c in self.classes if c != name]
         self.text = np.delete(self.text, index, axis=0)
+        if len(self.class_means.counts) > index:
+            self.class_means = self.class_means.without(index)
         state = self.loss_state or _rebuild_estimators(self._estimators, self.config)
         self.loss_state, self._estimators = _drop_class(state, index), {}
         return freed
@@ -191,7 +211,7 @@ class Learner:
         if not names:
             return np.zeros((0, self.dim), np.float32)
         if given is not None:
-            return _normalize(np.stack([np.asarray(given[n], np.float32) for n in names]))
+            return normalize(np.stack([np.asarray(given[n], np.float32) for n in names]))
         return self._require_encoder().encode_texts([prompt_for(n) for n in names])
 
     def _fit(self, x: np.ndarray, names: list[str], y: np.ndarray, task_classes: np.ndarray,
@@ -204,9 +224,12 @@ class Learner:
         report: dict[str, Any] = {"train_seconds": 0.0, "loss": [], "class_weights": []}
         if not self.trains:
             return report | {"memory": self.memory.stats() if method == "ncm" else None}
+        held = self._holdout(y)
         old = self._old_rows(ids)
-        data = self._train_data(x, y, ids, task_classes, old, sizes.replay_rows)
+        data = self._train_data(x[~held], y[~held], ids[~held], task_classes, old, sizes.replay_rows)
         result = self._train(data, sizes.batch)
+        if held.any():
+            self.prototype_weight = self._measured_weight(x, y, held, data)
         weights = [{self.classes[c]: round(w, 4) for c, w in q.items()} for q in result.class_weights]
         report.update(
             train_seconds=result.seconds,
@@ -214,11 +237,32 @@ class Learner:
             steps=result.steps,
             class_weights=weights,
             train_batch=sizes.batch,
-            replayed_rows=len(data.x) - len(x),
+            replayed_rows=len(data.x) - int((~held).sum()),
             replay_rows_available=old.size,
             train_precision=self.config.precision,
         )
+        if self.uses_prototypes:
+            report.update(prototype_weight=self.prototype_weight, held_out_rows=int(held.sum()))
         return report | {"memory": self.memory.stats() if method in USES_MEMORY else None}
+
+    def _holdout(self, y: np.ndarray) -> np.ndarray:
+        """(N,) bool: the task's rows held out of training to measure the prototype weight (none when it is fixed
+        or the method has no prototypes)."""
+        if not self.uses_prototypes or self.config.prototype_weight is not None:
+            return np.zeros(len(y), bool)
+        return holdout_mask(y, np.random.default_rng(self.config.seed + 7919 * len(self.tasks)))
+
+    def _measured_weight(self, x: np.ndarray, y: np.ndarray, held: np.ndarray, data: Any) -> float:
+        """The prototype weight that classifies best the held-out rows of this task plus up to OLD_ROWS_PER_CLASS
+        replayed rows of each earlier class, with class means from the rows that trained (no peeking)."""
+        means = self.class_means.updated(x[~held], y[~held], len(self.classes))
+        replay_y = data.y[data.n_new :]
+        old = np.concatenate([np.flatnonzero(replay_y == c)[:OLD_ROWS_PER_CLASS] for c in np.unique(replay_y)]
+                             or [np.zeros(0, np.int64)]) + data.n_new  # fmt: skip
+        val_x = np.concatenate([x[held], data.x[old]])
+        val_y = np.concatenate([y[held], data.y[old]])
+        head = self.merged(val_x) @ self.prototypes().T  # (V, C)
+        return measure_weight(head, means.scores(val_x), val_y, self.prototype_weight)
 
     def _train_data(self, x: np.ndarray, y: np.ndarray, ids: np.ndarray, task_classes: np.ndarray,
                     old: np.ndarray, replay_rows: int | None) -> Any:  # fmt: skip
@@ -256,7 +300,8 @@ class Learner:
         text_head = self._head("text_adapter", self.text_head, adapter, cfg.seed + 1) if cfg.text_head else None
         loss_state = copy.deepcopy(self.loss_state) or _rebuild_estimators(self._estimators, cfg)
         train_cfg = TrainConfig(
-            method=cfg.method, epochs=cfg.epochs, batch_size=batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
+            method=cfg.method, epochs=cfg.epochs, min_steps=cfg.min_steps, max_steps=cfg.max_steps,
+            max_seconds=cfg.max_train_seconds, batch_size=batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
             precision=cfg.precision,
             seed=cfg.seed + len(self.tasks), threads=cfg.threads,
             loss=LossConfig(temperature=cfg.temperature, gamma=cfg.gamma, dro_lambda=cfg.dro_lambda),
@@ -295,18 +340,28 @@ class Learner:
             rows = stored.labels == i
             if rows.any():
                 c = self.classes.index(name)
-                mean = _normalize(stored.embeddings[rows].mean(0))
-                protos[c] = _normalize(mean + self.config.ncm_text_weight * text[c])
+                mean = normalize(stored.embeddings[rows].mean(0))
+                protos[c] = normalize(mean + self.config.ncm_text_weight * text[c])
         return protos
+
+    def _means_from_memory(self) -> ClassMeans:
+        """Class means of the memory's rows: the best prototypes a state saved without class means can have."""
+        stored = self.memory.samples()
+        to_class = np.array([self.classes.index(c) for c in stored.classes], dtype=np.int64)
+        labels = to_class[stored.labels] if len(to_class) else np.zeros(0, np.int64)
+        return ClassMeans.empty(self.dim).updated(stored.embeddings, labels, len(self.classes))
 
     def scores(self, x: np.ndarray, extra_labels: Sequence[str] = ()) -> tuple[np.ndarray, list[str]]:
         """(N, C + E) cosine scores over learned classes, then extra labels scored zero-shot (never learned)."""
         learned = self.merged(np.asarray(x, np.float32)) @ self.prototypes().T
+        if self.uses_prototypes and len(self.class_means.counts):  # a weighted mean of the two cosines
+            w = self.prototype_weight
+            learned = (learned + w * self.class_means.scores(x)) / (1 + w)
         extra = [label for label in extra_labels if label not in self.classes]
         if not extra:
             return learned, list(self.classes)
         text = self._require_encoder().encode_texts([prompt_for(n) for n in extra])
-        return np.concatenate([learned, _normalize(x) @ text.T], axis=1), list(self.classes) + extra
+        return np.concatenate([learned, normalize(x) @ text.T], axis=1), list(self.classes) + extra
 
     def classify_embeddings(
         self, x: np.ndarray, top_k: int = 5, extra_labels: Sequence[str] = ()
@@ -315,9 +370,12 @@ class Learner:
             raise EdgeclError("nothing learned yet and no --labels given: learn a task first or pass labels")
         scores, labels = self.scores(x, extra_labels)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
+        logits = scores / self.config.temperature  # the temperature the head trained with
+        probability = np.exp(logits - logits.max(1, keepdims=True))
+        probability /= probability.sum(1, keepdims=True)  # softmax over every candidate, not only the top k
         return [
-            [{"label": labels[j], "score": round(float(row[j]), 4)} for j in idx]
-            for row, idx in zip(scores, order, strict=False)
+            [{"label": labels[j], "score": round(float(row[j]), 4), "probability": round(float(p[j]), 4)} for j in idx]
+            for row, p, idx in zip(scores, probability, order, strict=False)
         ]
 
     def classify_images(
@@ -342,7 +400,8 @@ class Learner:
         folder.mkdir(parents=True, exist_ok=True)
         self.memory.save(folder / "memory.safetensors")
         arrays = {"text": self.text, "down": self.merged.down, "up": self.merged.up,
-                  "text_down": self.merged_text.down, "text_up": self.merged_text.up}  # fmt: skip
+                  "text_down": self.merged_text.down, "text_up": self.merged_text.up,
+                  "class_means": self.class_means.means, "class_counts": self.class_means.counts}  # fmt: skip
         np.savez(folder / "learned.npz", **arrays)
         estimators = _estimator_arrays(self.loss_state) if self.loss_state else self._estimators
         np.savez(folder / "estimators.npz", **estimators)
@@ -351,7 +410,8 @@ class Learner:
                 save_adapter(head, folder / name)
             elif self._adapter_dirs.get(name):  # loaded but not retrained: carry the files over
                 shutil.copytree(self._adapter_dirs[name], folder / name)
-        meta = {"config": asdict(self.config), "dim": self.dim, "classes": self.classes, "tasks": self.tasks}
+        meta = {"config": asdict(self.config), "dim": self.dim, "classes": self.classes, "tasks": self.tasks,
+                "prototype_weight": self.prototype_weight}  # fmt: skip
         (folder / "learner.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
 
     @classmethod
@@ -367,6 +427,11 @@ class Learner:
             learner.text = data["text"]
             learner.merged = MergedHead(data["down"], data["up"])
             learner.merged_text = MergedHead(data["text_down"], data["text_up"])
+            if "class_means" in data.files:
+                learner.class_means = ClassMeans(data["class_means"], data["class_counts"])
+        if learner.uses_prototypes and "class_means" not in data.files:  # a state from before prototypes
+            learner.class_means = learner._means_from_memory()
+        learner.prototype_weight = float(meta.get("prototype_weight", learner.prototype_weight))
         with np.load(folder / "estimators.npz", allow_pickle=False) as data:
             learner._estimators = {k: data[k] for k in data.files}
         learner._adapter_dirs = {n: folder / n for n in ("adapter", "text_adapter") if (folder / n).is_dir()}

@@ -93,3 +93,18 @@ def read_manifest(model_dir: str | Path) -> ModelManifest:
 def write_json(path: Path, data: Any) -> None:
     """Deterministic JSON (sorted keys, fixed indent) so identical exports are byte-identical."""
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+INT8_ISA_FLAGS = (("amx_int8", "amx"), ("avx512_vnni", "avx512-vnni"), ("avx_vnni", "avx-vnni"),
+                  ("avx512bw", "avx512"), ("avx2", "avx2"), ("asimddp", "arm-dotprod"))  # fmt: skip
+
+
+def cpu_int8_isa() -> str:
+    """The best int8 instruction set this CPU offers onnxruntime's kernels (best first in INT8_ISA_FLAGS), from
+    /proc/cpuinfo; 'unknown' elsewhere. Exports record it: u8 x s8 kernels saturate without VNNI/AMX/dot-product,
+    so a recipe measured on one CPU may differ on another."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "unknown"
+    return next((name for flag, name in INT8_ISA_FLAGS if flag in flags), "unknown")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -74,13 +76,25 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _open_regular(path: Path) -> Any:
+    """A binary file object, for regular files only (links to them too). Opened non-blocking and checked on the open
+    descriptor, so a FIFO, socket or device can neither block the read nor slip in after a check."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+        raise ImageLoadError(f"{path}: {kind}, not an image file; skipped (only regular files are read)")
+    return os.fdopen(fd, "rb")
+
+
 def load_image(path: str | Path) -> Image.Image:
     """Open, fully decode and orient an image file as RGB; any failure is an ImageLoadError naming the file."""
     path = Path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with _open_regular(path) as handle, Image.open(handle) as img:
                 if img.width * img.height > MAX_IMAGE_PIXELS:
                     raise ImageLoadError(
                         f"{path}: image is {img.width}x{img.height} pixels, above the "

@@ -64,6 +64,20 @@ def release_free_memory() -> None:
         libc.malloc_trim(0)
 
 
+_OWNS_PROCESS = [False]  # set by the `edgecl` console script: the whole process is learning's to count
+
+
+def count_whole_process() -> None:
+    """The RAM cap covers this whole process (the `edgecl` command owns it)."""
+    _OWNS_PROCESS[0] = True
+
+
+def host_bytes() -> int:
+    """Memory the host process held before learning started: not learning's to count against the cap when edgecl
+    runs inside someone else's process (a notebook, a service, a test runner); 0 when edgecl owns the process."""
+    return 0 if _OWNS_PROCESS[0] else rss_bytes()
+
+
 def rss_bytes() -> int:
     """Resident set size of this process now."""
     import psutil

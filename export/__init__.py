@@ -22,6 +22,7 @@ from edgecl.model_dir import (
     MODEL_FORMAT,
     MODEL_FORMAT_VERSION,
     ModelManifest,
+    cpu_int8_isa,
     read_manifest,
     sha256_file,
     write_json,
@@ -70,6 +71,7 @@ def _quantize_tower(
     forced_recipe: str | None,
     keep_fp32: bool,
     progress: Progress,
+    anchors: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Quantise work/<name>.fp32.onnx to work/<name>.int8.onnx; return the tower's manifest entry."""
     from export.quantize import COSINE_TARGETS, choose_recipe, preprocess_for_quantization
@@ -85,6 +87,7 @@ def _quantize_tower(
         COSINE_TARGETS[kind],
         postprocess,
         lambda recipe: progress(f"quantising {name} tower: {recipe}"),
+        anchors,
     )
     prepared.unlink()
     files = {"int8": f"{name}.int8.onnx"}
@@ -93,6 +96,30 @@ def _quantize_tower(
     else:
         (work / f"{name}.fp32.onnx").unlink()
     return {"files": files, "inputs": list(feeds), "quantization": report}
+
+
+def _prompt_anchors(built: Any, text_model: Path) -> np.ndarray:
+    """(K, D) unit text embeddings of the evaluation prompts by a text tower: what the image recipe's top-1
+    agreement is measured against (zero-shot labels are what users see)."""
+    from export.calibration import evaluation_prompts
+    from export.quantize import run_batched, session
+
+    text = run_batched(session(text_model), dict(built.tokenize(evaluation_prompts())))
+    if built.bridge is not None:
+        text = text @ built.bridge
+    return (text / np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def _agreement_anchors(text_fp32: np.ndarray, text_int8: np.ndarray, sources: np.ndarray) -> tuple[np.ndarray, ...]:
+    """What the image recipe's zero-shot agreement is measured on: the labelled Fashion-MNIST evaluation images
+    against their own class prompts (fp32 text for the reference, INT8 for the candidate: the product's top-1), or
+    every evaluation image against every prompt when Fashion-MNIST is not installed."""
+    from export.calibration import AGREEMENT_CLASSES, AGREEMENT_SOURCE
+
+    rows = sources == AGREEMENT_SOURCE
+    if not rows.any():
+        return text_fp32, text_int8, np.ones(len(sources), bool)
+    return text_fp32[AGREEMENT_CLASSES], text_int8[AGREEMENT_CLASSES], rows
 
 
 def _export_towers(built: Any, work: Path, options: ExportOptions, progress: Progress) -> dict[str, Any]:
@@ -104,16 +131,18 @@ def _export_towers(built: Any, work: Path, options: ExportOptions, progress: Pro
     progress("exporting text tower to ONNX")
     export_text_tower(built, work / "text.fp32.onnx")
     calib_dir = Path(options.calibration_dir) if options.calibration_dir else None
-    calib, evaluate, source = calibration_sets(built.preprocess, calib_dir)
-    image = _quantize_tower(
-        "image", built.image_arch, work, {IMAGE_INPUT: evaluate}, calib, lambda x: x,
-        options.image_recipe, options.keep_fp32, progress,
-    )  # fmt: skip
+    calib, evaluate, source, sources = calibration_sets(built.preprocess, calib_dir)
     bridge = built.bridge
+    text_fp32 = _prompt_anchors(built, work / "text.fp32.onnx")
     text = _quantize_tower(
         "text", "text", work, dict(built.tokenize(evaluation_prompts())), None,
         (lambda x: x @ bridge) if bridge is not None else (lambda x: x),
         options.text_recipe, options.keep_fp32, progress,
+    )  # fmt: skip
+    anchors = _agreement_anchors(text_fp32, _prompt_anchors(built, work / "text.int8.onnx"), sources)
+    image = _quantize_tower(
+        "image", built.image_arch, work, {IMAGE_INPUT: evaluate}, calib, lambda x: x,
+        options.image_recipe, options.keep_fp32, progress, anchors,
     )  # fmt: skip
     image["quantization"]["data"] = source
     text["quantization"]["data"] = "evaluation prompts: " + ", ".join(evaluation_prompts()[:3]) + ", ..."
@@ -143,6 +172,7 @@ def _write_manifest(built: Any, work: Path, towers: dict[str, Any], bridge: Any,
         "tokenizer": built.tokenizer_spec,
         "bridge": bridge,
         "towers": towers,
+        "int8_isa": cpu_int8_isa(),  # where the recipes were measured (README: Model directory)
         "export_options": options.to_dict(),
         "files": files,
     }

@@ -77,7 +77,8 @@ def test_learn_classify_status_forget(state: Path, tmp_path: Path) -> None:
     results = json.loads(out)
     assert len(results) == 4 and all(len(r["predictions"]) == 3 for r in results)
     assert sum(r["predictions"][0]["label"] == "trouser" for r in results) >= 3
-    assert all(set(p) == {"label", "score"} for r in results for p in r["predictions"])
+    assert all(set(p) == {"label", "score", "probability"} for r in results for p in r["predictions"])
+    assert all(0 <= p["probability"] <= 1 for r in results for p in r["predictions"])
 
     code, out, _ = invoke("status", "--state-dir", str(state), "--json")
     info = json.loads(out)
@@ -273,3 +274,58 @@ def test_learning_shrinks_batches_to_stay_under_the_ram_cap(tmp_path: Path, bund
     assert too_small.returncode == 2
     assert "RAM cap is 200 MiB" in too_small.stderr and len(too_small.stderr.strip().splitlines()) == 1
     assert "nothing learned yet" in edgecl("status", "--state-dir", str(tmp_path / "s3")).stderr
+
+
+@pytest.mark.parametrize("method", ["zeroshot", "ncm", "finetune", "er", "gcl", "gdro"])
+def test_every_method_end_to_end_through_the_cli(method: str, tmp_path: Path, bundled_export: Path) -> None:
+    """learn -> classify -> status -> learn again -> forget -> classify, each in a fresh process; on success stderr
+    holds nothing (no third-party warnings, no notices: the backbone is given)."""
+    state = tmp_path / "state"
+    task1 = write_task(tmp_path / "t1", {"trouser": 1, "bag": 8}, n=8)
+    task2 = write_task(tmp_path / "t2", {"sneaker": 7}, n=8)
+    image = str(task1 / "trouser" / "0.png")
+    steps = [("learn", "--task-dir", str(task1), "--budget", "64KB", "--backbone", "bundled", "--method", method),
+             ("classify", image), ("status",), ("learn", "--task-dir", str(task2)), ("forget", "bag"),
+             ("classify", image)]  # fmt: skip
+    outputs = []
+    for step in steps:
+        out = edgecl(*step, "--state-dir", str(state), "--json")
+        assert out.returncode == 0 and out.stderr == "", (step, out.stderr)
+        outputs.append(json.loads(out.stdout))
+    assert outputs[2]["method"] == method and outputs[3]["classes"] == ["bag", "trouser", "sneaker"]
+    assert {p["label"] for p in outputs[5][0]["predictions"]} == {"trouser", "sneaker"}
+
+
+def test_same_profile_file_twice_is_accepted_and_a_different_one_named(tmp_path: Path, bundled_export: Path) -> None:
+    state, task = tmp_path / "state", write_task(tmp_path / "t", {"coat": 4}, n=4)
+    mine = _profile_with_cap(tmp_path / "mine.toml", 8 * 2**30)
+    for _ in range(2):
+        code, _, err = invoke("learn", "--task-dir", str(task), "--backbone", "bundled", "--profile-file", str(mine),
+                              "--state-dir", str(state))  # fmt: skip
+        assert code == 0, err
+    other = _profile_with_cap(tmp_path / "other.toml", 4 * 2**30)
+    code, _, err = invoke("learn", "--task-dir", str(task), "--profile-file", str(other), "--state-dir", str(state))
+    assert code == 2 and "differs in ram_cap" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_named_pipe_is_skipped_and_never_blocks(state: Path, tmp_path: Path) -> None:
+    task = write_task(tmp_path / "t", {"coat": 4, "shirt": 6}, n=4)
+    os.mkfifo(task / "coat" / "pipe.png")
+    out = edgecl("learn", "--task-dir", str(task), "--budget", "64KB", "--backbone", "bundled", "--state-dir",
+                 str(state), "--json", timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    (skipped,) = json.loads(out.stdout)["skipped"]
+    assert skipped["path"].endswith("pipe.png") and "named pipe" in skipped["reason"]
+    out = edgecl("classify", str(task / "coat" / "pipe.png"), "--state-dir", str(state), timeout=60)
+    assert out.returncode == 2 and "named pipe" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_default_backbone_offline_is_bundled_with_one_notice(tmp_path: Path, bundled_export: Path) -> None:
+    """The README's headline command with the hub unreachable (HF_HUB_OFFLINE=1, no cached CLIP weights)."""
+    task = write_task(tmp_path / "new_photos", {"coat": 4, "bag": 8}, n=6)
+    out = edgecl("learn", "--task-dir", str(task), "--budget", "8MB", "--state-dir", str(tmp_path / "s"), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["backbone"] == "bundled"
+    assert out.stderr.strip().startswith("notice:") and "bundled" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert edgecl("classify", str(task / "coat" / "0.png"), "--state-dir", str(tmp_path / "s")).returncode == 0

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -111,7 +114,7 @@ def test_learner_replays_at_most_the_planned_rows_and_keeps_its_memory() -> None
     assert report["train_batch"] == 8
     assert report["replayed_rows"] == 5
     assert report["replay_rows_available"] == stored  # every earlier row could have been replayed
-    assert report["steps"] == 10  # 40 new rows, half a batch (4) of them per step
+    assert report["steps"] == 200  # the schedule's floor for 40 new rows, whatever batch the RAM cap allows
 
 
 def test_learner_replays_everything_without_a_plan() -> None:
@@ -122,3 +125,23 @@ def test_learner_replays_everything_without_a_plan() -> None:
     report = learner.learn_embeddings(rng.standard_normal((40, 32)).astype(np.float32), ["c", "d"] * 20, text=text)
     assert report["replayed_rows"] == report["replay_rows_available"] == stored
     assert report["train_batch"] == learner.config.batch_size
+
+
+def test_in_process_learning_is_not_refused_for_the_hosts_own_memory(tmp_path: Path, bundled_export: Path) -> None:
+    """A host (here pytest) already holding 1.5 GiB calls learn with the cpu profile's 2 GiB cap: the cap is on what
+    learning adds, so it learns (counting the whole process, models + libraries + host would exceed the cap)."""
+    from typer.testing import CliRunner
+
+    from cli import app
+    from edgecl.ram import host_bytes, rss_bytes
+    from tests.test_cli_learn import write_task
+
+    ballast = np.ones(3 * 2**28 // 2, np.float32)  # 1.5 GiB, every page touched
+    assert host_bytes() >= rss_bytes() - 2**26 > 1.5 * 2**30
+    task = write_task(tmp_path / "t", {"coat": 4, "bag": 8}, n=6)
+    result = CliRunner().invoke(app, ["learn", "--task-dir", str(task), "--backbone", "bundled", "--device", "cpu",
+                                      "--state-dir", str(tmp_path / "s"), "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["host_rss_bytes"] > 1.5 * 2**30 and report["ram_cap_bytes"] == 2 * 2**30
+    del ballast

@@ -210,3 +210,16 @@ def list_openclip_rows() -> list[dict[str, Any]]:
         }
     )
     return rows
+
+
+AUTO_NOTICE = ("no CLIP weights cached here and the model hub is unreachable: learning with the bundled offline "
+               "backbone (far weaker zero-shot than CLIP); for CLIP, go online once or pass "
+               "--backbone openclip:<arch>:/path/to/checkpoint.pt")  # fmt: skip
+
+
+def clip_obtainable(ref: BackboneRef) -> bool:
+    """Whether `ref`'s weights can be had now: a local checkpoint or random weights, cached hub weights, or a hub
+    that answers a short probe (HF_HUB_OFFLINE=1 counts as no answer)."""
+    if not _is_hub_tag(ref.weights):
+        return True
+    return _any_cached_openclip_weights() or hub_reachable()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +16,7 @@ from edgecl.learn.losses import GlobalContrastiveLoss, GroupDROLoss, LossConfig,
 
 TRAINED_METHODS = ("finetune", "er", "gcl", "gdro")
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+STEP_ROWS = 128  # new rows per step that the schedule counts passes in (half of the CPU profile's batch)
 DIVERGENCE_FACTOR = 1e3  # an epoch loss this many times the first one means training diverged
 
 
@@ -28,8 +29,11 @@ class TrainConfig:
     """Optimisation settings; errors name the field."""
 
     method: str = "gdro"
-    epochs: int = 5
-    batch_size: int = 256
+    epochs: int = 5  # passes over the task's new rows that the schedule aims for...
+    min_steps: int = 200  # ...but never fewer optimiser steps than this (a folder of 20 photos still fits)
+    max_steps: int = 2000  # nor more than this
+    max_seconds: float = 60.0  # nor more wall time than this
+    batch_size: int = 256  # a memory limit (the device profile's), not a schedule
     lr: float = 1e-3
     weight_decay: float = 1e-4
     optimizer: str = "adamw"  # adamw | adamw8bit (bitsandbytes)
@@ -43,10 +47,17 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.method must be one of {TRAINED_METHODS}, got {self.method!r}")
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0 or self.threads < 1:
             raise ValueError("TrainConfig: epochs >= 1, batch_size >= 2, lr > 0 and threads >= 1 are required")
+        if not 1 <= self.min_steps <= self.max_steps or self.max_seconds <= 0:
+            raise ValueError("TrainConfig: 1 <= min_steps <= max_steps and max_seconds > 0 are required")
         if self.optimizer not in ("adamw", "adamw8bit"):
             raise ValueError(f"TrainConfig.optimizer must be 'adamw' or 'adamw8bit', got {self.optimizer!r}")
         if self.precision not in AUTOCAST_DTYPES:
             raise ValueError(f"TrainConfig.precision must be one of {tuple(AUTOCAST_DTYPES)}, got {self.precision!r}")
+
+    def steps_for(self, n_new: int) -> int:
+        """Optimiser steps for a task of n_new new rows: `epochs` passes of STEP_ROWS new rows per step, clamped to
+        [min_steps, max_steps]. It depends on the folder only, not on the batch size the RAM cap allows."""
+        return min(self.max_steps, max(self.min_steps, self.epochs * math.ceil(n_new / STEP_ROWS)))
 
 
 @dataclass(frozen=True)
@@ -60,28 +71,29 @@ class TrainData:
     task_classes: np.ndarray  # class indices of the current task (finetune's candidates)
     n_new: int = -1  # rows [0, n_new) are the task's new data, the rest replayed memory (-1: all new)
 
-    def batches(self, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
-        """One epoch: every new row once; each batch is half new rows, half memory rows drawn uniformly
-        (experience replay). Without memory, plain shuffled batches."""
+    def batches(self, batch_size: int, steps: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+        """`steps` batches of row indices. New rows are visited in reshuffled passes, up to half a batch at a
+        time; with memory, each batch adds as many memory rows drawn uniformly (experience replay)."""
         n_new = len(self.x) if self.n_new < 0 else self.n_new
         n_mem = len(self.x) - n_new
-        if n_mem == 0:
-            order = rng.permutation(n_new)
-            return [order[i : i + batch_size] for i in range(0, n_new, batch_size)]
-        half = max(1, batch_size // 2)
-        order = rng.permutation(n_new)
-        out = []
-        for i in range(0, n_new, half):
-            new = order[i : i + half]
-            mem = n_new + rng.choice(n_mem, size=len(new), replace=n_mem < len(new))
-            out.append(np.concatenate([new, mem]))
-        return out
+        take = batch_size if n_mem == 0 else max(1, batch_size // 2)
+        order, at = rng.permutation(n_new), 0
+        for _ in range(steps):
+            if at >= n_new:
+                order, at = rng.permutation(n_new), 0
+            new, at = order[at : at + take], at + take
+            if n_mem:
+                new = np.concatenate([new, n_new + rng.choice(n_mem, size=len(new), replace=n_mem < len(new))])
+            yield new
+
+
+REPORT_POINTS = 10  # the loss curve is reported as the mean loss of this many equal spans of steps
 
 
 @dataclass
 class TrainReport:
-    epoch_loss: list[float]
-    class_weights: list[dict[int, float]]  # gdro's q per epoch (class index -> weight)
+    epoch_loss: list[float]  # mean loss over each of up to REPORT_POINTS equal spans of the steps
+    class_weights: list[dict[int, float]]  # gdro's q at the end of each span (class index -> weight)
     steps: int
     seconds: float
 
@@ -119,34 +131,43 @@ def train(head: torch.nn.Module, text_head: torch.nn.Module | None, data: TrainD
     x, y = torch.from_numpy(np.asarray(data.x, np.float32)), torch.from_numpy(data.y.astype(np.int64))  # no copy
     ids, text = torch.from_numpy(data.ids.astype(np.int64)), torch.from_numpy(data.text.astype(np.float32))
     candidates = torch.from_numpy(data.task_classes.astype(np.int64)) if cfg.method == "finetune" else None
+    steps = cfg.steps_for(len(data.x) if data.n_new < 0 else data.n_new)
+    span = math.ceil(steps / REPORT_POINTS)
     epoch_loss: list[float] = []
     weights: list[dict[int, float]] = []
-    steps = 0
+    total, count, last, done = 0.0, 0, None, 0
     head.train()
-    for _ in range(cfg.epochs):
-        total, count, last = 0.0, 0, None
-        for rows in data.batches(cfg.batch_size, rng):
-            batch = torch.from_numpy(rows)
-            if len(batch) < 2:
-                continue
-            z, t = _forward(head, text_head, x[batch], text, cfg.precision)
-            out = loss_fn(z, t, y[batch], ids[batch], candidates)
-            if not torch.isfinite(out.objective):
-                raise TrainingDivergedError(
-                    f"{cfg.method} loss became {float(out.objective.detach())}; try a lower --lr"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(out.objective).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            total, count = total + float(out.per_sample.sum()), count + len(batch)
-            last, steps = out, steps + 1
-        epoch_loss.append(total / max(1, count))
-        _check_divergence(epoch_loss, cfg)
-        if last is not None and last.class_weights is not None:
-            weights.append(last.class_weights)
+    for step, rows in enumerate(data.batches(cfg.batch_size, steps, rng), 1):
+        if len(rows) >= 2:
+            last = _step(head, text_head, optimizer, scaler, loss_fn, (x, y, ids, text, candidates), rows, cfg)
+            total, count, done = total + float(last.per_sample.sum()), count + len(rows), done + 1
+        if step % span == 0 or step == steps or time.perf_counter() - start > cfg.max_seconds:
+            epoch_loss.append(total / max(1, count))
+            _check_divergence(epoch_loss, cfg)
+            if last is not None and last.class_weights is not None:
+                weights.append(last.class_weights)
+            total, count = 0.0, 0
+            if time.perf_counter() - start > cfg.max_seconds:
+                break
     head.eval()
-    return TrainReport(epoch_loss, weights, steps, time.perf_counter() - start)
+    return TrainReport(epoch_loss, weights, done, time.perf_counter() - start)
+
+
+def _step(head: torch.nn.Module, text_head: torch.nn.Module | None, optimizer: torch.optim.Optimizer,
+          scaler: torch.amp.GradScaler, loss_fn: Callable[..., LossOutput], tensors: tuple, rows: np.ndarray,
+          cfg: TrainConfig) -> LossOutput:  # fmt: skip
+    """One optimiser step on the pool rows `rows`; raises TrainingDivergedError on a non-finite loss."""
+    x, y, ids, text, candidates = tensors
+    batch = torch.from_numpy(rows)
+    z, t = _forward(head, text_head, x[batch], text, cfg.precision)
+    out = loss_fn(z, t, y[batch], ids[batch], candidates)
+    if not torch.isfinite(out.objective):
+        raise TrainingDivergedError(f"{cfg.method} loss became {float(out.objective.detach())}; try a lower --lr")
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(out.objective).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return out
 
 
 def _forward(head: torch.nn.Module, text_head: torch.nn.Module | None, x: torch.Tensor, text: torch.Tensor,
@@ -174,5 +195,6 @@ def warm_up(dim: int, optimizer: str = "adamw", rank: int = 8, precision: str = 
     x = rng.standard_normal((4, dim)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     data = TrainData(x, np.array([0, 1, 0, 1]), np.arange(4), x[:2].copy(), np.arange(2))
-    cfg = TrainConfig(method="gdro", epochs=1, batch_size=4, optimizer=optimizer, precision=precision)
+    cfg = TrainConfig(method="gdro", epochs=1, min_steps=1, max_steps=1, batch_size=4, optimizer=optimizer,
+                      precision=precision)  # fmt: skip
     train(lora_head(dim, AdapterConfig(rank=rank)), None, data, cfg, {})

@@ -302,8 +302,9 @@ class ReplayMemory:
                                   bool(cfg.get("auto_pq", True)))  # fmt: skip
             memory = cls(config, int(meta["dim"]))
             state = {k: v for k, v in tensors.items() if k.startswith("pq_")}
-            codec = make_codec(meta["codec"], memory.dim, json.loads(meta["codec_config"]), state)
-            memory.codec = codec if meta["codec"] != "auto" else None
+            unset = meta["codec"] == "auto" or (meta["codec"] == "pq" and not state)  # empty: chosen on first add
+            codec = None if unset else make_codec(meta["codec"], memory.dim, json.loads(meta["codec_config"]), state)
+            memory.codec = codec
             memory.classes, memory.domains = json.loads(meta["classes"]), json.loads(meta["domains"])
             memory.codes, memory.labels = tensors["codes"], tensors["labels"]
             memory.domain_idx, memory.ids = tensors["domains"], tensors["ids"]

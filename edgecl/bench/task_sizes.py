@@ -1,0 +1,37 @@
+"""The task-size axis of `edgecl bench`: a class-incremental stream re-cut into tasks of a given shape (1 class,
+2 classes, uneven 3-4 classes) with a given number of training images per class."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgecl.bench.streams import Stream, Task
+
+SHAPES = {"1": (1,), "2": (2,), "3-4": (3, 4)}  # task sizes in classes, cycled until every class is in a task
+
+
+def task_sizes(shape: str, n_classes: int) -> list[int]:
+    """Classes per task for `shape`, cycling its sizes; the last task takes what is left."""
+    sizes, cycle = [], SHAPES[shape]
+    while sum(sizes) < n_classes:
+        sizes.append(min(cycle[len(sizes) % len(cycle)], n_classes - sum(sizes)))
+    return sizes
+
+
+def resized(stream: Stream, per_class: int, shape: str, seed: int) -> Stream:
+    """The same classes and test images, learned in tasks of `shape` from the first `per_class` training images of
+    each class, in a seeded class order. The stream must be class-incremental."""
+    tasks = stream.tasks
+    pool = {c: (t.train_x[t.train_y == c], t.test_x[t.test_y == c]) for t in tasks for c in t.classes}
+    order = [int(c) for c in np.random.default_rng(seed).permutation(sorted(pool))]
+    out, at = [], 0
+    for size in task_sizes(shape, len(order)):
+        classes = tuple(order[at : at + size])
+        at += size
+        train = [pool[c][0][:per_class] for c in classes]
+        test = [pool[c][1] for c in classes]
+        out.append(Task(classes, None, np.concatenate(train), np.repeat(classes, [len(a) for a in train]),
+                        np.concatenate(test), np.repeat(classes, [len(a) for a in test])))  # fmt: skip
+    name = f"{stream.name} {per_class}/class {shape}"
+    return Stream(name, stream.kind, stream.labels, tuple(out), stream.heldout_x, stream.heldout_y,
+                  stream.heldout_labels)  # fmt: skip

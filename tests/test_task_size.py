@@ -1,0 +1,116 @@
+"""Learning at every task size: the step schedule, class prototypes and their measured weight, the task-size bench."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecl.bench.size_suite import SizeSuite, jobs, run_size_suite
+from edgecl.bench.task_sizes import task_sizes
+from edgecl.learn.prototypes import WEIGHT_GRID, ClassMeans, holdout_mask, measure_weight
+from edgecl.learn.trainer import TrainConfig, TrainData, train
+from edgecl.learner import Learner, LearnerConfig
+from tests.test_learner import DIM, clustered
+
+
+def test_schedule_depends_on_the_folder_not_the_batch() -> None:
+    small, large = TrainConfig(batch_size=8), TrainConfig(batch_size=256)
+    assert small.steps_for(20) == large.steps_for(20) == 200  # a 20-photo folder still gets the floor
+    assert small.steps_for(5_000) == large.steps_for(5_000) == 5 * 40  # 5 passes of 128 new rows per step
+    assert TrainConfig(max_steps=300).steps_for(100_000) == 300
+    with pytest.raises(ValueError, match="min_steps"):
+        TrainConfig(min_steps=10, max_steps=5)
+
+
+def test_training_runs_the_scheduled_steps_within_its_time_bound() -> None:
+    from edgecl.learn.adapters import AdapterConfig, lora_head
+
+    x, y, text = clustered(2, 10, 0)
+    data = TrainData(x, y, np.arange(len(x)), text, np.arange(2))
+    report = train(lora_head(DIM, AdapterConfig(rank=4)), None, data, TrainConfig(method="er", min_steps=60), {})
+    assert report.steps == 60 and len(report.epoch_loss) == 10 and report.epoch_loss[-1] < report.epoch_loss[0]
+    bounded = train(lora_head(DIM, AdapterConfig(rank=4)), None, data,
+                    TrainConfig(method="er", min_steps=10**6, max_steps=10**6, max_seconds=0.3), {})  # fmt: skip
+    assert 0 < bounded.steps < 10**6 and bounded.seconds < 5
+
+
+def test_class_means_are_running_means_and_drop_a_class() -> None:
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((30, 4)).astype(np.float32), rng.integers(0, 3, 30)
+    means = ClassMeans.empty(4).updated(x[:12], y[:12], 2 if y[:12].max() < 2 else 3).updated(x[12:], y[12:], 3)
+    for c in range(3):
+        np.testing.assert_allclose(means.means[c], x[y == c].mean(0), atol=1e-5)
+    assert means.counts.tolist() == np.bincount(y, minlength=3).tolist()
+    assert means.without(1).counts.tolist() == [means.counts[0], means.counts[2]]
+
+
+def test_holdout_takes_a_slice_of_each_class_that_has_enough_rows() -> None:
+    y = np.array([0] * 20 + [1] * 2 + [2] * 200)
+    held = holdout_mask(y, np.random.default_rng(0))
+    assert held[y == 0].sum() == 4 and held[y == 1].sum() == 0 and held[y == 2].sum() == 25
+
+
+def test_measured_weight_is_the_best_on_the_slice_and_ties_go_to_the_prior() -> None:
+    y = np.array([0, 1, 1])
+    head = np.array([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]])  # the head calls everything class 1
+    proto = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])  # the prototypes are right
+    assert measure_weight(head, proto, y, prior=4.0) == 4.0  # 2..64 all fix it: nearest the prior
+    assert measure_weight(head, proto, y, prior=64.0) == 64.0
+    right_head = 0.1 * proto  # a right head with small margins, and prototypes that mislead
+    assert measure_weight(right_head, 1 - proto, y, prior=4.0) == WEIGHT_GRID[0] == 0.0
+
+
+def test_a_new_class_of_twenty_rows_is_recognised_at_once() -> None:
+    """Four known classes, then one class from 20 rows: the learner (here measuring its prototype weight on a held-out
+    slice) recognises it about as well as NCM."""
+    x, y, text = clustered(5, 120, 3)
+    test_x, test_y, _ = clustered(5, 120, 3)
+    accuracy = {}
+    for method in ("gdro", "ncm"):
+        learner = Learner(LearnerConfig(method=method, budget_bytes=8_000, codec="int8", prototype_weight=None), DIM)
+        base = y < 4
+        texts = {f"c{c}": text[c] for c in range(4)}
+        learner.learn_embeddings(x[base][::2], [f"c{c}" for c in y[base][::2]], text=texts)
+        new = np.flatnonzero(y == 4)[:20]
+        report = learner.learn_embeddings(x[new], ["c4"] * 20, text={"c4": text[4]})
+        predicted = np.array([int(learner.classes[p][1:]) for p in learner.predict(test_x[test_y == 4])])
+        accuracy[method] = float((predicted == 4).mean())
+        if method == "gdro":
+            assert report["steps"] == 200 and report["held_out_rows"] == 4 and report["prototype_weight"] in WEIGHT_GRID
+    assert accuracy["gdro"] >= accuracy["ncm"] - 0.05, accuracy
+
+
+def test_prototypes_round_trip_and_old_states_get_them_from_memory(tmp_path: Path) -> None:
+    x, y, text = clustered(4, 40, 1)
+    learner = Learner(LearnerConfig(method="gdro", budget_bytes=8_000, codec="int8", min_steps=20), DIM)
+    learner.learn_embeddings(x, [f"c{c}" for c in y], text={f"c{c}": text[c] for c in range(4)})
+    learner.save_to(tmp_path / "s")
+    loaded = Learner.load_from(tmp_path / "s")
+    assert loaded.prototype_weight == learner.prototype_weight
+    np.testing.assert_array_equal(loaded.class_means.means, learner.class_means.means)
+    np.testing.assert_array_equal(loaded.predict(x), learner.predict(x))
+    with np.load(tmp_path / "s" / "learned.npz") as data:  # a state written before class means existed
+        np.savez(tmp_path / "s" / "learned.npz", **{k: data[k] for k in data.files if not k.startswith("class_")})
+    old = Learner.load_from(tmp_path / "s")
+    assert old.class_means.counts.sum() == len(old.memory.ids) and len(old.class_means.counts) == 4
+    assert (old.predict(x) == y).mean() > 0.5
+
+
+def test_task_shapes_cover_every_class() -> None:
+    assert task_sizes("1", 10) == [1] * 10 and task_sizes("2", 10) == [2] * 5
+    assert task_sizes("3-4", 10) == [3, 4, 3]
+
+
+def test_task_size_suite_smoke(tmp_path: Path, bundled_export: Path) -> None:
+    suite = SizeSuite(("fashion-mnist",), ("gdro", "ncm"), (5,), ("1", "3-4"), "64KB", ("16KB",), 5, "3-4", 1,
+                      test_per_class=10)  # fmt: skip
+    assert len(jobs(suite)) == 2 * 2 + 2  # size table, plus the sweep's one extra budget
+    results = run_size_suite(suite, tmp_path / "out")
+    assert {(r["per_class"], r["shape"]) for r in results["runs"]} == {(5, "1"), (5, "3-4")}
+    assert all(len(r["seen_accuracy"]) == (10 if r["shape"] == "1" else 3) for r in results["runs"])
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| 5 | 1 |" in report and "| 16.00 KB |" in report
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["suite"] == "task-size"
