@@ -187,3 +187,16 @@ def test_pq_drops_bits_until_every_group_fits() -> None:
         memory.add(x, names)
         assert memory.stats()["per_class"] and min(memory.stats()["per_class"].values()) >= 1
         assert memory.size_bytes() <= budget
+
+
+def test_auto_moves_to_pq_rather_than_refuse_a_budget_pq_can_meet() -> None:
+    """14 KB, 1280-d, a trained method's memory (PQ not preferred): 10 classes fit int4, 20 do not, PQ does."""
+    rng = np.random.default_rng(0)
+    memory = ReplayMemory(MemoryConfig(14_000, "auto", auto_pq=False), 1280)
+    x = rng.standard_normal((400, 1280)).astype(np.float32)
+    names = [f"c{i}" for i in range(20)]
+    memory.add(x[:200], names[:10] * 20)
+    assert memory.stats()["codec"] == "int4"
+    memory.add(x[200:], names[10:] * 20)
+    assert memory.stats()["codec"] == "pq" and memory.size_bytes() <= 14_000
+    assert set(memory.stats()["per_class"]) == set(names)

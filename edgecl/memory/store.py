@@ -151,6 +151,8 @@ class ReplayMemory:
         n_groups = max(1, len(classes)) * max(1, len(domains))
         names = ("fp16", "int8", "int4")
         capacity = {name: self._capacity(make_codec(name, self.dim), classes, domains) for name in names}
+        if capacity["int4"] < n_groups:  # no scalar codec holds one sample per group: PQ rather than a refusal
+            return self._fitted_pq(x, classes, domains)
         name = choose_auto_codec(capacity, n_groups, first=self.codec is None, allow_pq=self.config.auto_pq)
         if name == "pq":
             return self._fitted_pq(x, classes, domains)
