@@ -14,6 +14,9 @@ from typing import Any, TypeVar
 import typer
 
 from edgecl.errors import EdgeclError
+from edgecl.learn.methods import DEFAULT_METHOD, METHODS
+
+METHOD_NAMES = ", ".join(METHODS)
 
 app = typer.Typer(
     help="On-device continual learning for CLIP within a byte budget.",
@@ -123,7 +126,7 @@ def demo(
     state_dir: str | None = typer.Option(None, help="Keep the demo's state here (default: a temporary folder)."),
     train_per_class: int = typer.Option(100, min=1, help="Training images per class."),
     test_per_class: int = typer.Option(100, min=1, help="Held-out images per class."),
-    method: str = typer.Option("gdro", help="zeroshot, ncm, finetune, er, gcl or gdro."),
+    method: str = typer.Option(DEFAULT_METHOD, help=f"{METHOD_NAMES} (see README, Learner)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Offline demo: learn Fashion-MNIST in 5 tasks of 2 classes, accuracy after each task, final status."""
@@ -198,7 +201,7 @@ def learn(
     ),
     state_dir: str | None = typer.Option(None, help="State directory. Default: $EDGECL_HOME or ~/.edgecl."),
     domain: str | None = typer.Option(None, help="Name of the visual domain of these images (domain-incremental)."),
-    method: str | None = typer.Option(None, help="zeroshot, ncm, finetune, er, gcl or gdro (default gdro)."),
+    method: str | None = typer.Option(None, help=f"{METHOD_NAMES} (default {DEFAULT_METHOD})."),
     backbone: str | None = typer.Option(
         None,
         help="Backbone id (first learn): auto (default: the profile's CLIP when its weights can be had, else "

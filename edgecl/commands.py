@@ -16,6 +16,7 @@ import numpy as np
 import edgecl
 from edgecl.backbones import parse_backbone_id
 from edgecl.errors import EdgeclError, ImageLoadError
+from edgecl.learn.methods import DEFAULT_METHOD
 from edgecl.ram import BatchPlan, PeakRss, host_bytes, peak_rss_bytes
 from edgecl.state import Snapshot, StateError, commit_snapshot, read_state, state_root, writer_lock
 from edgecl.tasks import collect_images, display, scan_task_dir
@@ -129,7 +130,7 @@ def _new_learner(opts: LearnOptions, progress: Progress) -> tuple[Any, dict[str,
     backbone = _resolve_backbone(opts.backbone, profile.default_backbone, progress)
     manifest = ensure_model(backbone, None, lambda message: progress(message, 0, 0))
     encoder = Encoder(manifest.root, providers=profile.providers, threads=profile.threads)
-    config = LearnerConfig(method=opts.method or "gdro", budget_bytes=budget, codec=opts.codec or "auto",
+    config = LearnerConfig(method=opts.method or DEFAULT_METHOD, budget_bytes=budget, codec=opts.codec or "auto",
                            seed=opts.seed, rank=profile.adapter_rank, batch_size=profile.train_batch,
                            optimizer=profile.optimizer, precision=profile.train_precision)  # fmt: skip
     meta = {"backbone": backbone, "model_dir": str(manifest.root.resolve()), "device": profile.name,

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 
 from edgecl.errors import EdgeclError
+from edgecl.learn.methods import DEFAULT_METHOD, Method
+from edgecl.learn.methods import METHODS as METHOD_TABLE
 from edgecl.learn.prototypes import (
     DEFAULT_WEIGHT,
     OLD_ROWS_PER_CLASS,
@@ -29,9 +31,7 @@ from edgecl.learn.prototypes import (
 )
 from edgecl.memory import MemoryConfig, ReplayMemory
 
-METHODS = ("zeroshot", "ncm", "finetune", "er", "gcl", "gdro")
-USES_MEMORY = ("ncm", "er", "gcl", "gdro")
-USES_PROTOTYPES = ("er", "gcl", "gdro")  # head scores + weighted class-mean scores (edgecl.learn.prototypes)
+METHODS = tuple(METHOD_TABLE)
 PROMPT = "a photo of a {}."
 
 
@@ -39,7 +39,7 @@ PROMPT = "a photo of a {}."
 class LearnerConfig:
     """Everything that decides what a learner does; errors name the field."""
 
-    method: str = "gdro"
+    method: str = DEFAULT_METHOD
     budget_bytes: int = 8_000_000
     codec: str = "auto"
     selection: str = "random"
@@ -94,17 +94,18 @@ def _estimator_arrays(loss_state: dict[str, Any]) -> dict[str, np.ndarray]:
 
 
 def _rebuild_estimators(arrays: dict[str, np.ndarray], cfg: LearnerConfig) -> dict[str, Any]:
-    if cfg.method not in ("gcl", "gdro") or "u2_ids" not in arrays:
+    kind = METHOD_TABLE[cfg.method].loss
+    if kind not in ("gcl", "gdro") or "u2_ids" not in arrays:
         return {}
     from edgecl.learn.losses import GlobalContrastiveLoss, GroupDROLoss, LossConfig
 
     loss_cfg = LossConfig(temperature=cfg.temperature, gamma=cfg.gamma, dro_lambda=cfg.dro_lambda)
-    loss = GroupDROLoss(loss_cfg) if cfg.method == "gdro" else GlobalContrastiveLoss(loss_cfg)
+    loss = GroupDROLoss(loss_cfg) if kind == "gdro" else GlobalContrastiveLoss(loss_cfg)
     gcl = getattr(loss, "gcl", loss)
     gcl.u2 = dict(zip(arrays["u2_ids"].tolist(), arrays["u2"].tolist(), strict=True))
-    if cfg.method == "gdro" and "v_classes" in arrays:
+    if kind == "gdro" and "v_classes" in arrays:
         loss.v = dict(zip(arrays["v_classes"].tolist(), arrays["v"].tolist(), strict=True))
-    return {cfg.method: loss}
+    return {kind: loss}
 
 
 def _drop_class(loss_state: dict[str, Any], index: int) -> dict[str, Any]:
@@ -126,7 +127,7 @@ class Learner:
         self.classes: list[str] = []
         self.text = np.zeros((0, dim), np.float32)  # (C, D) class text embeddings
         memory_config = MemoryConfig(config.budget_bytes, config.codec, config.selection, config.seed,
-                                     auto_pq=config.method == "ncm")  # fmt: skip
+                                     auto_pq=METHOD_TABLE[config.method].memory_means)  # fmt: skip
         self.memory = ReplayMemory(memory_config, dim)
         self.head: Any = None  # peft model, built on first training
         self.text_head: Any = None
@@ -140,14 +141,19 @@ class Learner:
         self._estimators: dict[str, np.ndarray] = {}  # saved loss estimators not yet rebuilt
 
     @property
+    def method(self) -> Method:
+        """The method's row of the method table (edgecl.learn.methods)."""
+        return METHOD_TABLE[self.config.method]
+
+    @property
     def uses_prototypes(self) -> bool:
-        """Whether scores add class-mean cosines to the head's (the trained methods with memory)."""
-        return self.config.method in USES_PROTOTYPES
+        """Whether scores add class-mean cosines to the head's."""
+        return self.method.prototypes
 
     @property
     def trains(self) -> bool:
         """Whether learning trains adapters (zeroshot and ncm only store)."""
-        return self.config.method not in ("zeroshot", "ncm")
+        return self.method.trains
 
     # ---- learning ------------------------------------------------------------------------------------------
     def learn_images(
@@ -216,14 +222,14 @@ class Learner:
 
     def _fit(self, x: np.ndarray, names: list[str], y: np.ndarray, task_classes: np.ndarray,
              domain: str | None, sizes: TrainSizes) -> dict[str, Any]:  # fmt: skip
-        method = self.config.method
         ids = np.zeros(len(x), np.int64)
-        if method in USES_MEMORY:
+        memory = self.memory.stats if self.method.memory else lambda: None
+        if self.method.memory:
             self.memory = copy.deepcopy(self.memory)
             ids = self.memory.add(x, names, domain)
         report: dict[str, Any] = {"train_seconds": 0.0, "loss": [], "class_weights": []}
         if not self.trains:
-            return report | {"memory": self.memory.stats() if method == "ncm" else None}
+            return report | {"memory": memory()}
         held = self._holdout(y)
         old = self._old_rows(ids)
         data = self._train_data(x[~held], y[~held], ids[~held], task_classes, old, sizes.replay_rows)
@@ -243,7 +249,7 @@ class Learner:
         )
         if self.uses_prototypes:
             report.update(prototype_weight=self.prototype_weight, held_out_rows=int(held.sum()))
-        return report | {"memory": self.memory.stats() if method in USES_MEMORY else None}
+        return report | {"memory": memory()}
 
     def _holdout(self, y: np.ndarray) -> np.ndarray:
         """(N,) bool: the task's rows held out of training to measure the prototype weight (none when it is fixed
@@ -270,7 +276,7 @@ class Learner:
         `replay_rows` of the latter, drawn at random, are decoded."""
         from edgecl.learn.trainer import TrainData
 
-        if self.config.method == "finetune":
+        if not self.method.replay:
             return TrainData(x, y, ids, self.text, task_classes)
         if replay_rows is not None and len(old) > replay_rows:
             rng = np.random.default_rng(self.config.seed + len(self.tasks))
@@ -285,7 +291,7 @@ class Learner:
 
     def _old_rows(self, new_ids: np.ndarray) -> np.ndarray:
         """Memory rows stored by earlier tasks (not among this task's `new_ids`)."""
-        if self.config.method == "finetune":
+        if not self.method.replay:
             return np.zeros(0, np.int64)
         return np.flatnonzero(~np.isin(self.memory.ids.astype(np.int64), new_ids))
 
@@ -332,7 +338,7 @@ class Learner:
     def prototypes(self) -> np.ndarray:
         """(C, D) class prototypes the scores are cosines against."""
         text = self.merged_text(self.text) if len(self.text) else self.text
-        if self.config.method != "ncm" or not len(self.text):
+        if not self.method.memory_means or not len(self.text):
             return text
         stored = self.memory.samples()
         protos = text.copy()

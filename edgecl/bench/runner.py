@@ -67,7 +67,7 @@ def run_stream(stream: Stream, spec: RunSpec, text: np.ndarray, heldout_text: np
         "last_accuracy": last_accuracy(seen), "average_incremental_accuracy": average_incremental_accuracy(seen),
         "forgetting": forgetting(matrix), "backward_transfer": backward_transfer(matrix),
         "zero_shot_before": zs_before, "zero_shot_after": zs_after,
-        "memory_bytes": learner.memory.size_bytes() if spec.method in ("ncm", "er", "gcl", "gdro") else 0,
+        "memory_bytes": learner.memory.size_bytes() if learner.method.memory else 0,
         "codec_used": learner.memory.stats()["codec"], "seconds_per_task": float(np.mean(seconds)),
         "train_seconds_per_task": float(np.mean(train_seconds)),
         "peak_rss_bytes": peak_rss_bytes(),

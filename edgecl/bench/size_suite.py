@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from edgecl.bench.suite import aggregate
+from edgecl.learn.methods import DEFAULT_METHOD
 from edgecl.units import format_bytes, parse_bytes
-
-DEFAULT_METHOD = "gdro"
 
 
 @dataclass(frozen=True)

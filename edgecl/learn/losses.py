@@ -52,8 +52,23 @@ def cross_entropy(z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, cfg: Los
     return LossOutput(per_sample.mean(), per_sample.detach())
 
 
+class CrossEntropyLoss:
+    """`cross_entropy` as a loss object (no estimators)."""
+
+    has_estimators = False
+
+    def __init__(self, cfg: LossConfig) -> None:
+        self.cfg = cfg
+
+    def __call__(self, z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
+                 candidates: torch.Tensor | None = None) -> LossOutput:  # fmt: skip
+        return cross_entropy(z, text, y, self.cfg, candidates)
+
+
 class GlobalContrastiveLoss:
     """GCL with a moving-average estimator u2 per sample id (image negatives); text negatives are exact."""
+
+    has_estimators = True
 
     def __init__(self, cfg: LossConfig) -> None:
         self.cfg = cfg
@@ -96,13 +111,16 @@ class GlobalContrastiveLoss:
         value = tau * (torch.log(EPS + g1.detach()) + torch.log(EPS + u2))
         return surrogate, value
 
-    def __call__(self, z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, ids: torch.Tensor) -> LossOutput:
+    def __call__(self, z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
+                 candidates: torch.Tensor | None = None) -> LossOutput:  # fmt: skip
         surrogate, value = self.per_sample(z, text, y, ids)
         return LossOutput(surrogate.mean(), value)
 
 
 class GroupDROLoss:
     """GCL whose per-class mean losses are weighted by q = softmax(log pi + v / lambda), v a moving average."""
+
+    has_estimators = True
 
     def __init__(self, cfg: LossConfig) -> None:
         self.cfg = cfg
@@ -115,7 +133,8 @@ class GroupDROLoss:
         q = torch.softmax(v / self.cfg.dro_lambda, dim=0)  # log(pi) is constant for a uniform prior
         return {c: float(w) for c, w in zip(seen, q.tolist(), strict=False)}
 
-    def __call__(self, z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, ids: torch.Tensor) -> LossOutput:
+    def __call__(self, z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
+                 candidates: torch.Tensor | None = None) -> LossOutput:  # fmt: skip
         surrogate, value = self.gcl.per_sample(z, text, y, ids)
         batch_classes = sorted(set(y.tolist()))
         for c in batch_classes:
@@ -129,3 +148,6 @@ class GroupDROLoss:
         class_means = torch.stack([surrogate[y == c].mean() for c in batch_classes])
         objective = (weights * class_means).sum() / weights.sum()
         return LossOutput(objective, value, q)
+
+
+LOSSES = {"ce": CrossEntropyLoss, "gcl": GlobalContrastiveLoss, "gdro": GroupDROLoss}  # the method table's loss kinds

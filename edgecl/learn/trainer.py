@@ -12,9 +12,10 @@ import numpy as np
 import torch
 
 from edgecl.errors import EdgeclError
-from edgecl.learn.losses import GlobalContrastiveLoss, GroupDROLoss, LossConfig, LossOutput, cross_entropy
+from edgecl.learn.losses import LOSSES, LossConfig, LossOutput
+from edgecl.learn.methods import METHODS
 
-TRAINED_METHODS = ("finetune", "er", "gcl", "gdro")
+TRAINED_METHODS = tuple(name for name, method in METHODS.items() if method.trains)
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 STEP_ROWS = 128  # new rows per step that the schedule counts passes in (half of the CPU profile's batch)
 DIVERGENCE_FACTOR = 1e3  # an epoch loss this many times the first one means training diverged
@@ -107,14 +108,14 @@ def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.
 
 
 def _loss_fn(cfg: TrainConfig, state: dict[str, Any]) -> Callable[..., LossOutput]:
-    """The loss for the method; GCL/GDRO estimators live in `state` so they persist across tasks."""
-    if cfg.method in ("finetune", "er"):
-        return lambda z, text, y, ids, candidates: cross_entropy(z, text, y, cfg.loss, candidates)
-    key = cfg.method
-    if key not in state:
-        state[key] = GroupDROLoss(cfg.loss) if key == "gdro" else GlobalContrastiveLoss(cfg.loss)
-    loss = state[key]
-    return lambda z, text, y, ids, candidates: loss(z, text, y, ids)
+    """The method's loss (edgecl.learn.losses.LOSSES); one with estimators (GCL, GDRO) lives in `state`, keyed by
+    its kind, so that they persist across tasks."""
+    kind = METHODS[cfg.method].loss
+    assert kind is not None
+    loss = state.get(kind) or LOSSES[kind](cfg.loss)
+    if loss.has_estimators:
+        state[kind] = loss
+    return loss
 
 
 def train(head: torch.nn.Module, text_head: torch.nn.Module | None, data: TrainData, cfg: TrainConfig,
@@ -130,7 +131,8 @@ def train(head: torch.nn.Module, text_head: torch.nn.Module | None, data: TrainD
     loss_fn = _loss_fn(cfg, loss_state)
     x, y = torch.from_numpy(np.asarray(data.x, np.float32)), torch.from_numpy(data.y.astype(np.int64))  # no copy
     ids, text = torch.from_numpy(data.ids.astype(np.int64)), torch.from_numpy(data.text.astype(np.float32))
-    candidates = torch.from_numpy(data.task_classes.astype(np.int64)) if cfg.method == "finetune" else None
+    only_task = METHODS[cfg.method].task_classes_only
+    candidates = torch.from_numpy(data.task_classes.astype(np.int64)) if only_task else None
     steps = cfg.steps_for(len(data.x) if data.n_new < 0 else data.n_new)
     span = math.ceil(steps / REPORT_POINTS)
     epoch_loss: list[float] = []

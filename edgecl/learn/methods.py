@@ -1,0 +1,41 @@
+"""The method table: per learning method, whether it keeps a replay memory, what it trains with which loss, and how
+it classifies. Adding a method is one row here plus its loss; nothing else compares method names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Method:
+    """What a method does. loss: None (trains nothing), ce, ce_balanced, gcl or gdro (edgecl.learn.losses)."""
+
+    name: str
+    memory: bool  # keeps a byte-budgeted replay memory
+    loss: str | None
+    replay: bool = False  # training batches mix in replayed memory rows (else: the task's rows only)
+    task_classes_only: bool = False  # the loss's candidates are the current task's classes (finetune)
+    prototypes: bool = False  # scores add class-mean cosines to the head's (edgecl.learn.prototypes)
+    memory_means: bool = False  # classifies by class means of its memory rows (ncm)
+    summary: str = ""
+
+    @property
+    def trains(self) -> bool:
+        return self.loss is not None
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("zeroshot", memory=False, loss=None, summary="nothing trained; class text embeddings"),
+        Method("ncm", memory=True, loss=None, memory_means=True, summary="class means of the memory rows"),
+        Method("finetune", memory=False, loss="ce", task_classes_only=True,
+               summary="cross-entropy over the current task's classes, no memory"),
+        Method("er", memory=True, loss="ce", replay=True, prototypes=True,
+               summary="cross-entropy over all seen classes, half of each batch replayed"),
+        Method("gcl", memory=True, loss="gcl", replay=True, prototypes=True, summary="global contrastive loss"),
+        Method("gdro", memory=True, loss="gdro", replay=True, prototypes=True,
+               summary="GCL with KL-regularised DRO class weights (the default)"),
+    )
+}  # fmt: skip
+DEFAULT_METHOD = "gdro"
