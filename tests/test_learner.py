@@ -47,7 +47,7 @@ def _train_data(seed: int) -> TrainData:
     return TrainData(x, y, np.arange(len(x)), text, np.arange(4))
 
 
-@pytest.mark.parametrize("method", ["finetune", "er", "gcl", "gdro"])
+@pytest.mark.parametrize("method", ["finetune", "er", "er_cb", "gcl", "gdro"])
 def test_training_is_deterministic_and_learns(method: str) -> None:
     data = _train_data(0)
     results = []

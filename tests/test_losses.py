@@ -106,3 +106,17 @@ def test_invalid_config_names_the_field() -> None:
         LossConfig(dro_lambda=0)
     with pytest.raises(ValueError, match="temperature"):
         LossConfig(temperature=-1)
+
+
+def test_class_balanced_cross_entropy_averages_class_means() -> None:
+    """er_cb's loss: three rows of class 0 and one of class 1 weigh as much as one of each."""
+    from edgecl.learn.losses import BalancedCrossEntropyLoss
+
+    cfg = LossConfig(temperature=0.5)
+    text = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=1)
+    z = torch.nn.functional.normalize(torch.tensor([[1.0, 0.2], [1.0, 0.4], [1.0, 0.6], [0.3, 1.0]]), dim=1)
+    y = torch.tensor([0, 0, 0, 1])
+    rows = cross_entropy(z, text, y, cfg).per_sample
+    out = BalancedCrossEntropyLoss(cfg)(z, text, y, torch.arange(4))
+    assert math.isclose(float(out.objective), (float(rows[:3].mean()) + float(rows[3])) / 2, rel_tol=1e-6)
+    torch.testing.assert_close(out.per_sample, rows)

@@ -43,13 +43,19 @@ class LossOutput:
 def cross_entropy(z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, cfg: LossConfig,
                   candidates: torch.Tensor | None = None) -> LossOutput:  # fmt: skip
     """CLIP-style CE: logits s(z, t_c) / tau over `candidates` (class indices; default all). z (B, D), text (C, D)."""
+    per_sample = _cross_entropy_rows(z, text, y, cfg, candidates)
+    return LossOutput(per_sample.mean(), per_sample.detach())
+
+
+def _cross_entropy_rows(z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, cfg: LossConfig,
+                        candidates: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+    """(B,) CE of each row, with gradient."""
     logits = z @ text.T / cfg.temperature  # (B, C)
     if candidates is not None:
         mask = torch.full_like(logits, float("-inf"))
         mask[:, candidates] = 0.0
         logits = logits + mask
-    per_sample = torch.nn.functional.cross_entropy(logits, y, reduction="none")
-    return LossOutput(per_sample.mean(), per_sample.detach())
+    return torch.nn.functional.cross_entropy(logits, y, reduction="none")
 
 
 class CrossEntropyLoss:
@@ -63,6 +69,19 @@ class CrossEntropyLoss:
     def __call__(self, z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
                  candidates: torch.Tensor | None = None) -> LossOutput:  # fmt: skip
         return cross_entropy(z, text, y, self.cfg, candidates)
+
+
+class BalancedCrossEntropyLoss(CrossEntropyLoss):
+    """Class-balanced cross-entropy (er_cb): the mean loss of each class in the batch, averaged over those classes,
+    so a class with many rows in the batch does not outweigh one with few."""
+
+    def __call__(self, z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
+                 candidates: torch.Tensor | None = None) -> LossOutput:  # fmt: skip
+        per_sample = _cross_entropy_rows(z, text, y, self.cfg, candidates)
+        classes, index = torch.unique(y, return_inverse=True)
+        sums = torch.zeros(len(classes), dtype=per_sample.dtype).index_add(0, index, per_sample)
+        class_means = sums / torch.bincount(index, minlength=len(classes)).to(per_sample.dtype)
+        return LossOutput(class_means.mean(), per_sample.detach())
 
 
 class GlobalContrastiveLoss:
@@ -150,4 +169,5 @@ class GroupDROLoss:
         return LossOutput(objective, value, q)
 
 
-LOSSES = {"ce": CrossEntropyLoss, "gcl": GlobalContrastiveLoss, "gdro": GroupDROLoss}  # the method table's loss kinds
+LOSSES = {"ce": CrossEntropyLoss, "ce_balanced": BalancedCrossEntropyLoss, "gcl": GlobalContrastiveLoss,
+          "gdro": GroupDROLoss}  # fmt: skip  # the method table's loss kinds

@@ -33,6 +33,8 @@ METHODS: dict[str, Method] = {
                summary="cross-entropy over the current task's classes, no memory"),
         Method("er", memory=True, loss="ce", replay=True, prototypes=True,
                summary="cross-entropy over all seen classes, half of each batch replayed"),
+        Method("er_cb", memory=True, loss="ce_balanced", replay=True, prototypes=True,
+               summary="experience replay with class-balanced cross-entropy (each class's mean loss averaged)"),
         Method("gcl", memory=True, loss="gcl", replay=True, prototypes=True, summary="global contrastive loss"),
         Method("gdro", memory=True, loss="gdro", replay=True, prototypes=True,
                summary="GCL with KL-regularised DRO class weights (the default)"),
