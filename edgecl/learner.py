@@ -282,8 +282,7 @@ class Learner:
             rng = np.random.default_rng(self.config.seed + len(self.tasks))
             old = np.sort(rng.choice(old, size=replay_rows, replace=False))
         stored = self.memory.samples(old)
-        to_class = np.array([self.classes.index(c) for c in stored.classes], dtype=np.int64)  # memory -> learner
-        mem_y = to_class[stored.labels] if len(to_class) else np.zeros(0, np.int64)
+        mem_y = self._class_indices(stored)
         pool_x = np.concatenate([x, stored.embeddings])
         pool_y = np.concatenate([y, mem_y])
         pool_ids = np.concatenate([ids, stored.ids])
@@ -353,9 +352,12 @@ class Learner:
     def _means_from_memory(self) -> ClassMeans:
         """Class means of the memory's rows: the best prototypes a state saved without class means can have."""
         stored = self.memory.samples()
+        return ClassMeans.empty(self.dim).updated(stored.embeddings, self._class_indices(stored), len(self.classes))
+
+    def _class_indices(self, stored: Any) -> np.ndarray:
+        """(N,) learner class index of each decoded memory row (the memory numbers its classes its own way)."""
         to_class = np.array([self.classes.index(c) for c in stored.classes], dtype=np.int64)
-        labels = to_class[stored.labels] if len(to_class) else np.zeros(0, np.int64)
-        return ClassMeans.empty(self.dim).updated(stored.embeddings, labels, len(self.classes))
+        return to_class[stored.labels] if len(to_class) else np.zeros(0, np.int64)
 
     def scores(self, x: np.ndarray, extra_labels: Sequence[str] = ()) -> tuple[np.ndarray, list[str]]:
         """(N, C + E) cosine scores over learned classes, then extra labels scored zero-shot (never learned)."""
