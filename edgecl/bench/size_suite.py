@@ -118,7 +118,7 @@ def size_markdown(results: dict[str, Any]) -> str:
         sweep = [r for r in runs if r["per_class"] == cfg["sweep_per_class"] and r["shape"] == cfg["sweep_shape"]]
         rows = {(r["budget_bytes"], r["method"]): r for r in aggregate(sweep, ("budget_bytes", "method"))}
         lines += ["", f"{stream}, {cfg['sweep_per_class']} images per class, tasks of {cfg['sweep_shape']} classes: "
-                  "budget sweep", "", "| budget " + head, "|---" + rule[4:]]  # fmt: skip
+                  "budget sweep", "", "| budget " + head, "|---|" + rule[9:]]  # fmt: skip
         for budget in sorted({b for b, _ in rows}):
             cell = {m: rows[(budget, m)] for m in methods if (budget, m) in rows}
             lines.append(f"| {format_bytes(budget)} | " + " | ".join(_cell(cell.get(m)) for m in methods)
