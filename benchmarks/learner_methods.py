@@ -1,4 +1,4 @@
-"""All six methods on class-incremental Fashion-MNIST (5 tasks x 2 classes), bundled backbone, same byte budget.
+"""Every method of the method table on class-incremental Fashion-MNIST (5 tasks x 2 classes), same byte budget.
 
     python benchmarks/learner_methods.py                          # 64KB int8 memory, 3 seeds
     python benchmarks/learner_methods.py --budget 1MB --codec auto --seeds 1
