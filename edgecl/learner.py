@@ -134,7 +134,7 @@ class Learner:
         self.merged = MergedHead.identity(dim)
         self.merged_text = MergedHead.identity(dim)
         self.loss_state: dict[str, Any] = {}
-        self.class_means = ClassMeans.empty(dim)  # prototypes beside the head (USES_PROTOTYPES methods)
+        self.class_means = ClassMeans.empty(dim)  # prototypes beside the head (methods with `prototypes`)
         self.prototype_weight = DEFAULT_WEIGHT if config.prototype_weight is None else config.prototype_weight
         self.tasks: list[dict[str, Any]] = []
         self._adapter_dirs: dict[str, Path] = {}  # saved peft adapters not yet loaded (see load_from)
@@ -223,7 +223,7 @@ class Learner:
     def _fit(self, x: np.ndarray, names: list[str], y: np.ndarray, task_classes: np.ndarray,
              domain: str | None, sizes: TrainSizes) -> dict[str, Any]:  # fmt: skip
         ids = np.zeros(len(x), np.int64)
-        memory = self.memory.stats if self.method.memory else lambda: None
+        memory = (lambda: self.memory.stats()) if self.method.memory else (lambda: None)  # the memory after add
         if self.method.memory:
             self.memory = copy.deepcopy(self.memory)
             ids = self.memory.add(x, names, domain)

@@ -114,3 +114,10 @@ def test_task_size_suite_smoke(tmp_path: Path, bundled_export: Path) -> None:
     report = (tmp_path / "out" / "report.md").read_text()
     assert "| 5 | 1 |" in report and "| 16.00 KB |" in report
     assert json.loads((tmp_path / "out" / "results.json").read_text())["suite"] == "task-size"
+
+
+def test_the_task_report_shows_the_memory_after_the_task() -> None:
+    x, y, text = clustered(2, 20, 4)
+    learner = Learner(LearnerConfig(method="er", budget_bytes=8_000, codec="int8", min_steps=5), DIM)
+    report = learner.learn_embeddings(x, [f"c{c}" for c in y], text={f"c{c}": text[c] for c in range(2)})
+    assert report["memory"] == learner.memory.stats() and report["memory"]["samples"] > 0
