@@ -72,10 +72,15 @@ class TrainData:
     task_classes: np.ndarray  # class indices of the current task (finetune's candidates)
     n_new: int = -1  # rows [0, n_new) are the task's new data, the rest replayed memory (-1: all new)
 
+    @property
+    def new_rows(self) -> int:
+        """How many of the pool's rows are the task's new data."""
+        return len(self.x) if self.n_new < 0 else self.n_new
+
     def batches(self, batch_size: int, steps: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
         """`steps` batches of row indices. New rows are visited in reshuffled passes, up to half a batch at a
         time; with memory, each batch adds as many memory rows drawn uniformly (experience replay)."""
-        n_new = len(self.x) if self.n_new < 0 else self.n_new
+        n_new = self.new_rows
         n_mem = len(self.x) - n_new
         take = batch_size if n_mem == 0 else max(1, batch_size // 2)
         order, at = rng.permutation(n_new), 0
@@ -133,7 +138,7 @@ def train(head: torch.nn.Module, text_head: torch.nn.Module | None, data: TrainD
     ids, text = torch.from_numpy(data.ids.astype(np.int64)), torch.from_numpy(data.text.astype(np.float32))
     only_task = METHODS[cfg.method].task_classes_only
     candidates = torch.from_numpy(data.task_classes.astype(np.int64)) if only_task else None
-    steps = cfg.steps_for(len(data.x) if data.n_new < 0 else data.n_new)
+    steps = cfg.steps_for(data.new_rows)
     span = math.ceil(steps / REPORT_POINTS)
     epoch_loss: list[float] = []
     weights: list[dict[int, float]] = []
@@ -143,13 +148,14 @@ def train(head: torch.nn.Module, text_head: torch.nn.Module | None, data: TrainD
         if len(rows) >= 2:
             last = _step(head, text_head, optimizer, scaler, loss_fn, (x, y, ids, text, candidates), rows, cfg)
             total, count, done = total + float(last.per_sample.sum()), count + len(rows), done + 1
-        if step % span == 0 or step == steps or time.perf_counter() - start > cfg.max_seconds:
+        out_of_time = time.perf_counter() - start > cfg.max_seconds
+        if step % span == 0 or step == steps or out_of_time:
             epoch_loss.append(total / max(1, count))
             _check_divergence(epoch_loss, cfg)
             if last is not None and last.class_weights is not None:
                 weights.append(last.class_weights)
             total, count = 0.0, 0
-            if time.perf_counter() - start > cfg.max_seconds:
+            if out_of_time:
                 break
     head.eval()
     return TrainReport(epoch_loss, weights, done, time.perf_counter() - start)
