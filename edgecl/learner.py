@@ -1,8 +1,8 @@
 """The learner facade: learn a task (class- or domain-incremental), classify with top-k and open vocabulary.
 
-Methods (METHOD.md): zeroshot, ncm, finetune, er, gcl, gdro; all share this code, the replay memory and its byte
-budget. Training works on frozen embeddings, so `learn_embeddings` / `classify_embeddings` are the core and the
-image versions only add the ONNX encoder in front.
+Methods (edgecl/learn/methods.py, README "Learner"): zeroshot, ncm, finetune, er, er_cb, gcl, gdro; all share
+this code, the replay memory and its byte budget. Training works on frozen embeddings, so `learn_embeddings` /
+`classify_embeddings` are the core and the image versions only add the ONNX encoder in front.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 
 from edgecl.errors import EdgeclError
-from edgecl.learn.methods import DEFAULT_METHOD, Method
+from edgecl.learn.methods import DEFAULT_GROUPS, DEFAULT_METHOD, Method
 from edgecl.learn.methods import METHODS as METHOD_TABLE
 from edgecl.learn.prototypes import (
     DEFAULT_WEIGHT,
+    DOMAIN_WEIGHT,
     OLD_ROWS_PER_CLASS,
     ClassMeans,
     holdout_mask,
@@ -30,6 +31,7 @@ from edgecl.learn.prototypes import (
     normalize,
 )
 from edgecl.memory import MemoryConfig, ReplayMemory
+from edgecl.memory.policy import DOMAIN_SLOTS, GROUPINGS, group_keys
 
 METHODS = tuple(METHOD_TABLE)
 PROMPT = "a photo of a {}."
@@ -51,6 +53,7 @@ class LearnerConfig:
     max_steps: int = 2000
     max_train_seconds: float = 60.0
     prototype_weight: float | None = DEFAULT_WEIGHT  # None: measured on a held-out slice of each task instead
+    domain_prototype_weight: float = DOMAIN_WEIGHT  # the weight once more than one domain is learned
     batch_size: int = 256
     lr: float = 1e-3
     optimizer: str = "adamw"
@@ -59,12 +62,15 @@ class LearnerConfig:
     dro_lambda: float = 1.0
     gamma: float = 0.9
     ncm_text_weight: float = 0.1
+    groups: str = DEFAULT_GROUPS  # what the memory balances and GDRO weighs: class | class_domain | domain
     threads: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise EdgeclError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.groups not in GROUPINGS:
+            raise EdgeclError(f"unknown groups {self.groups!r}; choose one of {', '.join(GROUPINGS)}")
 
 
 @dataclass(frozen=True)
@@ -108,12 +114,15 @@ def _rebuild_estimators(arrays: dict[str, np.ndarray], cfg: LearnerConfig) -> di
     return {kind: loss}
 
 
-def _drop_class(loss_state: dict[str, Any], index: int) -> dict[str, Any]:
-    """GDRO's per-class estimators re-indexed after class `index` is removed (GCL's per-sample ones stay valid)."""
+def _drop_class(loss_state: dict[str, Any], index: int, groups: str) -> dict[str, Any]:
+    """GDRO's per-group estimators without class `index`, later classes moved down (domain groups and GCL's
+    per-sample estimators stay valid)."""
     state = copy.deepcopy(loss_state)
+    slots = DOMAIN_SLOTS if groups == "class_domain" else 1
     for loss in state.values():
-        if hasattr(loss, "v"):
-            loss.v = {c - (c > index): v for c, v in loss.v.items() if c != index}
+        if hasattr(loss, "v") and groups != "domain":
+            kept = {k: v for k, v in loss.v.items() if k // slots != index}
+            loss.v = {k - slots * (k // slots > index): v for k, v in kept.items()}
     return state
 
 
@@ -127,7 +136,8 @@ class Learner:
         self.classes: list[str] = []
         self.text = np.zeros((0, dim), np.float32)  # (C, D) class text embeddings
         memory_config = MemoryConfig(config.budget_bytes, config.codec, config.selection, config.seed,
-                                     auto_pq=METHOD_TABLE[config.method].memory_means)  # fmt: skip
+                                     auto_pq=METHOD_TABLE[config.method].memory_means,
+                                     groups=config.groups)  # fmt: skip
         self.memory = ReplayMemory(memory_config, dim)
         self.head: Any = None  # peft model, built on first training
         self.text_head: Any = None
@@ -144,6 +154,21 @@ class Learner:
     def method(self) -> Method:
         """The method's row of the method table (edgecl.learn.methods)."""
         return METHOD_TABLE[self.config.method]
+
+    @property
+    def domains(self) -> list[str]:
+        """Domains learned so far, in order ("" for tasks without one); a group's domain index points here."""
+        return list(dict.fromkeys(task["domain"] or "" for task in self.tasks))
+
+    def _domain_index(self, domain: str | None) -> int:
+        known = self.domains
+        return known.index(domain or "") if (domain or "") in known else len(known)
+
+    @property
+    def weight_in_use(self) -> float:
+        """The prototype weight scores use: the class-incremental one, or the domain-incremental one once more than
+        one domain is learned (there every task retrains the head on every class; README, "Domain-incremental")."""
+        return self.config.domain_prototype_weight if len(self.domains) > 1 else self.prototype_weight
 
     @property
     def uses_prototypes(self) -> bool:
@@ -190,8 +215,10 @@ class Learner:
         )
         report.update(new_classes=new_classes, classes=list(trial.classes), method=self.config.method)
         if trial.uses_prototypes:
-            trial.class_means = trial.class_means.updated(np.asarray(x, np.float32), y, len(trial.classes))
+            trial.class_means = trial.class_means.updated(np.asarray(x, np.float32), y, self._domain_index(domain))
         trial.tasks = self.tasks + [{"classes": sorted(set(class_names)), "domain": domain, "samples": len(x)}]
+        if trial.uses_prototypes and trial.trains:
+            report["prototype_weight"] = trial.weight_in_use
         self.__dict__.update(trial.__dict__)
         return report
 
@@ -207,10 +234,9 @@ class Learner:
         self.memory = memory
         self.classes = [c for c in self.classes if c != name]
         self.text = np.delete(self.text, index, axis=0)
-        if len(self.class_means.counts) > index:
-            self.class_means = self.class_means.without(index)
+        self.class_means = self.class_means.without(index)
         state = self.loss_state or _rebuild_estimators(self._estimators, self.config)
-        self.loss_state, self._estimators = _drop_class(state, index), {}
+        self.loss_state, self._estimators = _drop_class(state, index, self.config.groups), {}
         return freed
 
     def _text_for(self, names: list[str], given: dict[str, np.ndarray] | None) -> np.ndarray:
@@ -232,11 +258,13 @@ class Learner:
             return report | {"memory": memory()}
         held = self._holdout(y)
         old = self._old_rows(ids)
-        data = self._train_data(x[~held], y[~held], ids[~held], task_classes, old, sizes.replay_rows)
+        domain_index = self._domain_index(domain)
+        data = self._train_data(x[~held], y[~held], ids[~held], task_classes, old, sizes.replay_rows, domain_index)
         result = self._train(data, sizes.batch)
         if held.any():
-            self.prototype_weight = self._measured_weight(x, y, held, data)
-        weights = [{self.classes[c]: round(w, 4) for c, w in q.items()} for q in result.class_weights]
+            self.prototype_weight = self._measured_weight(x, y, held, data, domain_index)
+        domains = self.domains + ([domain or ""] if domain_index == len(self.domains) else [])
+        weights = [{self._group_name(k, domains): round(w, 4) for k, w in q.items()} for q in result.class_weights]
         report.update(
             train_seconds=result.seconds,
             loss=result.epoch_loss,
@@ -258,26 +286,27 @@ class Learner:
             return np.zeros(len(y), bool)
         return holdout_mask(y, np.random.default_rng(self.config.seed + 7919 * len(self.tasks)))
 
-    def _measured_weight(self, x: np.ndarray, y: np.ndarray, held: np.ndarray, data: Any) -> float:
+    def _measured_weight(self, x: np.ndarray, y: np.ndarray, held: np.ndarray, data: Any, domain: int) -> float:
         """The prototype weight that classifies best the held-out rows of this task plus up to OLD_ROWS_PER_CLASS
         replayed rows of each earlier class, with class means from the rows that trained (no peeking)."""
-        means = self.class_means.updated(x[~held], y[~held], len(self.classes))
+        means = self.class_means.updated(x[~held], y[~held], domain)
         replay_y = data.y[data.n_new :]
         old = np.concatenate([np.flatnonzero(replay_y == c)[:OLD_ROWS_PER_CLASS] for c in np.unique(replay_y)]
                              or [np.zeros(0, np.int64)]) + data.n_new  # fmt: skip
         val_x = np.concatenate([x[held], data.x[old]])
         val_y = np.concatenate([y[held], data.y[old]])
         head = self.merged(val_x) @ self.prototypes().T  # (V, C)
-        return measure_weight(head, means.scores(val_x), val_y, self.prototype_weight)
+        return measure_weight(head, means.scores(val_x, len(self.classes)), val_y, self.prototype_weight)
 
     def _train_data(self, x: np.ndarray, y: np.ndarray, ids: np.ndarray, task_classes: np.ndarray,
-                    old: np.ndarray, replay_rows: int | None) -> Any:  # fmt: skip
-        """The task's rows plus the memory rows `old` of earlier tasks (new rows train at full precision); at most
-        `replay_rows` of the latter, drawn at random, are decoded."""
+                    old: np.ndarray, replay_rows: int | None, domain: int) -> Any:  # fmt: skip
+        """The task's rows (of domain index `domain`) plus the memory rows `old` of earlier tasks (new rows train at
+        full precision); at most `replay_rows` of the latter, drawn at random, are decoded."""
         from edgecl.learn.trainer import TrainData
 
+        groups = self.config.groups
         if not self.method.replay:
-            return TrainData(x, y, ids, self.text, task_classes)
+            return TrainData(x, y, ids, self.text, task_classes, groups=group_keys(groups, y, np.full(len(y), domain)))
         if replay_rows is not None and len(old) > replay_rows:
             rng = np.random.default_rng(self.config.seed + len(self.tasks))
             old = np.sort(rng.choice(old, size=replay_rows, replace=False))
@@ -286,7 +315,9 @@ class Learner:
         pool_x = np.concatenate([x, stored.embeddings])
         pool_y = np.concatenate([y, mem_y])
         pool_ids = np.concatenate([ids, stored.ids])
-        return TrainData(pool_x, pool_y, pool_ids, self.text, task_classes, n_new=len(x))
+        pool_domains = np.concatenate([np.full(len(x), domain), self._domain_indices(stored)])
+        return TrainData(pool_x, pool_y, pool_ids, self.text, task_classes, n_new=len(x),
+                         groups=group_keys(groups, pool_y, pool_domains))  # fmt: skip
 
     def _old_rows(self, new_ids: np.ndarray) -> np.ndarray:
         """Memory rows stored by earlier tasks (not among this task's `new_ids`)."""
@@ -352,7 +383,22 @@ class Learner:
     def _means_from_memory(self) -> ClassMeans:
         """Class means of the memory's rows: the best prototypes a state saved without class means can have."""
         stored = self.memory.samples()
-        return ClassMeans.empty(self.dim).updated(stored.embeddings, self._class_indices(stored), len(self.classes))
+        return ClassMeans.empty(self.dim).updated(stored.embeddings, self._class_indices(stored),
+                                                  self._domain_indices(stored))  # fmt: skip
+
+    def _domain_indices(self, stored: Any) -> np.ndarray:
+        """(N,) learner domain index of each decoded memory row (see `domains`)."""
+        to_domain = np.array([self._domain_index(d) for d in stored.domain_names], dtype=np.int64)
+        return to_domain[stored.domains] if len(to_domain) else np.zeros(0, np.int64)
+
+    def _group_name(self, key: int, domains: list[str]) -> str:
+        """How a report names a group: its class, "class|domain" (just the class while there is one domain), or
+        its domain."""
+        groups = self.config.groups
+        if groups == "class" or (groups == "class_domain" and len(domains) <= 1):
+            return self.classes[key // (DOMAIN_SLOTS if groups == "class_domain" else 1)]
+        domain = domains[key % DOMAIN_SLOTS]
+        return domain if groups == "domain" else f"{self.classes[key // DOMAIN_SLOTS]}|{domain}"
 
     def _class_indices(self, stored: Any) -> np.ndarray:
         """(N,) learner class index of each decoded memory row (the memory numbers its classes its own way)."""
@@ -363,8 +409,8 @@ class Learner:
         """(N, C + E) cosine scores over learned classes, then extra labels scored zero-shot (never learned)."""
         learned = self.merged(np.asarray(x, np.float32)) @ self.prototypes().T
         if self.uses_prototypes and len(self.class_means.counts):  # a weighted mean of the two cosines
-            w = self.prototype_weight
-            learned = (learned + w * self.class_means.scores(x)) / (1 + w)
+            w = self.weight_in_use
+            learned = (learned + w * self.class_means.scores(x, len(self.classes))) / (1 + w)
         extra = [label for label in extra_labels if label not in self.classes]
         if not extra:
             return learned, list(self.classes)
@@ -409,7 +455,9 @@ class Learner:
         self.memory.save(folder / "memory.safetensors")
         arrays = {"text": self.text, "down": self.merged.down, "up": self.merged.up,
                   "text_down": self.merged_text.down, "text_up": self.merged_text.up,
-                  "class_means": self.class_means.means, "class_counts": self.class_means.counts}  # fmt: skip
+                  "class_means": self.class_means.means, "class_counts": self.class_means.counts,
+                  "class_mean_classes": self.class_means.classes,
+                  "class_mean_domains": self.class_means.domains}  # fmt: skip
         np.savez(folder / "learned.npz", **arrays)
         estimators = _estimator_arrays(self.loss_state) if self.loss_state else self._estimators
         np.savez(folder / "estimators.npz", **estimators)
@@ -428,6 +476,7 @@ class Learner:
         from edgecl.learn.merged import MergedHead
 
         meta = json.loads((folder / "learner.json").read_text())
+        meta["config"].setdefault("groups", "class")  # states from before groups were chosen weighed classes
         learner = cls(LearnerConfig(**meta["config"]), int(meta["dim"]), encoder)
         learner.classes, learner.tasks = list(meta["classes"]), list(meta["tasks"])
         learner.memory = ReplayMemory.load(folder / "memory.safetensors")
@@ -435,8 +484,11 @@ class Learner:
             learner.text = data["text"]
             learner.merged = MergedHead(data["down"], data["up"])
             learner.merged_text = MergedHead(data["text_down"], data["text_up"])
-            if "class_means" in data.files:
-                learner.class_means = ClassMeans(data["class_means"], data["class_counts"])
+            if "class_mean_classes" in data.files:
+                learner.class_means = ClassMeans(data["class_means"], data["class_counts"],
+                                                 data["class_mean_classes"], data["class_mean_domains"])  # fmt: skip
+            elif "class_means" in data.files:  # one mean per class, from before domains had their own
+                learner.class_means = ClassMeans.per_class(data["class_means"], data["class_counts"])
         if learner.uses_prototypes and "class_means" not in data.files:  # a state from before prototypes
             learner.class_means = learner._means_from_memory()
         learner.prototype_weight = float(meta.get("prototype_weight", learner.prototype_weight))

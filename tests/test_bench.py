@@ -39,12 +39,25 @@ def test_streams_and_skips(bundled_export: Path) -> None:
     from edgecl.encoder import Encoder
 
     streams, notes = build_streams(
-        ["digits-domains", "cifar100", "nope"], Embedder(Encoder(bundled_export)), 0, 3, 2, None
+        ["digits-domains", "fashion-domains", "cifar100", "nope"], Embedder(Encoder(bundled_export)), 0, 3, 2, None
     )
-    (digits,) = streams
+    digits, fashion = streams
     assert [t.domain for t in digits.tasks] == ["mnist", "optdigits", "inverted", "rotated"]
-    assert all(set(t.train_y.tolist()) == set(range(10)) for t in digits.tasks)
+    assert [t.domain for t in fashion.tasks] == ["original", "inverted", "rotated", "faded"]
+    for stream in streams:
+        assert stream.kind == "domain" and all(set(t.train_y.tolist()) == set(range(10)) for t in stream.tasks)
+        assert len({t.train_x.tobytes() for t in stream.tasks}) == 4  # each domain its own images
     assert any(n.startswith("cifar100: skipped") for n in notes) and any("unknown stream" in n for n in notes)
+
+
+def test_faded_domain_is_blurred_and_low_contrast() -> None:
+    from edgecl.bench.streams import _faded
+
+    images = np.zeros((2, 28, 28), np.uint8)
+    images[:, 10:18, 10:18] = 255
+    faded = _faded(images).astype(float)
+    assert faded.max() - faded.min() <= 0.4 * 255 + 1  # 40% contrast
+    assert 128 < faded[0, 14, 14] and 0 < faded[0, 14, 9] - faded[0, 0, 0] < faded[0, 14, 14] - faded[0, 0, 0]  # blur
 
 
 def test_aggregate_mean_and_std() -> None:

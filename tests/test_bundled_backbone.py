@@ -47,3 +47,13 @@ def test_manifest_records_measured_agreement(bundled_export: Path) -> None:
     for tower in ("image", "text"):
         quant = data["towers"][tower]["quantization"]
         assert quant["meets_target"] and quant["cosine_target"] >= 0.99
+
+
+def test_a_model_dir_under_home_may_be_written_with_a_tilde(bundled_export: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The README's Python API example: Encoder("~/.edgecl/models/bundled")."""
+    (tmp_path / ".edgecl" / "models").mkdir(parents=True)
+    (tmp_path / ".edgecl" / "models" / "bundled").symlink_to(bundled_export, target_is_directory=True)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    enc = Encoder("~/.edgecl/models/bundled")
+    assert enc.embed_dim == 1280 and enc.encode_labels(["cat"]).shape == (1, 1280)

@@ -69,4 +69,17 @@ def test_demo_learns_the_fashion_stream(bundled_export: Path) -> None:
     assert [row["task"] for row in data["tasks"]] == [1, 2, 3, 4, 5]
     assert data["tasks"][0]["accuracy_seen"] > 0.8  # two classes, learned from 20 images each
     assert all(row["memory_bytes"] <= 64_000 for row in data["tasks"])
-    assert len(data["status"]["classes"]) == 10 and data["tasks"][-1]["accuracy_seen"] > 0.3
+    # measured 0.83 here; zero-shot scores 0.27 on the same images, and a learner that forgot the first four tasks
+    # could score at most 0.2 + 0.8 * 0.27 = 0.42
+    assert len(data["status"]["classes"]) == 10 and data["tasks"][-1]["accuracy_seen"] > 0.7
+
+
+def test_usage_errors_are_one_line_with_the_help_to_read() -> None:
+    root = Path(__file__).resolve().parents[1]
+    for args, words in ((["learn"], "Missing option '--task-dir'"), (["classify", "x.png", "--top-k", "0"], "--top-k"),
+                        (["status", "--bogus"], "--bogus")):  # fmt: skip
+        out = subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, cwd=root,
+                             check=False)  # fmt: skip
+        assert out.returncode == 2 and out.stdout == "", out
+        assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: ") and words in out.stderr, out.stderr
+        assert f"see 'edgecl {args[0]} --help'" in out.stderr

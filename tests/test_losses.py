@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -75,11 +76,24 @@ def test_surrogate_gradient_equals_compositional_gradient() -> None:
     torch.testing.assert_close(z.grad, z_ref.grad)
 
 
+def _gcl_values_by_hand(z: np.ndarray, text: np.ndarray, y: list[int], tau: float) -> list[float]:
+    """tau * (log g1 + log g2) of each row on its first visit (u2 = g2), written out from METHOD.md's formulas."""
+    sim = z @ text.T
+    values = []
+    for i, label in enumerate(y):
+        pos = sim[i, label]
+        g1 = np.mean([np.exp((sim[i, c] - pos) / tau) for c in range(len(text)) if c != label])
+        g2 = np.mean([np.exp((sim[j, label] - pos) / tau) for j in range(len(z)) if y[j] != label])
+        values.append(tau * (math.log(g1) + math.log(g2)))
+    return values
+
+
 def test_gdro_weights_by_hand() -> None:
     cfg = LossConfig(temperature=TAU, dro_lambda=0.5, dro_gamma=1.0)
     loss = GroupDROLoss(cfg)
     out = loss(Z, TEXT, Y, IDS)
-    values = out.per_sample.tolist()  # one sample per class: v_c = its loss
+    values = _gcl_values_by_hand(Z.numpy(), TEXT.numpy(), Y.tolist(), TAU)  # one sample per class: v_c = its loss
+    assert out.per_sample.tolist() == pytest.approx(values)
     expected = torch.softmax(torch.tensor(values) / 0.5, dim=0).tolist()
     assert out.class_weights is not None
     assert [out.class_weights[c] for c in range(3)] == pytest.approx(expected)
@@ -120,3 +134,13 @@ def test_class_balanced_cross_entropy_averages_class_means() -> None:
     out = BalancedCrossEntropyLoss(cfg)(z, text, y, torch.arange(4))
     assert math.isclose(float(out.objective), (float(rows[:3].mean()) + float(rows[3])) / 2, rel_tol=1e-6)
     torch.testing.assert_close(out.per_sample, rows)
+
+
+def test_gdro_weighs_the_groups_it_is_given() -> None:
+    """Rows 0 and 1 form one group (e.g. one class in one domain), row 2 another: q = softmax(group means / lambda)."""
+    cfg = LossConfig(temperature=TAU, dro_lambda=0.5, dro_gamma=1.0)
+    out = GroupDROLoss(cfg)(Z, TEXT, Y, IDS, groups=torch.tensor([7, 7, 9]))
+    v = out.per_sample.tolist()
+    expected = torch.softmax(torch.tensor([(v[0] + v[1]) / 2, v[2]]) / 0.5, dim=0).tolist()
+    assert out.class_weights is not None and sorted(out.class_weights) == [7, 9]
+    assert [out.class_weights[7], out.class_weights[9]] == pytest.approx(expected)

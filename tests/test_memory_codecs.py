@@ -45,7 +45,8 @@ def test_pq_reconstructs_and_is_stable(dim: int, seed: int, nbits: int) -> None:
     codes = c.encode(train[:50])
     assert codes.shape == (50, c.bytes_per_vector) and c.bytes_per_vector == dim // 8 * nbits // 8
     y = c.decode(codes)
-    assert cosine(train[:50], y).mean() > 0.5  # reported by the benchmark; random data is PQ's worst case
+    # random unit vectors are PQ's worst case: measured 0.67 (4 bits) and 0.93 (8 bits) mean cosine at every dim
+    assert cosine(train[:50], y).mean() > {4: 0.62, 8: 0.9}[nbits]
     np.testing.assert_array_equal(c.encode(y), codes)
     codebook = c.state()["pq_codebook"]
     c.fit(unit_vectors(600, dim, seed + 1))  # a second fit keeps the codebook: stored codes stay valid

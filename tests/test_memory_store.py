@@ -200,3 +200,22 @@ def test_auto_moves_to_pq_rather_than_refuse_a_budget_pq_can_meet() -> None:
     memory.add(x[200:], names[10:] * 20)
     assert memory.stats()["codec"] == "pq" and memory.size_bytes() <= 14_000
     assert set(memory.stats()["per_class"]) == set(names)
+
+
+@pytest.mark.parametrize("groups", ["class", "class_domain", "domain"])
+def test_memory_balances_the_groups_it_is_told_and_remembers_them(groups: str, tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    memory = ReplayMemory(MemoryConfig(30_000, "int8", groups=groups), 128)
+    memory.add(unit_vectors(300, 128, rng), ["a"] * 200 + ["b"] * 100, domain="photo")
+    memory.add(unit_vectors(100, 128, rng), ["a"] * 100, domain="sketch")
+    key = {"class": memory.labels.astype(int), "domain": memory.domain_idx.astype(int),
+           "class_domain": memory.labels.astype(int) * 2 + memory.domain_idx}[groups]  # fmt: skip
+    counts = np.bincount(key)
+    supplied = {"class": [300, 100], "domain": [300, 100], "class_domain": [200, 100, 100]}[groups]
+    assert counts[counts > 0].tolist() != [] and len(memory.ids) > 200
+    held = counts[counts > 0]
+    assert len(held) == len(supplied)  # every group holds all it was given, or is within 1 of the fullest
+    assert all(n == s or n >= held.max() - 1 for n, s in zip(sorted(held), sorted(supplied), strict=True)), held
+    memory.save(tmp_path / "m.safetensors")
+    assert ReplayMemory.load(tmp_path / "m.safetensors").config.groups == groups
+    assert (b"groups" in memory.to_bytes()) == (groups != "class_domain")  # old files read as class_domain

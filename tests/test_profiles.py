@@ -60,7 +60,24 @@ def test_malformed_profile_names_the_key(tmp_path: Path, change: dict, key: str)
         load_profile_file(path)
 
 
-def test_missing_key_and_unknown_device() -> None:
+def _write_profile(path: Path, data: dict) -> Path:
+    path.write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in data.items()) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("key", ["ram_cap", "providers", "threads"])
+def test_missing_key_is_named_and_sources_is_optional(tmp_path: Path, key: str) -> None:
+    import tomllib
+
+    data = tomllib.loads((ROOT / "device_profiles" / "cpu.toml").read_text())
+    data.pop("sources")
+    assert load_profile_file(_write_profile(tmp_path / "no-sources.toml", data)).sources == {}
+    data.pop(key)
+    with pytest.raises(ProfileError, match=f"missing key '{key}'"):
+        load_profile_file(_write_profile(tmp_path / "missing.toml", data))
+
+
+def test_unknown_device() -> None:
     with pytest.raises(ProfileError, match="unknown device 'toaster'.*cpu"):
         get_profile("toaster")
 

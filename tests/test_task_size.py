@@ -37,14 +37,27 @@ def test_training_runs_the_scheduled_steps_within_its_time_bound() -> None:
     assert 0 < bounded.steps < 10**6 and bounded.seconds < 5
 
 
-def test_class_means_are_running_means_and_drop_a_class() -> None:
+def test_class_means_are_running_means_per_class_and_domain_and_drop_a_class() -> None:
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((30, 4)).astype(np.float32), rng.integers(0, 3, 30)
-    means = ClassMeans.empty(4).updated(x[:12], y[:12], 2 if y[:12].max() < 2 else 3).updated(x[12:], y[12:], 3)
-    for c in range(3):
-        np.testing.assert_allclose(means.means[c], x[y == c].mean(0), atol=1e-5)
-    assert means.counts.tolist() == np.bincount(y, minlength=3).tolist()
-    assert means.without(1).counts.tolist() == [means.counts[0], means.counts[2]]
+    d = (np.arange(30) >= 20).astype(np.int64)  # the last 10 rows come from a second domain
+    means = ClassMeans.empty(4).updated(x[:12], y[:12], d[:12]).updated(x[12:], y[12:], d[12:])
+    assert len(means.counts) == len(set(zip(y.tolist(), d.tolist(), strict=True)))
+    for g, (c, dom) in enumerate(zip(means.classes, means.domains, strict=True)):
+        rows = (y == c) & (d == dom)
+        assert means.counts[g] == rows.sum()
+        np.testing.assert_allclose(means.means[g], x[rows].mean(0), atol=1e-5)
+    assert means.samples_of(3).tolist() == np.bincount(y, minlength=3).tolist()
+    dropped = means.without(1)
+    assert dropped.samples_of(2).tolist() == [(y == 0).sum(), (y == 2).sum()]
+
+
+def test_a_class_scores_its_best_matching_domain_mean() -> None:
+    x = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.2]], np.float32)
+    means = ClassMeans.empty(2).updated(x, np.array([0, 0, 1]), np.array([0, 1, 0]))  # class 0 in two domains
+    scores = means.scores(np.array([[0.0, 2.0]], np.float32), n_classes=3)
+    np.testing.assert_allclose(scores[0, :2], [1.0, 0.2 / np.hypot(1.0, 0.2)], atol=1e-5)
+    assert scores[0, 2] == 0.0  # a class never seen scores 0
 
 
 def test_holdout_takes_a_slice_of_each_class_that_has_enough_rows() -> None:
@@ -92,6 +105,14 @@ def test_prototypes_round_trip_and_old_states_get_them_from_memory(tmp_path: Pat
     assert loaded.prototype_weight == learner.prototype_weight
     np.testing.assert_array_equal(loaded.class_means.means, learner.class_means.means)
     np.testing.assert_array_equal(loaded.predict(x), learner.predict(x))
+    with np.load(tmp_path / "s" / "learned.npz") as data:  # a state written with one mean per class, no groups
+        np.savez(tmp_path / "s" / "learned.npz", **{k: data[k] for k in data.files if not k.startswith("class_mean_")})
+    meta = json.loads((tmp_path / "s" / "learner.json").read_text())
+    del meta["config"]["groups"]
+    (tmp_path / "s" / "learner.json").write_text(json.dumps(meta))
+    per_class = Learner.load_from(tmp_path / "s")
+    assert per_class.config.groups == "class" and per_class.class_means.classes.tolist() == [0, 1, 2, 3]
+    np.testing.assert_array_equal(per_class.predict(x), learner.predict(x))
     with np.load(tmp_path / "s" / "learned.npz") as data:  # a state written before class means existed
         np.savez(tmp_path / "s" / "learned.npz", **{k: data[k] for k in data.files if not k.startswith("class_")})
     old = Learner.load_from(tmp_path / "s")

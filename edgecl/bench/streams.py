@@ -1,5 +1,5 @@
-"""Benchmark streams as embeddings: class-incremental Fashion-MNIST and MNIST, domain-incremental digits, and
-CIFAR-100 / DomainNet read from --data-root when present (skipped with a note otherwise)."""
+"""Benchmark streams as embeddings: class-incremental Fashion-MNIST and MNIST, domain-incremental digits and
+Fashion-MNIST, and CIFAR-100 / DomainNet read from --data-root when present (skipped with a note otherwise)."""
 
 from __future__ import annotations
 
@@ -75,29 +75,72 @@ def _rotate(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(images, k=1, axes=(1, 2)))
 
 
-def digits_domains(embed: Embedder, train_per_class: int, test_per_class: int) -> Stream:
-    """MNIST -> optdigits -> inverted MNIST -> rotated MNIST, the same 10 digit labels."""
-    m_train, m_train_y = mnist("train")
-    m_test, m_test_y = mnist("test")
-    o_train, o_train_y = optdigits("train")
-    o_test, o_test_y = optdigits("test")
-    domains = [
-        ("mnist", m_train, m_train_y, m_test, m_test_y, lambda a: a),
-        ("optdigits", o_train, o_train_y, o_test, o_test_y, lambda a: a),
-        ("inverted", m_train, m_train_y, m_test, m_test_y, lambda a: 255 - a),
-        ("rotated", m_train, m_train_y, m_test, m_test_y, _rotate),
-    ]
-    tasks = []
-    for i, (domain, tr_x, tr_y, te_x, te_y, fn) in enumerate(domains):
-        offset = 0 if i < 2 else 1000 * i  # different MNIST images for each derived domain
+def _invert(images: np.ndarray) -> np.ndarray:
+    return 255 - images
+
+
+def _faded(images: np.ndarray) -> np.ndarray:
+    """Blurred (3x3 box, twice) and at 40% contrast around mid-grey: a worn-out, low-contrast camera."""
+    x = images.astype(np.float32)
+    for _ in range(2):
+        padded = np.pad(x, ((0, 0), (1, 1), (1, 1)), mode="edge")
+        x = sum(padded[:, i : i + x.shape[1], j : j + x.shape[2]] for i in range(3) for j in range(3)) / 9.0
+    return np.clip(128 + 0.4 * (x - 128), 0, 255).astype(np.uint8)
+
+
+# (domain, train split, test split, transform); each derived domain of the same data set uses other train images
+DomainSpec = tuple[str, Split, Split, Callable[[np.ndarray], np.ndarray]]
+
+
+def _domain_tasks(domains: list[DomainSpec], embed: Embedder, train_per_class: int,
+                  test_per_class: int) -> list[Task]:  # fmt: skip
+    """One task per domain over the same 10 classes, embedded."""
+    tasks: list[Task] = []
+    uses: dict[int, int] = {}
+    for domain, (tr_x, tr_y), (te_x, te_y), fn in domains:
+        offset = 1000 * uses.get(id(tr_x), 0)  # each domain derived from the same images trains on other ones
+        uses[id(tr_x)] = uses.get(id(tr_x), 0) + 1
         tr = _pick(tr_y[offset:], list(range(10)), train_per_class) + offset
         te = _pick(te_y, list(range(10)), test_per_class)
         tasks.append(Task(tuple(range(10)), domain, embed(fn(tr_x[tr])), tr_y[tr], embed(fn(te_x[te])), te_y[te]))
-    f_imgs, f_lab = fashion_mnist("test")
-    h = _pick(f_lab, list(range(10)), max(10, test_per_class // 4))
-    return Stream(
-        "digits-domains", "domain", DIGIT_CLASSES, tuple(tasks), embed(f_imgs[h]), f_lab[h], FASHION_MNIST_CLASSES
-    )
+    return tasks
+
+
+def _heldout(loader: Callable[[str], Split], test_per_class: int, embed: Embedder) -> Split:
+    images, labels = loader("test")
+    h = _pick(labels, list(range(10)), max(10, test_per_class // 4))
+    return embed(images[h]), labels[h]
+
+
+def digits_domains(embed: Embedder, train_per_class: int, test_per_class: int) -> Stream:
+    """MNIST -> optdigits -> inverted MNIST -> rotated MNIST, the same 10 digit labels."""
+    m_train, m_test, o_train, o_test = mnist("train"), mnist("test"), optdigits("train"), optdigits("test")
+    domains: list[DomainSpec] = [
+        ("mnist", m_train, m_test, lambda a: a),
+        ("optdigits", o_train, o_test, lambda a: a),
+        ("inverted", m_train, m_test, _invert),
+        ("rotated", m_train, m_test, _rotate),
+    ]
+    tasks = _domain_tasks(domains, embed, train_per_class, test_per_class)
+    h_x, h_y = _heldout(fashion_mnist, test_per_class, embed)
+    return Stream("digits-domains", "domain", DIGIT_CLASSES, tuple(tasks), h_x, h_y, FASHION_MNIST_CLASSES)
+
+
+def fashion_domains(embed: Embedder, train_per_class: int, test_per_class: int) -> Stream:
+    """Fashion-MNIST photographed four ways: original -> inverted -> rotated -> faded (blurred, low contrast)."""
+    train, test = fashion_mnist("train"), fashion_mnist("test")
+    domains: list[DomainSpec] = [
+        ("original", train, test, lambda a: a),
+        ("inverted", train, test, _invert),
+        ("rotated", train, test, _rotate),
+        ("faded", train, test, _faded),
+    ]
+    tasks = _domain_tasks(domains, embed, train_per_class, test_per_class)
+    h_x, h_y = _heldout(mnist, test_per_class, embed)
+    return Stream("fashion-domains", "domain", FASHION_MNIST_CLASSES, tuple(tasks), h_x, h_y, DIGIT_CLASSES)
+
+
+STREAMS = ("fashion-mnist", "mnist", "digits-domains", "fashion-domains", "cifar100", "domainnet")
 
 
 def build_streams(names: list[str], embed: Embedder, seed: int, train_per_class: int, test_per_class: int,
@@ -114,6 +157,8 @@ def build_streams(names: list[str], embed: Embedder, seed: int, train_per_class:
                                                  embed, seed, train_per_class, test_per_class))  # fmt: skip
             elif name == "digits-domains":
                 streams.append(digits_domains(embed, train_per_class, test_per_class))
+            elif name == "fashion-domains":
+                streams.append(fashion_domains(embed, train_per_class, test_per_class))
             elif name == "cifar100":
                 if download and data_root is not None:
                     from edgecl.bench.external import download_cifar100
@@ -123,9 +168,7 @@ def build_streams(names: list[str], embed: Embedder, seed: int, train_per_class:
             elif name == "domainnet":
                 streams.append(domainnet_stream(_root(data_root, name), embed, train_per_class, test_per_class))
             else:
-                notes.append(
-                    f"{name}: unknown stream (known: fashion-mnist, mnist, digits-domains, cifar100, domainnet)"
-                )
+                notes.append(f"{name}: unknown stream (known: {', '.join(STREAMS)})")
         except DatasetUnavailableError as exc:
             notes.append(f"{name}: skipped, {exc}")
     return streams, notes

@@ -1,8 +1,9 @@
 """Training losses over adapted embeddings: ce, gcl (global contrastive, per-sample estimators) and gdro (GCL with
-class-level KL-regularised DRO weights). Formulas: shared/docs/METHOD.md.
+class-level KL-regularised DRO weights). Formulas: README, "Learner".
 
 Every loss returns a LossOutput: `objective` to backpropagate (a surrogate whose gradient is the method's
-compositional gradient), `per_sample` values of the loss itself (detached), and the class weights q (gdro).
+compositional gradient), `per_sample` values of the loss itself (detached), and the group weights q (gdro). Losses
+take each row's group key (`groups`); only gdro uses it.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class CrossEntropyLoss:
         self.cfg = cfg
 
     def __call__(self, z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
-                 candidates: torch.Tensor | None = None) -> LossOutput:  # fmt: skip
+                 candidates: torch.Tensor | None = None, groups: torch.Tensor | None = None) -> LossOutput:  # fmt: skip
         return cross_entropy(z, text, y, self.cfg, candidates)
 
 
@@ -76,7 +77,7 @@ class BalancedCrossEntropyLoss(CrossEntropyLoss):
     so a class with many rows in the batch does not outweigh one with few."""
 
     def __call__(self, z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
-                 candidates: torch.Tensor | None = None) -> LossOutput:  # fmt: skip
+                 candidates: torch.Tensor | None = None, groups: torch.Tensor | None = None) -> LossOutput:  # fmt: skip
         per_sample = _cross_entropy_rows(z, text, y, self.cfg, candidates)
         classes, index = torch.unique(y, return_inverse=True)
         sums = torch.zeros(len(classes), dtype=per_sample.dtype).index_add(0, index, per_sample)
@@ -131,41 +132,44 @@ class GlobalContrastiveLoss:
         return surrogate, value
 
     def __call__(self, z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
-                 candidates: torch.Tensor | None = None) -> LossOutput:  # fmt: skip
+                 candidates: torch.Tensor | None = None, groups: torch.Tensor | None = None) -> LossOutput:  # fmt: skip
         surrogate, value = self.per_sample(z, text, y, ids)
         return LossOutput(surrogate.mean(), value)
 
 
 class GroupDROLoss:
-    """GCL whose per-class mean losses are weighted by q = softmax(log pi + v / lambda), v a moving average."""
+    """GCL whose per-group mean losses are weighted by q = softmax(log pi + v / lambda), v a moving average. A group
+    is a class (the paper's), a (class, domain) pair or a domain: `groups` gives each row's key (default: its
+    class)."""
 
     has_estimators = True
 
     def __init__(self, cfg: LossConfig) -> None:
         self.cfg = cfg
         self.gcl = GlobalContrastiveLoss(cfg)
-        self.v: dict[int, float] = {}  # per-class moving average of the batch class-mean loss
+        self.v: dict[int, float] = {}  # per-group moving average of the batch group-mean loss
 
     def class_weights(self, seen: list[int]) -> dict[int, float]:
-        """q over the seen classes with a uniform prior (classes without an estimate yet count as v = 0)."""
+        """q over the seen groups with a uniform prior (groups without an estimate yet count as v = 0)."""
         v = torch.tensor([self.v.get(c, 0.0) for c in seen], dtype=torch.float64)
         q = torch.softmax(v / self.cfg.dro_lambda, dim=0)  # log(pi) is constant for a uniform prior
         return {c: float(w) for c, w in zip(seen, q.tolist(), strict=False)}
 
     def __call__(self, z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
-                 candidates: torch.Tensor | None = None) -> LossOutput:  # fmt: skip
+                 candidates: torch.Tensor | None = None, groups: torch.Tensor | None = None) -> LossOutput:  # fmt: skip
         surrogate, value = self.gcl.per_sample(z, text, y, ids)
-        batch_classes = sorted(set(y.tolist()))
-        for c in batch_classes:
-            mean_value = float(value[y == c].mean())
-            prev = self.v.get(c)
-            self.v[c] = (
+        g = y if groups is None else groups
+        batch_groups = sorted(set(g.tolist()))
+        for k in batch_groups:
+            mean_value = float(value[g == k].mean())
+            prev = self.v.get(k)
+            self.v[k] = (
                 mean_value if prev is None else (1 - self.cfg.dro_gamma) * prev + self.cfg.dro_gamma * mean_value
             )
-        q = self.class_weights(sorted(set(self.v) | set(batch_classes)))
-        weights = torch.tensor([q[c] for c in batch_classes], dtype=z.dtype)
-        class_means = torch.stack([surrogate[y == c].mean() for c in batch_classes])
-        objective = (weights * class_means).sum() / weights.sum()
+        q = self.class_weights(sorted(set(self.v) | set(batch_groups)))
+        weights = torch.tensor([q[k] for k in batch_groups], dtype=z.dtype)
+        group_means = torch.stack([surrogate[g == k].mean() for k in batch_groups])
+        objective = (weights * group_means).sum() / weights.sum()
         return LossOutput(objective, value, q)
 
 

@@ -41,3 +41,4 @@ METHODS: dict[str, Method] = {
     )
 }  # fmt: skip
 DEFAULT_METHOD = "gdro"
+DEFAULT_GROUPS = "class_domain"  # what the memory balances and GDRO weighs (README, "Domain-incremental learning")

@@ -10,6 +10,7 @@ import numpy as np
 
 WEIGHT_GRID = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 64.0)  # candidate weights, measured on the held-out slice
 DEFAULT_WEIGHT = 16.0  # chosen by the README's sweep over task sizes and budgets; the prior of a measurement
+DOMAIN_WEIGHT = 2.0  # once a learner has seen two domains: chosen by benchmarks/domain_ablation.py (README)
 HOLDOUT_FRACTION = 0.2  # of each class's new rows, for classes with at least MIN_ROWS_TO_HOLD_OUT
 MIN_ROWS_TO_HOLD_OUT = 3
 MAX_HELD_OUT_PER_CLASS = 25  # a slice this big already measures the weight; the rest trains the head
@@ -22,32 +23,65 @@ def normalize(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ClassMeans:
-    """Running means of every image seen per class, in the frozen backbone's space. means (C, D) f32, counts (C,)."""
+    """Running means of every image seen per (class, domain) group, in the frozen backbone's space: one domain's
+    photos of a class can look nothing like another's (an inverted or rotated digit), so each domain keeps its own
+    mean and a class scores its best-matching one. means (G, D) f32, counts (G,), classes (G,) and domains (G,)
+    the learner's class and domain index of each group."""
 
     means: np.ndarray
     counts: np.ndarray
+    classes: np.ndarray
+    domains: np.ndarray
 
     @classmethod
     def empty(cls, dim: int) -> ClassMeans:
-        return cls(np.zeros((0, dim), np.float32), np.zeros(0, np.int64))
+        none = np.zeros(0, np.int64)
+        return cls(np.zeros((0, dim), np.float32), none, none, none)
 
-    def updated(self, x: np.ndarray, y: np.ndarray, n_classes: int) -> ClassMeans:
-        """These means after also seeing rows x (N, D) of classes y (N,); classes up to n_classes - 1 exist."""
-        grow = n_classes - len(self.counts)
-        sums = np.concatenate([self.means, np.zeros((grow, self.means.shape[1]), np.float32)]).astype(np.float64)
+    @classmethod
+    def per_class(cls, means: np.ndarray, counts: np.ndarray) -> ClassMeans:
+        """Means saved one per class (states written before domains had their own): group c is class c."""
+        return cls(means, counts, np.arange(len(counts)), np.zeros(len(counts), np.int64))
+
+    def updated(self, x: np.ndarray, y: np.ndarray, domains: np.ndarray | int = 0) -> ClassMeans:
+        """These means after also seeing rows x (N, D) of classes y (N,) in domains (N,) (or one for all)."""
+        d = np.broadcast_to(np.asarray(domains, np.int64), y.shape)
+        keys = list(zip(self.classes.tolist(), self.domains.tolist(), strict=True))
+        index = {k: g for g, k in enumerate(keys)}
+        for k in zip(y.tolist(), d.tolist(), strict=True):
+            if k not in index:
+                index[k] = len(keys)
+                keys.append(k)
+        group = np.array([index[k] for k in zip(y.tolist(), d.tolist(), strict=True)], np.int64)
+        grow = len(keys) - len(self.counts)
         counts = np.concatenate([self.counts, np.zeros(grow, np.int64)])
+        sums = np.concatenate([self.means, np.zeros((grow, self.means.shape[1]), np.float32)]).astype(np.float64)
         sums *= counts[:, None]
-        np.add.at(sums, y, x.astype(np.float64))
-        counts = counts + np.bincount(y, minlength=n_classes)
-        means = sums / np.maximum(counts, 1)[:, None]
-        return ClassMeans(means.astype(np.float32), counts)
+        np.add.at(sums, group, x.astype(np.float64))
+        counts = counts + np.bincount(group, minlength=len(keys))
+        means = (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
+        key_array = np.array(keys, np.int64).reshape(-1, 2)
+        return ClassMeans(means, counts, key_array[:, 0], key_array[:, 1])
 
     def without(self, index: int) -> ClassMeans:
-        return ClassMeans(np.delete(self.means, index, axis=0), np.delete(self.counts, index))
+        """Class `index` dropped; later classes move down by one."""
+        keep = self.classes != index
+        classes = self.classes[keep] - (self.classes[keep] > index)
+        return ClassMeans(self.means[keep], self.counts[keep], classes, self.domains[keep])
 
-    def scores(self, x: np.ndarray) -> np.ndarray:
-        """(N, C) cosine of each raw embedding with each class mean (0 for a class never seen)."""
-        return normalize(np.asarray(x, np.float32)) @ normalize(self.means).T
+    def samples_of(self, n_classes: int) -> np.ndarray:
+        """(n_classes,) images seen per class, over all domains."""
+        return np.bincount(self.classes, weights=self.counts, minlength=n_classes).astype(np.int64)
+
+    def scores(self, x: np.ndarray, n_classes: int) -> np.ndarray:
+        """(N, n_classes) per class, the best cosine of each raw embedding with one of the class's group means
+        (0 for a class never seen)."""
+        cos = normalize(np.asarray(x, np.float32)) @ normalize(self.means).T  # (N, G)
+        out = np.full((len(cos), n_classes), -np.inf, np.float32)
+        for g, c in enumerate(self.classes):
+            np.maximum(out[:, c], cos[:, g], out=out[:, c])
+        out[np.isinf(out)] = 0.0
+        return out
 
 
 def holdout_mask(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -71,6 +71,7 @@ class TrainData:
     text: np.ndarray  # (C, D) f32 class text embeddings of every seen class
     task_classes: np.ndarray  # class indices of the current task (finetune's candidates)
     n_new: int = -1  # rows [0, n_new) are the task's new data, the rest replayed memory (-1: all new)
+    groups: np.ndarray | None = None  # (N,) int64 group key of each row for GDRO (edgecl.memory.policy); None: y
 
     @property
     def new_rows(self) -> int:
@@ -136,6 +137,7 @@ def train(head: torch.nn.Module, text_head: torch.nn.Module | None, data: TrainD
     loss_fn = _loss_fn(cfg, loss_state)
     x, y = torch.from_numpy(np.asarray(data.x, np.float32)), torch.from_numpy(data.y.astype(np.int64))  # no copy
     ids, text = torch.from_numpy(data.ids.astype(np.int64)), torch.from_numpy(data.text.astype(np.float32))
+    groups = y if data.groups is None else torch.from_numpy(data.groups.astype(np.int64))
     only_task = METHODS[cfg.method].task_classes_only
     candidates = torch.from_numpy(data.task_classes.astype(np.int64)) if only_task else None
     steps = cfg.steps_for(data.new_rows)
@@ -146,7 +148,8 @@ def train(head: torch.nn.Module, text_head: torch.nn.Module | None, data: TrainD
     head.train()
     for step, rows in enumerate(data.batches(cfg.batch_size, steps, rng), 1):
         if len(rows) >= 2:
-            last = _step(head, text_head, optimizer, scaler, loss_fn, (x, y, ids, text, candidates), rows, cfg)
+            last = _step(head, text_head, optimizer, scaler, loss_fn, (x, y, ids, text, candidates, groups), rows,
+                         cfg)  # fmt: skip
             total, count, done = total + float(last.per_sample.sum()), count + len(rows), done + 1
         out_of_time = time.perf_counter() - start > cfg.max_seconds
         if step % span == 0 or step == steps or out_of_time:
@@ -165,10 +168,10 @@ def _step(head: torch.nn.Module, text_head: torch.nn.Module | None, optimizer: t
           scaler: torch.amp.GradScaler, loss_fn: Callable[..., LossOutput], tensors: tuple, rows: np.ndarray,
           cfg: TrainConfig) -> LossOutput:  # fmt: skip
     """One optimiser step on the pool rows `rows`; raises TrainingDivergedError on a non-finite loss."""
-    x, y, ids, text, candidates = tensors
+    x, y, ids, text, candidates, groups = tensors
     batch = torch.from_numpy(rows)
     z, t = _forward(head, text_head, x[batch], text, cfg.precision)
-    out = loss_fn(z, t, y[batch], ids[batch], candidates)
+    out = loss_fn(z, t, y[batch], ids[batch], candidates, groups[batch])
     if not torch.isfinite(out.objective):
         raise TrainingDivergedError(f"{cfg.method} loss became {float(out.objective.detach())}; try a lower --lr")
     optimizer.zero_grad(set_to_none=True)

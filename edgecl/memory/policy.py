@@ -16,6 +16,26 @@ AUTO_PQ_BELOW = 10
 AUTO_MIN_GROUPS = 10
 AUTO_ORDER = ("fp16", "int8", "int4")  # most precise first
 _MIX = np.uint64(0x9E3779B97F4A7C15)
+# What the memory gives equal shares to (and GDRO weighs, edgecl.learn.groups): classes, (class, domain) pairs, or
+# domains. A group key is an int64: the class index, class * DOMAIN_SLOTS + domain, or the domain index.
+GROUPINGS = ("class", "class_domain", "domain")
+DOMAIN_SLOTS = 256  # more than MAX_DOMAINS
+
+
+def group_keys(groups: str, classes: np.ndarray, domains: np.ndarray) -> np.ndarray:
+    """(N,) int64 group key of rows with class indices `classes` and domain indices `domains`."""
+    c, d = np.asarray(classes, np.int64), np.asarray(domains, np.int64)
+    if groups == "class":
+        return c
+    if groups == "domain":
+        return d
+    return c * DOMAIN_SLOTS + d
+
+
+def group_count(groups: str, n_classes: int, n_domains: int) -> int:
+    """How many groups n_classes classes in n_domains domains can make (at least 1)."""
+    counts = {"class": n_classes, "domain": n_domains, "class_domain": n_classes * n_domains}
+    return max(1, counts[groups])
 
 
 def choose_auto_codec(

@@ -15,7 +15,15 @@ import numpy as np
 from edgecl.atomic import atomic_write_bytes
 from edgecl.errors import EdgeclError
 from edgecl.memory.codec import CODEC_NAMES, Codec, make_codec
-from edgecl.memory.policy import balanced_quotas, choose_auto_codec, herding_order, random_priority
+from edgecl.memory.policy import (
+    GROUPINGS,
+    balanced_quotas,
+    choose_auto_codec,
+    group_count,
+    group_keys,
+    herding_order,
+    random_priority,
+)
 from edgecl.units import BudgetError, format_bytes
 
 MEMORY_FORMAT = "edgecl-memory"
@@ -41,6 +49,7 @@ class MemoryConfig:
     selection: str = "random"  # random | herding
     seed: int = 0
     auto_pq: bool = True  # may `auto` pick PQ for a tiny budget? (best for NCM; trained methods do better on int4)
+    groups: str = "class_domain"  # what gets equal shares: class | class_domain | domain (GROUPINGS)
 
     def __post_init__(self) -> None:
         if self.budget_bytes <= 0:
@@ -49,6 +58,8 @@ class MemoryConfig:
             raise EdgeclError(f"MemoryConfig.codec: unknown codec {self.codec!r}; use {', '.join(CODEC_NAMES)} or auto")
         if self.selection not in ("random", "herding"):
             raise EdgeclError(f"MemoryConfig.selection must be 'random' or 'herding', got {self.selection!r}")
+        if self.groups not in GROUPINGS:
+            raise EdgeclError(f"MemoryConfig.groups must be one of {', '.join(GROUPINGS)}, got {self.groups!r}")
 
 
 @dataclass(frozen=True)
@@ -148,7 +159,7 @@ class ReplayMemory:
             return self.codec  # a fixed codec, or PQ, whose codebook must stay stable
         if self.config.codec == "pq":
             return self._fitted_pq(x, classes, domains)
-        n_groups = max(1, len(classes)) * max(1, len(domains))
+        n_groups = group_count(self.config.groups, len(classes), len(domains))
         names = ("fp16", "int8", "int4")
         capacity = {name: self._capacity(make_codec(name, self.dim), classes, domains) for name in names}
         if capacity["int4"] < n_groups:  # no scalar codec holds one sample per group: PQ rather than a refusal
@@ -165,7 +176,7 @@ class ReplayMemory:
         whose codebook takes at most half the budget and still leaves room for one sample per group."""
         stored = [self.codec.decode(self.codes)] if self.codec is not None and len(self.codes) else []
         data = np.concatenate([*stored, x])
-        n_groups = max(1, len(classes)) * max(1, len(domains))
+        n_groups = group_count(self.config.groups, len(classes), len(domains))
         top = pq_bits_for_budget(self.dim, self.config.budget_bytes)
         for nbits in (b for b in PQ_BITS if b <= top):
             codec = make_codec("pq", self.dim, {"nbits": nbits})
@@ -192,25 +203,31 @@ class ReplayMemory:
     def _select(
         self, codec: Codec, codes: np.ndarray, labels: np.ndarray, dom: np.ndarray, ids: np.ndarray
     ) -> np.ndarray:
-        """Row indices to keep: water-filled equal quotas per (class, domain) group, by priority within a group."""
+        """Row indices to keep: water-filled equal quotas per group (MemoryConfig.groups), by priority within one."""
         classes, domains = self.classes, self.domains
-        group = labels.astype(np.int64) * len(domains) + dom.astype(np.int64)
+        group = group_keys(self.config.groups, labels, dom)
         present, group_of_row = np.unique(group, return_inverse=True)
         capacity = self._capacity(codec, classes, domains)
         if capacity < len(present):
             need = self.minimum_budget(codec, classes, domains, len(present))
             raise BudgetError(
                 f"budget {format_bytes(self.config.budget_bytes)} cannot hold one sample for each of {len(present)} "
-                f"class/domain groups with codec {codec.name} ({codec.bytes_per_vector} B/sample); "
-                f"minimum is {need} bytes: raise --budget or pick a smaller codec"
+                f"{self.config.groups.replace('_', '/')} groups with codec {codec.name} "
+                f"({codec.bytes_per_vector} B/sample); minimum is {need} bytes: raise --budget or pick a smaller codec"
             )
         available = np.bincount(group_of_row, minlength=len(present))
-        offered = np.array(
-            [self.supplied.get((classes[g // len(domains)], domains[g % len(domains)]), 0) for g in present]
-        )
-        quota = balanced_quotas(available, np.maximum(offered, available), capacity)
+        quota = balanced_quotas(available, np.maximum(self._offered(present), available), capacity)
         keep = [self._pick(codec, codes, ids, np.flatnonzero(group_of_row == g), int(q)) for g, q in enumerate(quota)]
         return np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
+
+    def _offered(self, present: np.ndarray) -> np.ndarray:
+        """(G,) samples ever offered to each present group (the sum over its (class, domain) pairs)."""
+        pairs = [(c, d, n) for (c, d), n in self.supplied.items() if c in self.classes and d in self.domains]
+        labels = np.array([self.classes.index(c) for c, _, _ in pairs], np.int64)
+        dom = np.array([self.domains.index(d) for _, d, _ in pairs], np.int64)
+        keys = group_keys(self.config.groups, labels, dom)
+        counts = np.array([n for _, _, n in pairs], np.int64)
+        return np.array([counts[keys == g].sum() for g in present], np.int64)
 
     def _pick(self, codec: Codec, codes: np.ndarray, ids: np.ndarray, rows: np.ndarray, quota: int) -> np.ndarray:
         if quota >= len(rows):
@@ -268,9 +285,7 @@ class ReplayMemory:
             "format": MEMORY_FORMAT, "format_version": str(MEMORY_FORMAT_VERSION), "dim": str(self.dim),
             "codec": codec.name if codec else self.config.codec,
             "codec_config": json.dumps(codec.config() if codec else {}),
-            "config": json.dumps({"budget_bytes": self.config.budget_bytes, "codec": self.config.codec,
-                                  "selection": self.config.selection, "seed": self.config.seed,
-                                  "auto_pq": self.config.auto_pq}),
+            "config": json.dumps(self._config_json()),
             "classes": json.dumps(classes), "domains": json.dumps(domains), "next_id": str(next_id),
             "recon": json.dumps({"count": self.recon["count"], "cosine_sum": round(self.recon["cosine_sum"], 4)}),
             "supplied": json.dumps(sorted([c, d, n] for (c, d), n in self.supplied.items())),
@@ -281,6 +296,14 @@ class ReplayMemory:
             {k: np.ascontiguousarray(v) for k, v in tensors.items()},
             metadata={_META_KEY: json.dumps(meta, sort_keys=True)},
         )
+
+    def _config_json(self) -> dict[str, Any]:
+        c = self.config
+        cfg = {"budget_bytes": c.budget_bytes, "codec": c.codec, "selection": c.selection, "seed": c.seed,
+               "auto_pq": c.auto_pq}  # fmt: skip
+        if c.groups != "class_domain":  # files from before groups were chosen balance (class, domain)
+            cfg["groups"] = c.groups
+        return cfg
 
     def to_bytes(self) -> bytes:
         return self._serialize(self.codec, self.classes, self.domains, self.codes, self.labels, self.domain_idx,
@@ -301,7 +324,7 @@ class ReplayMemory:
         try:
             cfg = json.loads(meta["config"])
             config = MemoryConfig(int(cfg["budget_bytes"]), cfg["codec"], cfg["selection"], int(cfg["seed"]),
-                                  bool(cfg.get("auto_pq", True)))  # fmt: skip
+                                  bool(cfg.get("auto_pq", True)), cfg.get("groups", "class_domain"))  # fmt: skip
             memory = cls(config, int(meta["dim"]))
             state = {k: v for k, v in tensors.items() if k.startswith("pq_")}
             unset = meta["codec"] == "auto" or (meta["codec"] == "pq" and not state)  # empty: chosen on first add
