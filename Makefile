@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	@if [ ! -d $(FASHION_DIR) ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
-	  else echo "note: Fashion-MNIST missing; as root run: apt-get install dataset-fashion-mnist"; fi; \
+	  else echo "error: Fashion-MNIST is missing and only root can install it: apt-get install dataset-fashion-mnist"; \
+	    exit 1; fi; \
 	fi
+	test -d $(FASHION_DIR)  # the tests and the demo need it; no stamp until it is there, so the next run retries
 	touch $(STAMP)
 
 demo: install

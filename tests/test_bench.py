@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +16,15 @@ from edgecl.learn.methods import METHODS
 runner = CliRunner()
 
 
-def test_quick_suite_smoke(tmp_path: Path, bundled_export: Path) -> None:
-    result = runner.invoke(app, ["bench", "--suite", "quick", "--out", str(tmp_path / "out"), "--json"])
-    assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
+def test_suite_smoke(tmp_path: Path, bundled_export: Path) -> None:
+    """The quick suite's stream, methods and reports at one budget instead of three and fewer images (the full quick
+    suite takes about 2 minutes): every method, accuracy matrices, plots and the Markdown report."""
+    from dataclasses import replace
+
+    from edgecl.bench.suite import SUITES, run_suite
+
+    suite = replace(SUITES["quick"], budget_sweep=("64KB",), train_per_class=60, test_per_class=30)
+    data = run_suite("quick", tmp_path / "out", suite=suite)
     methods = {r["method"] for r in data["runs"]}
     assert methods == set(METHODS)
     for run in data["runs"]:
@@ -33,6 +37,8 @@ def test_quick_suite_smoke(tmp_path: Path, bundled_export: Path) -> None:
         "fashion-mnist-last-accuracy-vs-budget.png", "fashion-mnist-gdro-accuracy-matrix.png",
     }  # fmt: skip
     assert "| fashion-mnist | gdro |" in (tmp_path / "out" / "report.md").read_text()
+    result = runner.invoke(app, ["bench", "--suite", "quik", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "unknown suite 'quik'" in result.output
 
 
 def test_streams_and_skips(bundled_export: Path) -> None:

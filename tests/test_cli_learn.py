@@ -26,12 +26,9 @@ LEARN_KEYS = {"classes", "new_classes", "samples_stored", "memory_bytes", "budge
 
 
 def fashion_images(cls: int, n: int, offset: int = 0) -> list[np.ndarray]:
-    from edgecl.datasets import DatasetUnavailableError, fashion_mnist
+    from edgecl.datasets import fashion_mnist
 
-    try:
-        images, labels = fashion_mnist("train")
-    except DatasetUnavailableError as exc:
-        pytest.skip(str(exc))
+    images, labels = fashion_mnist("train")  # missing offline data fails the suite (`make install` installs it)
     return list(images[np.flatnonzero(labels == cls)[offset : offset + n]])
 
 

@@ -35,14 +35,16 @@ SUITES = {
 
 
 def run_suite(name: str, out_dir: Path, data_root: Path | None = None, download: bool = False,
-              progress: Callable[[str, int, int], None] = lambda s, d, t: None) -> dict[str, Any]:  # fmt: skip
-    """Run a suite with the bundled backbone; writes results.json, report.md and PNG plots into out_dir."""
+              progress: Callable[[str, int, int], None] = lambda s, d, t: None,
+              suite: Suite | None = None) -> dict[str, Any]:  # fmt: skip
+    """Run a suite (SUITES[name], or `suite` under that name) with the bundled backbone; writes results.json,
+    report.md and PNG plots into out_dir."""
     from edgecl.bench.runner import RunSpec, run_stream
     from edgecl.bench.streams import Embedder, build_streams
     from edgecl.encoder import Encoder
     from edgecl.models import ensure_model
 
-    suite = SUITES[name]
+    suite = suite or SUITES[name]
     start = time.perf_counter()
     encoder = Encoder(ensure_model("bundled", None, lambda m: progress(m, 0, 0)).root)
     progress("embedding data sets (cached after the first run)", 0, 0)

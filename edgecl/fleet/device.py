@@ -1,0 +1,135 @@
+"""One device of a fleet, on its own state directory: what it shares (its own learning only) and how it takes the
+fleet's result, committed with the same lock and atomic snapshot as `edgecl learn`. Its replay memory never leaves
+it and is never touched here, so it stays within its byte budget.
+
+What came from the fleet is kept apart from what the device learned itself: the fleet's class means live in
+groups of a reserved domain index (FLEET_DOMAIN), so a device shares only its own images' means and counts and a
+later round never counts a sample twice.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecl.errors import EdgeclError
+from edgecl.fleet.aggregate import Update
+from edgecl.learn.prototypes import ClassMeans
+from edgecl.memory.policy import DOMAIN_SLOTS
+from edgecl.state import commit_snapshot, read_state, state_root, writer_lock
+
+FLEET_DOMAIN = DOMAIN_SLOTS - 1  # class means received from the fleet (a learner never has this many domains)
+ADAPTER = "adapter"
+
+
+def _snapshot(state_dir: str | Path) -> Any:
+    snapshot = read_state(state_root(state_dir))
+    if snapshot is None:
+        raise EdgeclError(f"{state_dir}: this device has learned nothing yet; run `edgecl learn` on it first")
+    return snapshot
+
+
+def local_update(state_dir: str | Path) -> Update:
+    """What this device learned itself: adapter tensors, classes with counts, text embeddings, class means."""
+    from edgecl.learner import Learner
+
+    snapshot = _snapshot(state_dir)
+    learner = Learner.load_from(snapshot.folder)
+    own = learner.class_means.domains != FLEET_DOMAIN
+    counts = np.bincount(learner.class_means.classes[own], weights=learner.class_means.counts[own],
+                         minlength=len(learner.classes)).astype(np.int64)  # fmt: skip
+    class_counts = {c: int(n) for c, n in zip(learner.classes, counts, strict=True) if n > 0}
+    sums: dict[str, tuple[np.ndarray, int]] = {}
+    for mean, n, c in zip(learner.class_means.means[own], learner.class_means.counts[own],
+                          learner.class_means.classes[own], strict=True):  # fmt: skip
+        total, k = sums.get(learner.classes[c], (np.zeros(learner.dim, np.float64), 0))
+        sums[learner.classes[c]] = (total + n * mean.astype(np.float64), k + int(n))
+    means = {(c, ""): ((t / max(k, 1)).astype(np.float32), k) for c, (t, k) in sums.items()}
+    text = {c: learner.text[i] for i, c in enumerate(learner.classes) if c in class_counts}
+    samples = sum(int(task["samples"]) for task in learner.tasks)
+    return Update(snapshot.meta["backbone"], learner.dim, samples, _lora_tensors(snapshot.folder / ADAPTER),
+                  class_counts, text, means)  # fmt: skip
+
+
+def _lora_tensors(folder: Path) -> dict[str, np.ndarray]:
+    """The adapter's LoRA tensors under peft's own names (none when the method trains nothing)."""
+    path = folder / "adapter_model.safetensors"
+    if not path.is_file():
+        return {}
+    from safetensors.numpy import load_file
+
+    return {k: v for k, v in load_file(str(path)).items() if "lora_" in k}
+
+
+def apply_fleet(state_dir: str | Path, fleet: Update, lock_timeout_s: float = 300.0) -> dict[str, Any]:
+    """Take the fleet's adapter (when this device has one to replace), every class and the others' class means;
+    commit atomically. Returns what changed."""
+    from edgecl.learner import Learner
+
+    root = state_root(state_dir)
+    with writer_lock(root, lock_timeout_s, lambda m: None):
+        snapshot = _snapshot(root)
+        if snapshot.meta["backbone"] != fleet.backbone:
+            raise EdgeclError(f"this device uses backbone {snapshot.meta['backbone']}, the fleet {fleet.backbone}")
+        learner = Learner.load_from(snapshot.folder)
+        new_classes = [c for c in fleet.class_counts if c not in learner.classes]
+        learner.classes = learner.classes + new_classes
+        learner.text = np.concatenate([learner.text, *[fleet.text[c][None] for c in new_classes]]).astype(np.float32)
+        learner.class_means = _with_fleet_means(learner, fleet)
+        with tempfile.TemporaryDirectory(prefix="edgecl-fleet-") as tmp:
+            adapter = _write_adapter(snapshot.folder / ADAPTER, fleet.lora, Path(tmp) / ADAPTER)
+            if adapter is not None:
+                from edgecl.learn.adapters import load_adapter, merge
+
+                learner.head, learner._adapter_dirs[ADAPTER] = None, adapter
+                learner.merged = merge(load_adapter(learner.dim, adapter))
+            rounds = int(snapshot.meta.get("fleet", {}).get("rounds", 0)) + 1
+            meta = {**snapshot.meta, "fleet": {"rounds": rounds, "classes": len(learner.classes)}}
+            commit_snapshot(root, learner.save_to, meta)
+    memory = learner.memory
+    return {"new_classes": new_classes, "classes": list(learner.classes), "adapter": adapter is not None,
+            "memory_bytes": memory.size_bytes(), "budget_bytes": memory.config.budget_bytes}  # fmt: skip
+
+
+def _write_adapter(own: Path, lora: dict[str, np.ndarray], out: Path) -> Path | None:
+    """The device's peft adapter folder with the fleet's LoRA tensors in place of its own (same names, shapes)."""
+    mine = _lora_tensors(own)
+    if not mine or not lora:
+        return None
+    if mine.keys() != lora.keys() or any(mine[k].shape != lora[k].shape for k in mine):
+        raise EdgeclError("the fleet's adapter differs from this device's in names or shapes (another LoRA rank?)")
+    from safetensors.numpy import load_file, save_file
+
+    shutil.copytree(own, out)
+    tensors = load_file(str(own / "adapter_model.safetensors")) | {k: np.ascontiguousarray(v) for k, v in lora.items()}
+    save_file(tensors, str(out / "adapter_model.safetensors"))
+    json.loads((out / "adapter_config.json").read_text())  # peft's config travels unchanged
+    return out
+
+
+def _with_fleet_means(learner: Any, fleet: Update) -> ClassMeans:
+    """The device's own class means plus, per class, the fleet's contribution without its own (count-weighted)."""
+    cm = learner.class_means
+    own = cm.domains != FLEET_DOMAIN
+    means, counts = list(cm.means[own]), list(cm.counts[own])
+    classes, domains = list(cm.classes[own]), list(cm.domains[own])
+    for (name, _), (mean, n) in fleet.means.items():
+        c = learner.classes.index(name)
+        mine = own & (cm.classes == c)
+        own_n = int(cm.counts[mine].sum())
+        own_sum = (cm.means[mine].astype(np.float64) * cm.counts[mine][:, None]).sum(0)
+        others = n - own_n
+        if others <= 0:
+            continue
+        means.append(((n * mean.astype(np.float64) - own_sum) / others).astype(np.float32))
+        counts.append(others)
+        classes.append(c)
+        domains.append(FLEET_DOMAIN)
+    dim = learner.dim
+    return ClassMeans(np.array(means, np.float32).reshape(-1, dim), np.array(counts, np.int64),
+                      np.array(classes, np.int64), np.array(domains, np.int64))  # fmt: skip

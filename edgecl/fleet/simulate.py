@@ -1,0 +1,158 @@
+"""`edgecl fleet simulate`: N devices on one machine, each learning its own part of an offline data set with
+`edgecl learn`'s code, then R rounds of Flower's simulation engine (edgecl.fleet.apps)."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecl.errors import EdgeclError
+
+STREAMS = ("fashion-mnist", "mnist")
+SPLITS = ("disjoint", "dirichlet")
+DIRICHLET_ALPHA = 0.5
+
+
+@dataclass(frozen=True)
+class FleetSpec:
+    devices: int = 3
+    rounds: int = 3
+    stream: str = "fashion-mnist"
+    split: str = "disjoint"
+    budget: str = "64KB"
+    train_per_class: int = 100
+    test_per_class: int = 100
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.devices <= 32:
+            raise EdgeclError(f"--devices must be 2..32, got {self.devices}")
+        if self.rounds < 1:
+            raise EdgeclError(f"--rounds must be at least 1, got {self.rounds}")
+        if self.stream not in STREAMS or self.split not in SPLITS:
+            raise EdgeclError(f"--stream is one of {', '.join(STREAMS)}, --split one of {', '.join(SPLITS)}")
+        if self.split == "disjoint" and self.devices > 10:
+            raise EdgeclError("a disjoint split gives every device at least one of the 10 classes: --devices <= 10")
+
+
+def _data(stream: str) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], tuple[str, ...]]:
+    from edgecl.datasets import DIGIT_CLASSES, FASHION_MNIST_CLASSES, fashion_mnist, mnist
+
+    loader, labels = (fashion_mnist, FASHION_MNIST_CLASSES) if stream == "fashion-mnist" else (mnist, DIGIT_CLASSES)
+    return loader("train"), loader("test"), labels
+
+
+def partition(labels: np.ndarray, spec: FleetSpec) -> list[np.ndarray]:
+    """Row indices of each device's training images: `train_per_class` of every class, dealt out disjointly by
+    class (seeded class order, nearly equal numbers of classes) or by Dirichlet(0.5) shares per class."""
+    rng = np.random.default_rng(spec.seed)
+    per_class = [np.flatnonzero(labels == c)[: spec.train_per_class] for c in range(10)]
+    if spec.split == "disjoint":
+        order = rng.permutation(10)
+        groups = np.array_split(order[::-1], spec.devices)[::-1]  # 10 over 3: 3, 3, 4
+        return [np.concatenate([per_class[c] for c in sorted(g)]) for g in groups]
+    parts: list[list[np.ndarray]] = [[] for _ in range(spec.devices)]
+    for rows in per_class:
+        shares = rng.dirichlet(np.full(spec.devices, DIRICHLET_ALPHA))
+        cuts = np.round(np.cumsum(shares)[:-1] * len(rows)).astype(int)
+        for d, chunk in enumerate(np.split(rng.permutation(rows), cuts)):
+            parts[d].append(chunk)
+    return [np.sort(np.concatenate(p)) for p in parts]
+
+
+def write_task(folder: Path, images: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> Path:
+    """Class folders of PNG files, as a user's photos would arrive."""
+    from PIL import Image
+
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        (folder / names[label]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / names[label] / f"{i}.png")
+    return folder
+
+
+def learn_device(state_dir: Path, task_dir: Path, budget: str, seed: int) -> dict[str, Any]:
+    from edgecl.commands import LearnOptions, learn
+
+    return learn(LearnOptions(str(task_dir), budget, str(state_dir), backbone="bundled", seed=seed))
+
+
+def accuracy(state_dir: Path, x: np.ndarray, y: np.ndarray, names: tuple[str, ...]) -> float:
+    """Share of (N, D) test embeddings whose best learned class is their label (a class not learned counts wrong)."""
+    from edgecl.learner import Learner
+    from edgecl.state import read_state
+
+    snapshot = read_state(state_dir)
+    assert snapshot is not None
+    learner = Learner.load_from(snapshot.folder)
+    predicted = [learner.classes[p] for p in learner.predict(x)]
+    return float(np.mean([p == names[t] for p, t in zip(predicted, y, strict=True)]))
+
+
+def simulate(spec: FleetSpec, work: Path | None = None,
+             progress: Callable[[str, int, int], None] = lambda s, d, t: None) -> dict[str, Any]:  # fmt: skip
+    """Learn each device's part, run the rounds on Flower's simulation engine, measure before and after."""
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgecl-fleet-") as tmp:
+        root = Path(work or tmp)
+        (train_x, train_y), (test_x, test_y), names = _data(spec.stream)
+        test_rows = np.concatenate([np.flatnonzero(test_y == c)[: spec.test_per_class] for c in range(10)])
+        x_test, y_test = _embed(test_x[test_rows]), test_y[test_rows]
+        devices = []
+        for d, rows in enumerate(partition(train_y, spec)):
+            progress(f"device {d}: learning {len(rows)} images", d, spec.devices)
+            state = root / f"device-{d}"
+            learn_device(state, write_task(root / f"task-{d}", train_x[rows], train_y[rows], names), spec.budget,
+                         spec.seed)  # fmt: skip
+            local = sorted({int(c) for c in train_y[rows]})
+            devices.append({"id": d, "local_classes": [names[c] for c in local],
+                            "acc_all_before": accuracy(state, x_test, y_test, names)})  # fmt: skip
+        progress(f"{spec.rounds} rounds on Flower's simulation engine", spec.devices, spec.devices)
+        summary = run_fleet(root, spec.devices, spec.rounds)
+        for device in devices:
+            state = root / f"device-{device['id']}"
+            local = np.isin(y_test, [names.index(c) for c in device["local_classes"]])
+            figures = next((f for f in summary["devices"] if f["state-dir"] == str(state)), {"error": "no answer"})
+            device.update(acc_all_after=accuracy(state, x_test, y_test, names),
+                          acc_local_after=accuracy(state, x_test[local], y_test[local], names),
+                          memory_bytes=int(figures.get("memory_bytes", -1)),
+                          budget_bytes=int(figures.get("budget_bytes", -1)), error=figures.get("error"))  # fmt: skip
+    rounds = summary["rounds"]
+    return {"rounds": spec.rounds, "devices": devices,
+            "bytes_up_per_round": int(np.mean([r["bytes_up"] for r in rounds])),
+            "bytes_down_per_round": int(np.mean([r["bytes_down"] for r in rounds])),
+            "refused": [x for r in rounds for x in r["refused"]], "seconds": round(time.perf_counter() - start, 1),
+            "stream": spec.stream, "split": spec.split, "budget": spec.budget}  # fmt: skip
+
+
+def run_fleet(root: Path, devices: int, rounds: int) -> dict[str, Any]:
+    """R rounds over the state directories <root>/device-<k> on Flower's simulation engine (Ray, one CPU each)."""
+    from flwr.simulation import run_simulation
+
+    from edgecl.fleet.apps import client_app, make_server_app
+
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:  # Flower's log lines (set up on import) need -v
+        logging.getLogger("flwr").setLevel(logging.ERROR)
+
+    out: dict[str, Any] = {}
+    settings = {"rounds": rounds, "min-nodes": devices, "round-timeout": 600.0, "state-root": str(root)}
+    resources = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}}
+    run_simulation(server_app=make_server_app(settings, out.update), client_app=client_app,
+                   num_supernodes=devices, backend_config=resources)  # fmt: skip
+    if "rounds" not in out:
+        raise EdgeclError("the Flower simulation ended without a result (see the log above)")
+    return out
+
+
+def _embed(images: np.ndarray) -> np.ndarray:
+    from edgecl.bench.embeddings import Embedder
+    from edgecl.encoder import Encoder
+    from edgecl.models import ensure_model
+
+    return Embedder(Encoder(ensure_model("bundled").root))(images)
