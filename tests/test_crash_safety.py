@@ -20,7 +20,7 @@ from edgecl.state import commit_snapshot, read_state
 
 ROOT = Path(__file__).resolve().parents[1]
 KILL_TRIALS = 15
-MAX_KILL_DELAY_S = 10.0
+MAX_KILL_DELAY_S = 6.0
 
 
 def _task(folder: Path, classes: dict[str, int], n: int = 10) -> Path:
