@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 
 import typer
 
-try:  # typer >= 0.20 carries its own copy of click
+try:  # typer 0.21+ carries its own copy of click (flwr 1.42 pins typer < 0.21, so click itself is used)
     from typer._click import exceptions as usage
-except ImportError:  # pragma: no cover
+except ImportError:
     from click import exceptions as usage  # type: ignore[no-redef]
 
 from edgecl.errors import EdgeclError
