@@ -197,6 +197,10 @@ def learn(
     start, host = time.perf_counter(), host_bytes()
     if opts.budget is not None:
         parse_bytes(opts.budget)  # a bad budget string fails before anything else happens
+    if opts.method or opts.groups:  # so does an unknown --method or --groups (before any backbone notice)
+        from edgecl.learner import LearnerConfig
+
+        LearnerConfig(method=opts.method or DEFAULT_METHOD, groups=opts.groups or DEFAULT_GROUPS)
     if opts.device or opts.profile_file:
         from edgecl.profiles import get_profile
 

@@ -31,7 +31,7 @@ from edgecl.learn.prototypes import (
     normalize,
 )
 from edgecl.memory import MemoryConfig, ReplayMemory
-from edgecl.memory.policy import DOMAIN_SLOTS, GROUPINGS, group_keys
+from edgecl.memory.policy import GROUPINGS, group_keys, group_parts
 
 METHODS = tuple(METHOD_TABLE)
 PROMPT = "a photo of a {}."
@@ -118,11 +118,10 @@ def _drop_class(loss_state: dict[str, Any], index: int, groups: str) -> dict[str
     """GDRO's per-group estimators without class `index`, later classes moved down (domain groups and GCL's
     per-sample estimators stay valid)."""
     state = copy.deepcopy(loss_state)
-    slots = DOMAIN_SLOTS if groups == "class_domain" else 1
     for loss in state.values():
         if hasattr(loss, "v") and groups != "domain":
-            kept = {k: v for k, v in loss.v.items() if k // slots != index}
-            loss.v = {k - slots * (k // slots > index): v for k, v in kept.items()}
+            parts = [(group_parts(groups, k), v) for k, v in loss.v.items()]
+            loss.v = {int(group_keys(groups, c - (c > index), d or 0)): v for (c, d), v in parts if c != index}
     return state
 
 
@@ -276,7 +275,7 @@ class Learner:
             train_precision=self.config.precision,
         )
         if self.uses_prototypes:
-            report.update(prototype_weight=self.prototype_weight, held_out_rows=int(held.sum()))
+            report.update(held_out_rows=int(held.sum()))  # learn_embeddings adds the prototype weight in use
         return report | {"memory": memory()}
 
     def _holdout(self, y: np.ndarray) -> np.ndarray:
@@ -394,11 +393,10 @@ class Learner:
     def _group_name(self, key: int, domains: list[str]) -> str:
         """How a report names a group: its class, "class|domain" (just the class while there is one domain), or
         its domain."""
-        groups = self.config.groups
-        if groups == "class" or (groups == "class_domain" and len(domains) <= 1):
-            return self.classes[key // (DOMAIN_SLOTS if groups == "class_domain" else 1)]
-        domain = domains[key % DOMAIN_SLOTS]
-        return domain if groups == "domain" else f"{self.classes[key // DOMAIN_SLOTS]}|{domain}"
+        c, d = group_parts(self.config.groups, key)
+        if d is None or (c is not None and len(domains) <= 1):
+            return self.classes[c]
+        return domains[d] if c is None else f"{self.classes[c]}|{domains[d]}"
 
     def _class_indices(self, stored: Any) -> np.ndarray:
         """(N,) learner class index of each decoded memory row (the memory numbers its classes its own way)."""

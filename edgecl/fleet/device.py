@@ -40,13 +40,11 @@ def local_update(state_dir: str | Path) -> Update:
 
     snapshot = _snapshot(state_dir)
     learner = Learner.load_from(snapshot.folder)
-    own = learner.class_means.domains != FLEET_DOMAIN
-    counts = np.bincount(learner.class_means.classes[own], weights=learner.class_means.counts[own],
-                         minlength=len(learner.classes)).astype(np.int64)  # fmt: skip
+    mine = _own_means(learner)
+    counts = mine.samples_of(len(learner.classes))
     class_counts = {c: int(n) for c, n in zip(learner.classes, counts, strict=True) if n > 0}
     sums: dict[str, tuple[np.ndarray, int]] = {}
-    for mean, n, c in zip(learner.class_means.means[own], learner.class_means.counts[own],
-                          learner.class_means.classes[own], strict=True):  # fmt: skip
+    for mean, n, c in zip(mine.means, mine.counts, mine.classes, strict=True):
         total, k = sums.get(learner.classes[c], (np.zeros(learner.dim, np.float64), 0))
         sums[learner.classes[c]] = (total + n * mean.astype(np.float64), k + int(n))
     means = {(c, ""): ((t / max(k, 1)).astype(np.float32), k) for c, (t, k) in sums.items()}
@@ -54,6 +52,14 @@ def local_update(state_dir: str | Path) -> Update:
     samples = sum(int(task["samples"]) for task in learner.tasks)
     return Update(snapshot.meta["backbone"], learner.dim, samples, _lora_tensors(snapshot.folder / ADAPTER),
                   class_counts, text, means)  # fmt: skip
+
+
+def _own_means(learner: Any) -> ClassMeans:
+    """The class means of this device's own images: its prototypes without the fleet's groups, or, for a method
+    without prototypes (ncm), the means of its memory rows."""
+    cm = learner.class_means if learner.uses_prototypes else learner._means_from_memory()
+    own = cm.domains != FLEET_DOMAIN
+    return ClassMeans(cm.means[own], cm.counts[own], cm.classes[own], cm.domains[own])
 
 
 def _lora_tensors(folder: Path) -> dict[str, np.ndarray]:
@@ -118,11 +124,12 @@ def _with_fleet_means(learner: Any, fleet: Update) -> ClassMeans:
     own = cm.domains != FLEET_DOMAIN
     means, counts = list(cm.means[own]), list(cm.counts[own])
     classes, domains = list(cm.classes[own]), list(cm.domains[own])
+    shared = _own_means(learner)  # what this device contributed to the fleet's means
     for (name, _), (mean, n) in fleet.means.items():
         c = learner.classes.index(name)
-        mine = own & (cm.classes == c)
-        own_n = int(cm.counts[mine].sum())
-        own_sum = (cm.means[mine].astype(np.float64) * cm.counts[mine][:, None]).sum(0)
+        mine = shared.classes == c
+        own_n = int(shared.counts[mine].sum())
+        own_sum = (shared.means[mine].astype(np.float64) * shared.counts[mine][:, None]).sum(0)
         others = n - own_n
         if others <= 0:
             continue

@@ -16,7 +16,7 @@ AUTO_PQ_BELOW = 10
 AUTO_MIN_GROUPS = 10
 AUTO_ORDER = ("fp16", "int8", "int4")  # most precise first
 _MIX = np.uint64(0x9E3779B97F4A7C15)
-# What the memory gives equal shares to (and GDRO weighs, edgecl.learn.groups): classes, (class, domain) pairs, or
+# What the memory gives equal shares to (and GDRO weighs, edgecl.learn.losses): classes, (class, domain) pairs, or
 # domains. A group key is an int64: the class index, class * DOMAIN_SLOTS + domain, or the domain index.
 GROUPINGS = ("class", "class_domain", "domain")
 DOMAIN_SLOTS = 256  # more than MAX_DOMAINS
@@ -30,6 +30,15 @@ def group_keys(groups: str, classes: np.ndarray, domains: np.ndarray) -> np.ndar
     if groups == "domain":
         return d
     return c * DOMAIN_SLOTS + d
+
+
+def group_parts(groups: str, key: int) -> tuple[int | None, int | None]:
+    """(class index, domain index) of one group key; None for the part the grouping leaves out."""
+    if groups == "class":
+        return key, None
+    if groups == "domain":
+        return None, key
+    return key // DOMAIN_SLOTS, key % DOMAIN_SLOTS
 
 
 def group_count(groups: str, n_classes: int, n_domains: int) -> int:

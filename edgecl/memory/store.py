@@ -222,12 +222,15 @@ class ReplayMemory:
 
     def _offered(self, present: np.ndarray) -> np.ndarray:
         """(G,) samples ever offered to each present group (the sum over its (class, domain) pairs)."""
-        pairs = [(c, d, n) for (c, d), n in self.supplied.items() if c in self.classes and d in self.domains]
-        labels = np.array([self.classes.index(c) for c, _, _ in pairs], np.int64)
-        dom = np.array([self.domains.index(d) for _, d, _ in pairs], np.int64)
-        keys = group_keys(self.config.groups, labels, dom)
-        counts = np.array([n for _, _, n in pairs], np.int64)
-        return np.array([counts[keys == g].sum() for g in present], np.int64)
+        class_index = {c: i for i, c in enumerate(self.classes)}
+        domain_index = {d: i for i, d in enumerate(self.domains)}
+        pairs = [(class_index[c], domain_index[d], n) for (c, d), n in self.supplied.items()
+                 if c in class_index and d in domain_index]  # fmt: skip
+        keys = group_keys(self.config.groups, [p[0] for p in pairs], [p[1] for p in pairs])
+        totals: dict[int, int] = {}
+        for key, (_, _, n) in zip(keys.tolist(), pairs, strict=True):
+            totals[key] = totals.get(key, 0) + n
+        return np.array([totals.get(g, 0) for g in present.tolist()], np.int64)
 
     def _pick(self, codec: Codec, codes: np.ndarray, ids: np.ndarray, rows: np.ndarray, quota: int) -> np.ndarray:
         if quota >= len(rows):
