@@ -191,3 +191,16 @@ def test_rounds_on_the_simulation_engine_refuse_another_backbone_or_no_state_and
         assert sorted(json.loads(figures["classes"])) == ["c0", "c1", "c2", "c3"]
         assert int(figures["memory_bytes"]) <= int(figures["budget_bytes"])
     assert (read_state(odd) or pytest.fail()).folder.name == before  # the refused device was left as it was
+
+
+BAD_SETTINGS = [({"budget": "lots"}, "invalid budget"), ({"devices": 1}, "--devices"),
+                ({"stream": "cifar"}, "--stream"), ({"rounds": 0}, "--rounds")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("kwargs", "words"), BAD_SETTINGS)
+def test_fleet_simulate_refuses_bad_settings_before_any_work(kwargs: dict, words: str) -> None:
+    from edgecl.errors import EdgeclError
+    from edgecl.fleet.simulate import FleetSpec
+
+    with pytest.raises(EdgeclError, match=words):
+        FleetSpec(**kwargs)

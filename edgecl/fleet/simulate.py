@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgecl.errors import EdgeclError
+from edgecl.units import parse_bytes
 
 STREAMS = ("fashion-mnist", "mnist")
 SPLITS = ("disjoint", "dirichlet")
@@ -38,6 +39,7 @@ class FleetSpec:
             raise EdgeclError(f"--rounds must be at least 1, got {self.rounds}")
         if self.stream not in STREAMS or self.split not in SPLITS:
             raise EdgeclError(f"--stream is one of {', '.join(STREAMS)}, --split one of {', '.join(SPLITS)}")
+        parse_bytes(self.budget)  # a bad budget string fails before any device learns
         if self.split == "disjoint" and self.devices > 10:
             raise EdgeclError("a disjoint split gives every device at least one of the 10 classes: --devices <= 10")
 
