@@ -95,12 +95,21 @@ def _read_batch(encoder: Any, paths: Sequence[Path], indices: range, kept: list[
     return pixels
 
 
+def _encoder(model_dir: str | Path, providers: list[str] | None, threads: int | None) -> Any:
+    """An encoder for `model_dir`, its INT8 towers re-measured once if this CPU's int8 kernels differ from the
+    exporting CPU's (a line warns when they miss the manifest's targets)."""
+    from edgecl.encoder import Encoder
+    from edgecl.int8_check import recheck_on_this_cpu
+
+    encoder = Encoder(model_dir, providers=providers, threads=threads)
+    recheck_on_this_cpu(encoder)
+    return encoder
+
+
 def _open_encoder(meta: dict[str, Any]) -> Any:
     """The state's encoder with its profile's execution providers and threads (missing providers fall back)."""
-    from edgecl.encoder import Encoder
-
     profile = meta.get("profile") or {}
-    return Encoder(meta["model_dir"], providers=profile.get("providers"), threads=profile.get("threads"))
+    return _encoder(meta["model_dir"], profile.get("providers"), profile.get("threads"))
 
 
 def _load_learner(snapshot: Snapshot) -> Any:
@@ -121,7 +130,6 @@ def _checked_budget(opts: LearnOptions, profile: Any) -> int:
 
 
 def _new_learner(opts: LearnOptions, progress: Progress) -> tuple[Any, dict[str, Any]]:
-    from edgecl.encoder import Encoder
     from edgecl.learner import Learner, LearnerConfig
     from edgecl.models import ensure_model
     from edgecl.profiles import get_profile
@@ -130,7 +138,7 @@ def _new_learner(opts: LearnOptions, progress: Progress) -> tuple[Any, dict[str,
     budget = _checked_budget(opts, profile)
     backbone = _resolve_backbone(opts.backbone, profile.default_backbone, progress)
     manifest = ensure_model(backbone, None, lambda message: progress(message, 0, 0))
-    encoder = Encoder(manifest.root, providers=profile.providers, threads=profile.threads)
+    encoder = _encoder(manifest.root, profile.providers, profile.threads)
     config = LearnerConfig(method=opts.method or DEFAULT_METHOD, budget_bytes=budget, codec=opts.codec or "auto",
                            groups=opts.groups or DEFAULT_GROUPS, seed=opts.seed, rank=profile.adapter_rank,
                            batch_size=profile.train_batch, optimizer=profile.optimizer,

@@ -30,6 +30,8 @@ from edgecl.model_dir import (
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
+Agreement = Callable[[np.ndarray, np.ndarray], float]  # export.quantize.Agreement (imported lazily there)
+CHECK_IMAGES = 256  # raw 28x28 images in the model directory's INT8 check set (the set is about 150 KB)
 
 
 @dataclass(frozen=True)
@@ -68,63 +70,91 @@ def _quantize_tower(
     feeds: dict[str, np.ndarray],
     calibration: np.ndarray | None,
     postprocess: Callable[[np.ndarray], np.ndarray],
-    forced_recipe: str | None,
-    keep_fp32: bool,
+    options: ExportOptions,
     progress: Progress,
-    anchors: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    agreement: Agreement,
 ) -> dict[str, Any]:
     """Quantise work/<name>.fp32.onnx to work/<name>.int8.onnx; return the tower's manifest entry."""
-    from export.quantize import COSINE_TARGETS, choose_recipe, preprocess_for_quantization
+    from export.quantize import AGREEMENT_TARGETS, COSINE_TARGETS, Targets, choose_recipe, preprocess_for_quantization
 
     prepared = work / f"{name}.prep.onnx"
     preprocess_for_quantization(work / f"{name}.fp32.onnx", prepared)
     report = choose_recipe(
-        prepared,
-        work / f"{name}.int8.onnx",
-        _recipes(kind, forced_recipe),
-        feeds,
-        calibration,
-        COSINE_TARGETS[kind],
-        postprocess,
-        lambda recipe: progress(f"quantising {name} tower: {recipe}"),
-        anchors,
-    )
+        prepared, work / f"{name}.int8.onnx", _recipes(kind, getattr(options, f"{name}_recipe")), feeds, calibration,
+        Targets(COSINE_TARGETS[kind], AGREEMENT_TARGETS[name]), postprocess,
+        lambda recipe: progress(f"quantising {name} tower: {recipe}"), agreement,
+    )  # fmt: skip
     prepared.unlink()
     files = {"int8": f"{name}.int8.onnx"}
-    if keep_fp32:
+    if options.keep_fp32:
         files["fp32"] = f"{name}.fp32.onnx"
     else:
         (work / f"{name}.fp32.onnx").unlink()
     return {"files": files, "inputs": list(feeds), "quantization": report}
 
 
+def _bridged(built: Any, text_outputs: np.ndarray) -> np.ndarray:
+    """Text tower outputs in the shared embedding space (the bundled backbone's bridge applied)."""
+    return text_outputs @ built.bridge if built.bridge is not None else text_outputs
+
+
 def _prompt_anchors(built: Any, text_model: Path) -> np.ndarray:
-    """(K, D) unit text embeddings of the evaluation prompts by a text tower: what the image recipe's top-1
-    agreement is measured against (zero-shot labels are what users see)."""
+    """(K, D) unit embeddings of the evaluation prompts by the text tower in `text_model`."""
     from export.calibration import evaluation_prompts
-    from export.quantize import run_batched, session
+    from export.quantize import run_batched, session, unit_rows
 
-    text = run_batched(session(text_model), dict(built.tokenize(evaluation_prompts())))
-    if built.bridge is not None:
-        text = text @ built.bridge
-    return (text / np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    return unit_rows(_bridged(built, run_batched(session(text_model), dict(built.tokenize(evaluation_prompts())))))
 
 
-def _agreement_anchors(text_fp32: np.ndarray, text_int8: np.ndarray, sources: np.ndarray) -> tuple[np.ndarray, ...]:
-    """What the image recipe's zero-shot agreement is measured on: the labelled Fashion-MNIST evaluation images
-    against their own class prompts (fp32 text for the reference, INT8 for the candidate: the product's top-1), or
-    every evaluation image against every prompt when Fashion-MNIST is not installed."""
+def _labelled(sources: np.ndarray) -> tuple[np.ndarray, slice]:
+    """What zero-shot agreement is measured on: the labelled Fashion-MNIST evaluation images against their own
+    class prompts, or every evaluation image against every prompt when Fashion-MNIST is not installed."""
     from export.calibration import AGREEMENT_CLASSES, AGREEMENT_SOURCE
 
     rows = sources == AGREEMENT_SOURCE
-    if not rows.any():
-        return text_fp32, text_int8, np.ones(len(sources), bool)
-    return text_fp32[AGREEMENT_CLASSES], text_int8[AGREEMENT_CLASSES], rows
+    return (rows, AGREEMENT_CLASSES) if rows.any() else (np.ones(len(sources), bool), slice(None))
+
+
+def _text_agreement(images_fp32: np.ndarray, classes: slice) -> Agreement:
+    """A text recipe's agreement: the fp32 image embeddings of the labelled rows classified by the fp32 and by the
+    INT8 text tower (so the text tower's share of the product's top-1 error is measured on its own)."""
+    from export.quantize import unit_rows, zero_shot_agreement
+
+    def agreement(reference: np.ndarray, candidate: np.ndarray) -> float:  # text outputs, bridged
+        fp32, int8 = unit_rows(reference)[classes], unit_rows(candidate)[classes]
+        return zero_shot_agreement(images_fp32, fp32, images_fp32, int8)
+
+    return agreement
+
+
+def _image_agreement(text_fp32: np.ndarray, text_int8: np.ndarray, rows: np.ndarray, classes: slice) -> Agreement:
+    """An image recipe's agreement: fp32 image + fp32 text against INT8 image + the already quantised INT8 text
+    (the top-1 the product shows)."""
+    from export.quantize import zero_shot_agreement
+
+    def agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
+        return zero_shot_agreement(reference[rows], text_fp32[classes], candidate[rows], text_int8[classes])
+
+    return agreement
+
+
+def _write_check_set(work: Path, images_fp32: np.ndarray, texts_fp32: np.ndarray) -> None:
+    """What a CPU with other int8 kernels re-measures the INT8 towers on at first use (edgecl/int8_check.py): the
+    first CHECK_IMAGES labelled Fashion-MNIST evaluation images, raw, with the fp32 towers' embeddings."""
+    from edgecl import datasets
+    from edgecl.int8_check import CHECK_FILE, save_check_set
+    from export.calibration import AGREEMENT_CLASSES, evaluation_prompts
+    from export.quantize import unit_rows
+
+    images = datasets.fashion_mnist("test")[0][:CHECK_IMAGES]  # the same images, in order, as the labelled rows
+    prompts = evaluation_prompts()[AGREEMENT_CLASSES]
+    save_check_set(work / CHECK_FILE, images, prompts, unit_rows(images_fp32[: len(images)]), texts_fp32)
 
 
 def _export_towers(built: Any, work: Path, options: ExportOptions, progress: Progress) -> dict[str, Any]:
-    from export.calibration import calibration_sets, evaluation_prompts
+    from export.calibration import AGREEMENT_SOURCE, calibration_sets, evaluation_prompts
     from export.onnx_export import IMAGE_INPUT, export_image_tower, export_text_tower
+    from export.quantize import run_batched, session
 
     progress("exporting image tower to ONNX")
     export_image_tower(built, work / "image.fp32.onnx")
@@ -132,18 +162,20 @@ def _export_towers(built: Any, work: Path, options: ExportOptions, progress: Pro
     export_text_tower(built, work / "text.fp32.onnx")
     calib_dir = Path(options.calibration_dir) if options.calibration_dir else None
     calib, evaluate, source, sources = calibration_sets(built.preprocess, calib_dir)
-    bridge = built.bridge
+    rows, classes = _labelled(sources)
+    images_fp32 = run_batched(session(work / "image.fp32.onnx"), {IMAGE_INPUT: evaluate[rows]})
     text_fp32 = _prompt_anchors(built, work / "text.fp32.onnx")
     text = _quantize_tower(
-        "text", "text", work, dict(built.tokenize(evaluation_prompts())), None,
-        (lambda x: x @ bridge) if bridge is not None else (lambda x: x),
-        options.text_recipe, options.keep_fp32, progress,
+        "text", "text", work, dict(built.tokenize(evaluation_prompts())), None, lambda x: _bridged(built, x), options,
+        progress, _text_agreement(images_fp32, classes),
     )  # fmt: skip
-    anchors = _agreement_anchors(text_fp32, _prompt_anchors(built, work / "text.int8.onnx"), sources)
+    text_int8 = _prompt_anchors(built, work / "text.int8.onnx")
     image = _quantize_tower(
-        "image", built.image_arch, work, {IMAGE_INPUT: evaluate}, calib, lambda x: x,
-        options.image_recipe, options.keep_fp32, progress, anchors,
+        "image", built.image_arch, work, {IMAGE_INPUT: evaluate}, calib, lambda x: x, options, progress,
+        _image_agreement(text_fp32, text_int8, rows, classes),
     )  # fmt: skip
+    if calib_dir is None and (sources == AGREEMENT_SOURCE).any():
+        _write_check_set(work, images_fp32, text_fp32[classes])
     image["quantization"]["data"] = source
     text["quantization"]["data"] = "evaluation prompts: " + ", ".join(evaluation_prompts()[:3]) + ", ..."
     return {"image": image, "text": text}
@@ -155,7 +187,8 @@ def _write_side_files(built: Any, work: Path) -> dict[str, Any] | None:
     write_json(work / "preprocess.json", built.preprocess.to_dict())
     if built.bridge is None:
         return None
-    np.save(work / "bridge.npy", np.ascontiguousarray(built.bridge, dtype=np.float32), allow_pickle=False)
+    # fp16 on disk (half the bytes; text cosine to the fp32 bridge > 0.99999), fp32 once loaded (edgecl/encoder.py)
+    np.save(work / "bridge.npy", np.ascontiguousarray(built.bridge, dtype=np.float16), allow_pickle=False)
     return {"file": "bridge.npy", "shape": list(built.bridge.shape), "fit": built.notes.get("bridge", "")}
 
 

@@ -9,9 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from cli import app
+from edgecl.learn.methods import DEFAULT_METHOD, METHODS
 
 runner = CliRunner()
 
@@ -72,6 +74,20 @@ def test_demo_learns_the_fashion_stream(bundled_export: Path) -> None:
     # measured 0.83 here; zero-shot scores 0.27 on the same images, and a learner that forgot the first four tasks
     # could score at most 0.2 + 0.8 * 0.27 = 0.42
     assert len(data["status"]["classes"]) == 10 and data["tasks"][-1]["accuracy_seen"] > 0.7
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m != DEFAULT_METHOD])  # the default: the test above
+def test_demo_runs_every_method(method: str, bundled_export: Path) -> None:
+    """`edgecl demo --method` end to end for each method, on 4 images per class (issue 16)."""
+    result = runner.invoke(app, ["demo", "--method", method, "--train-per-class", "4", "--test-per-class", "4",
+                                 "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [row["task"] for row in data["tasks"]] == [1, 2, 3, 4, 5]
+    assert data["status"]["method"] == method and len(data["status"]["classes"]) == 10
+    assert all(row["memory_bytes"] <= 64_000 for row in data["tasks"])
+    samples = data["status"]["memory"]["samples"]
+    assert samples == (40 if METHODS[method].memory else 0)  # 4 images of each of 10 classes fit 64 KB
 
 
 def test_usage_errors_are_one_line_with_the_help_to_read() -> None:

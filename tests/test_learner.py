@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +63,17 @@ def test_training_is_deterministic_and_learns(method: str) -> None:
     assert results[0][0] == results[1][0]
     np.testing.assert_array_equal(results[0][1], results[1][1])
     assert results[0][0][-1] < results[0][0][0]
+
+
+def test_bitsandbytes_is_imported_only_for_its_optimizer() -> None:
+    """peft imports bitsandbytes whenever it is installed (seconds, and kernel warnings on stderr); a profile whose
+    optimizer is plain AdamW must not pay for it (issue 13)."""
+    script = ("import sys\nfrom edgecl.learn.adapters import AdapterConfig, lora_head\n"
+              "from edgecl.learn.trainer import TrainConfig, make_optimizer\n"
+              "head = lora_head(8, AdapterConfig(rank=2))\nmake_optimizer(list(head.parameters()), TrainConfig())\n"
+              "print('bitsandbytes' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False"] and out.stderr == "", out.stderr
 
 
 def test_adamw8bit_from_bitsandbytes_trains() -> None:
@@ -234,7 +247,7 @@ def test_auto_codec_is_pq_only_for_ncm_at_tiny_budgets(method: str, codec: str, 
     assert choose_auto_codec({"fp16": 10, "int8": 20, "int4": 40}, 10, allow_pq=False) == "int4"
     x, y, text = clustered(10, 100, 0)
     dim = x.shape[1]
-    learner = Learner(LearnerConfig(method=method, budget_bytes=4_000, epochs=1), dim)
+    learner = Learner(LearnerConfig(method=method, budget_bytes=3_000, epochs=1), dim)
     learner.learn_embeddings(x, [f"class {c}" for c in y], text={f"class {c}": text[c] for c in range(10)})
     assert learner.memory.stats()["codec"] == codec
     learner.save_to(tmp_path / "s")

@@ -219,3 +219,42 @@ def test_memory_balances_the_groups_it_is_told_and_remembers_them(groups: str, t
     memory.save(tmp_path / "m.safetensors")
     assert ReplayMemory.load(tmp_path / "m.safetensors").config.groups == groups
     assert (b"groups" in memory.to_bytes()) == (groups != "class_domain")  # old files read as class_domain
+
+
+def _learns(codec: str, budget: int, auto_pq: bool, steps: list[tuple[np.ndarray, list[str]]]) -> bool:
+    memory = ReplayMemory(MemoryConfig(budget, codec, auto_pq=auto_pq), 1280)
+    try:
+        for x, names in steps:
+            memory.add(x, names)
+    except BudgetError:
+        return False
+    assert memory.size_bytes() <= budget
+    return True
+
+
+@pytest.mark.parametrize("auto_pq", [True, False])
+def test_auto_never_refuses_a_budget_that_some_codec_meets(auto_pq: bool) -> None:
+    """Issue 13: learning 2 classes and then 3 more at small budgets; wherever a fixed codec holds them, so does
+    auto (PQ is picked only when it really holds more samples than int4, its codebook included)."""
+    rng = np.random.default_rng(0)
+    x = unit_vectors(50, 1280, rng)
+    steps = [(x[:20], ["a", "b"] * 10), (x[20:], ["c", "d", "e"] * 10)]
+    for budget in (2_500, 4_000, 6_000, 8_000, 12_000, 16_000, 24_000):
+        fixed = [codec for codec in ("fp16", "int8", "int4", "pq") if _learns(codec, budget, auto_pq, steps)]
+        assert _learns("auto", budget, auto_pq, steps) == bool(fixed), (budget, fixed)
+
+
+def test_a_format_1_file_still_loads_and_is_rewritten_as_format_2(tmp_path: Path) -> None:
+    """tests/data/memory-format1.safetensors was written by the previous release (JSON strings inside the JSON
+    header); it loads with the same samples, keeps learning, and is saved in the current, smaller format."""
+    data = Path(__file__).parent / "data"
+    memory = ReplayMemory.load(data / "memory-format1.safetensors")
+    assert memory.classes == ["café", "dog", "bird"] and memory.domains == ["", "sketch"] and memory.next_id == 12
+    np.testing.assert_array_equal(memory.samples().embeddings, np.load(data / "memory-format1-samples.npy"))
+    memory.add(unit_vectors(2, 16, np.random.default_rng(1)), ["dog", "dog"])
+    out = tmp_path / "m.safetensors"
+    memory.save(out)
+    again = ReplayMemory.load(out)
+    assert again.stats()["per_class"] == memory.stats()["per_class"] == {"café": 4, "dog": 6, "bird": 4}
+    old_size = (data / "memory-format1.safetensors").stat().st_size
+    assert again.to_bytes()[8:].count(b"\\\\") == 0 and len(again.to_bytes()) < old_size + 2 * 25  # 2 rows more

@@ -44,6 +44,17 @@ def test_onnx_fp32_matches_torch_and_int8_matches_fp32(tiny_export: Path, tiny_c
     assert cosine_rows(int8.encode_texts(PROMPTS), fp32.encode_texts(PROMPTS)).mean() >= 0.98
 
 
+def test_the_open_clip_text_tower_is_int8_too(tiny_export: Path) -> None:
+    """The token-embedding table (49408 rows) is stored per-row INT8, as in the bundled text tower."""
+    import onnx
+
+    fp32 = {i.name: i for i in onnx.load(str(tiny_export / "text.fp32.onnx")).graph.initializer}
+    int8 = {i.name: i for i in onnx.load(str(tiny_export / "text.int8.onnx")).graph.initializer}
+    table = next(name for name, init in fp32.items() if init.dims[0] == 49408)
+    assert table not in int8 and int8[f"{table}_i8"].data_type == onnx.TensorProto.INT8
+    assert (tiny_export / "text.int8.onnx").stat().st_size < (tiny_export / "text.fp32.onnx").stat().st_size / 3
+
+
 def test_local_checkpoint_is_loaded(tmp_path: Path, tiny_config: Path, photos: list) -> None:
     import open_clip
 

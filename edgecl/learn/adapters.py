@@ -3,8 +3,10 @@ with `save_pretrained`, and merged into plain numpy arrays so that classificatio
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import torch
 from torch import nn
@@ -45,13 +47,33 @@ class ResidualHead(nn.Module):
         return nn.functional.normalize(e + self.proj(e), dim=-1)
 
 
+def _peft() -> ModuleType:
+    """peft, told that bitsandbytes is absent: peft imports bitsandbytes whenever it is installed (for 8- and 4-bit
+    base layers, which a residual head over embeddings never has), and that import prints kernel warnings and takes
+    seconds. The 8-bit optimizer (edgecl.learn.trainer.make_optimizer) imports bitsandbytes itself when a profile
+    asks for it. A process that imported bitsandbytes before is left as it is."""
+    if "peft" in sys.modules or "bitsandbytes" in sys.modules:
+        import peft
+
+        return peft
+    sys.modules["bitsandbytes"] = None  # type: ignore[assignment]  # importlib's find_spec now answers None
+    try:
+        import peft
+        from peft import import_utils
+
+        import_utils.is_bnb_available()  # cached (functools.lru_cache): False from here on
+        import_utils.is_bnb_4bit_available()
+    finally:
+        del sys.modules["bitsandbytes"]
+    return peft
+
+
 def lora_head(dim: int, cfg: AdapterConfig, seed: int = 0) -> nn.Module:
     """A ResidualHead wrapped by peft.get_peft_model with LoRA on its projection (B = 0 at start)."""
-    from peft import LoraConfig, get_peft_model
-
+    peft = _peft()
     torch.manual_seed(seed)
-    config = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=[TARGET])
-    return get_peft_model(ResidualHead(dim), config)
+    config = peft.LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=[TARGET])
+    return peft.get_peft_model(ResidualHead(dim), config)
 
 
 def save_adapter(model: nn.Module, folder: Path) -> None:
@@ -60,9 +82,7 @@ def save_adapter(model: nn.Module, folder: Path) -> None:
 
 
 def load_adapter(dim: int, folder: Path) -> nn.Module:
-    from peft import PeftModel
-
-    return PeftModel.from_pretrained(ResidualHead(dim), str(folder))
+    return _peft().PeftModel.from_pretrained(ResidualHead(dim), str(folder))
 
 
 def merge(model: nn.Module) -> MergedHead:

@@ -27,10 +27,8 @@ from edgecl.memory.policy import (
 from edgecl.units import BudgetError, format_bytes
 
 MEMORY_FORMAT = "edgecl-memory"
-MEMORY_FORMAT_VERSION = 1
-# Header growth between the size estimate (empty arrays) and the real file: 4 tensors x 3 numbers x 20 digits,
-# plus safetensors' 8-byte alignment padding.
-_HEADER_SLACK = 4 * 3 * 20 + 8
+# 2: the metadata is one compact JSON object (1, still read: a JSON object of JSON strings, 100-200 bytes longer)
+MEMORY_FORMAT_VERSION = 2
 _META_KEY = "edgecl"
 _ROW_BYTES = 2 + 1 + 4  # label uint16, domain uint8, id uint32 beside each code
 MAX_CLASSES, MAX_DOMAINS = 65535, 255
@@ -165,8 +163,11 @@ class ReplayMemory:
         if capacity["int4"] < n_groups:  # no scalar codec holds one sample per group: PQ rather than a refusal
             return self._fitted_pq(x, classes, domains)
         name = choose_auto_codec(capacity, n_groups, first=self.codec is None, allow_pq=self.config.auto_pq)
-        if name == "pq":
-            return self._fitted_pq(x, classes, domains)
+        if name == "pq":  # only when PQ, its codebook included, really holds more samples than int4
+            pq = self._fitted_pq(x, classes, domains)
+            if self._capacity(pq, classes, domains) > capacity["int4"]:
+                return pq
+            name = "int4"
         if self.codec is not None and _precision_rank(self.codec.name) >= _precision_rank(name):
             return self.codec  # never move back up: precision lost in re-encoding cannot be regained
         return make_codec(name, self.dim)
@@ -190,7 +191,7 @@ class ReplayMemory:
         """File bytes besides the rows: the exact size with empty arrays plus a bound on header growth."""
         rows = (np.zeros((0, codec.bytes_per_vector), np.uint8), np.zeros(0, np.uint16), np.zeros(0, np.uint8))
         empty = self._serialize(codec, classes, domains, *rows, np.zeros(0, np.uint32), 10**12)
-        return len(empty) + _HEADER_SLACK
+        return len(empty) + _header_growth(4 + len(codec.state()), self.config.budget_bytes)
 
     def _capacity(self, codec: Codec, classes: list[str], domains: list[str]) -> int:
         """Rows that fit the budget with this codec."""
@@ -285,19 +286,17 @@ class ReplayMemory:
         if codec is not None:
             tensors.update(codec.state())
         meta = {
-            "format": MEMORY_FORMAT, "format_version": str(MEMORY_FORMAT_VERSION), "dim": str(self.dim),
-            "codec": codec.name if codec else self.config.codec,
-            "codec_config": json.dumps(codec.config() if codec else {}),
-            "config": json.dumps(self._config_json()),
-            "classes": json.dumps(classes), "domains": json.dumps(domains), "next_id": str(next_id),
-            "recon": json.dumps({"count": self.recon["count"], "cosine_sum": round(self.recon["cosine_sum"], 4)}),
-            "supplied": json.dumps(sorted([c, d, n] for (c, d), n in self.supplied.items())),
+            "format": MEMORY_FORMAT, "format_version": MEMORY_FORMAT_VERSION, "dim": self.dim,
+            "codec": codec.name if codec else self.config.codec, "codec_config": codec.config() if codec else {},
+            "config": self._config_json(), "classes": classes, "domains": domains, "next_id": next_id,
+            "recon": {"count": self.recon["count"], "cosine_sum": round(self.recon["cosine_sum"], 4)},
+            "supplied": sorted([c, d, n] for (c, d), n in self.supplied.items()),
         }  # fmt: skip
         meta["checksum"] = _checksum(meta, tensors)
         # One metadata key: safetensors writes a map's keys in arbitrary order, one key keeps files reproducible.
         return save(
             {k: np.ascontiguousarray(v) for k, v in tensors.items()},
-            metadata={_META_KEY: json.dumps(meta, sort_keys=True)},
+            metadata={_META_KEY: json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=False)},
         )
 
     def _config_json(self) -> dict[str, Any]:
@@ -325,19 +324,19 @@ class ReplayMemory:
     def from_bytes(cls, data: bytes, source: str = "memory") -> ReplayMemory:
         tensors, meta = _parse(data, source)
         try:
-            cfg = json.loads(meta["config"])
+            cfg = meta["config"]
             config = MemoryConfig(int(cfg["budget_bytes"]), cfg["codec"], cfg["selection"], int(cfg["seed"]),
                                   bool(cfg.get("auto_pq", True)), cfg.get("groups", "class_domain"))  # fmt: skip
             memory = cls(config, int(meta["dim"]))
             state = {k: v for k, v in tensors.items() if k.startswith("pq_")}
             unset = meta["codec"] == "auto" or (meta["codec"] == "pq" and not state)  # empty: chosen on first add
-            codec = None if unset else make_codec(meta["codec"], memory.dim, json.loads(meta["codec_config"]), state)
+            codec = None if unset else make_codec(meta["codec"], memory.dim, meta["codec_config"], state)
             memory.codec = codec
-            memory.classes, memory.domains = json.loads(meta["classes"]), json.loads(meta["domains"])
+            memory.classes, memory.domains = list(meta["classes"]), list(meta["domains"])
             memory.codes, memory.labels = tensors["codes"], tensors["labels"]
             memory.domain_idx, memory.ids = tensors["domains"], tensors["ids"]
-            memory.next_id, memory.recon = int(meta["next_id"]), json.loads(meta["recon"])
-            memory.supplied = {(c, d): int(n) for c, d, n in json.loads(meta["supplied"])}
+            memory.next_id, memory.recon = int(meta["next_id"]), dict(meta["recon"])
+            memory.supplied = {(c, d): int(n) for c, d, n in meta["supplied"]}
         except (KeyError, ValueError, TypeError, EdgeclError) as exc:
             raise MemoryFileError(f"{source}: memory file is inconsistent ({exc})") from exc
         return memory
@@ -373,7 +372,24 @@ def _precision_rank(name: str) -> int:
     return {"fp16": 0, "int8": 1, "int4": 2, "pq": 3}[name]
 
 
-def _checksum(meta: dict[str, str], tensors: dict[str, np.ndarray]) -> str:
+def _header_growth(n_tensors: int, budget_bytes: int) -> int:
+    """Bound on how much the safetensors header of a file within `budget_bytes` outgrows the estimate made with
+    empty row arrays: each tensor's shape and two offsets (3 numbers, none above the budget) plus the 8-byte
+    alignment padding."""
+    return n_tensors * 3 * len(str(budget_bytes)) + 8
+
+
+_V1_JSON_FIELDS = ("codec_config", "config", "classes", "domains", "recon", "supplied")
+
+
+def _from_v1(meta: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 metadata (every value a string, the structured ones JSON inside JSON) in format 2's types."""
+    native = {k: json.loads(v) if k in _V1_JSON_FIELDS else v for k, v in meta.items()}
+    return native | {"format_version": int(meta["format_version"]), "dim": int(meta["dim"]),
+                     "next_id": int(meta["next_id"])}  # fmt: skip
+
+
+def _checksum(meta: dict[str, Any], tensors: dict[str, np.ndarray]) -> str:
     digest = hashlib.sha256(json.dumps({k: v for k, v in meta.items() if k != "checksum"}, sort_keys=True).encode())
     for name in sorted(tensors):
         arr = np.ascontiguousarray(tensors[name])
@@ -382,7 +398,7 @@ def _checksum(meta: dict[str, str], tensors: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def _parse(data: bytes, source: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def _parse(data: bytes, source: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read a memory file's tensors and metadata, verifying format and checksum; never unpickles."""
     from safetensors import safe_open  # noqa: F401  (import check: the format library is present)
     from safetensors.numpy import load
@@ -394,10 +410,13 @@ def _parse(data: bytes, source: str) -> tuple[dict[str, np.ndarray], dict[str, s
         meta = json.loads(json.loads(data[8 : 8 + header_len])["__metadata__"][_META_KEY])
     except Exception as exc:  # safetensors raises its own error types for every kind of damage
         raise MemoryFileError(f"{source}: not a readable memory file ({type(exc).__name__}); {fix}") from exc
-    if meta.get("format") != MEMORY_FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != MEMORY_FORMAT:
         raise MemoryFileError(f"{source}: not an edgecl memory file")
-    if int(meta.get("format_version", "0")) > MEMORY_FORMAT_VERSION:
+    if int(meta.get("format_version", 0)) > MEMORY_FORMAT_VERSION:
         raise MemoryFileError(f"{source}: written by a newer edgecl (format {meta['format_version']}); upgrade edgecl")
     if meta.get("checksum") != _checksum(meta, tensors):
         raise MemoryFileError(f"{source}: checksum mismatch; {fix}")
-    return tensors, meta
+    try:
+        return tensors, _from_v1(meta) if int(meta["format_version"]) == 1 else meta
+    except (KeyError, ValueError, TypeError) as exc:
+        raise MemoryFileError(f"{source}: memory file is inconsistent ({exc})") from exc

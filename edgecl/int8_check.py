@@ -1,0 +1,99 @@
+"""INT8 towers on a CPU whose int8 kernels differ from the exporting one: measured again at first use.
+
+An export chooses its quantisation recipes by what they score on the exporting CPU's kernels (u8 x s8 products
+saturate on x86 without VNNI/AMX, for one). The model directory carries a small check set (`int8_check.npz`:
+Fashion-MNIST test images with the fp32 towers' embeddings and zero-shot top-1). The first time a model directory is
+used on a CPU with another `int8_isa`, the INT8 towers are run on that set here; the figures are cached under
+$EDGECL_HOME/cache (once per model and CPU kind), and a line warns when they miss the manifest's targets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgecl.atomic import atomic_write_bytes
+from edgecl.model_dir import cpu_int8_isa
+from edgecl.paths import edgecl_home
+
+if TYPE_CHECKING:
+    from edgecl.encoder import Encoder
+
+log = logging.getLogger(__name__)
+CHECK_FILE = "int8_check.npz"
+COSINE_ROWS = 32  # image embeddings kept at fp16 for the cosine figure; all images count for agreement
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    exported_on: str
+    measured_on: str
+    image_cosine: float
+    text_cosine: float
+    agreement: float
+    cosine_target: float
+    agreement_target: float
+
+    @property
+    def meets_targets(self) -> bool:
+        return self.image_cosine >= self.cosine_target and self.agreement >= self.agreement_target
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self) | {"meets_targets": self.meets_targets}
+
+
+def save_check_set(path: Path, images: np.ndarray, prompts: list[str], images_fp32: np.ndarray,
+                   texts_fp32: np.ndarray) -> None:  # fmt: skip
+    """Write the check set: raw images (N, H, W) uint8, class prompts, and the fp32 towers' unit embeddings."""
+    top1 = (images_fp32 @ texts_fp32.T).argmax(1).astype(np.uint8)
+    np.savez_compressed(path, images=images, prompts=np.array(prompts), top1_fp32=top1,
+                        image_fp32=images_fp32[:COSINE_ROWS].astype(np.float16),
+                        text_fp32=texts_fp32.astype(np.float16))  # fmt: skip
+
+
+def _measure(encoder: Encoder, check: Any) -> tuple[float, float, float]:
+    """(image cosine, text cosine, zero-shot top-1 agreement) of this CPU's INT8 towers with the fp32 towers."""
+    images = encoder.encode_images(list(check["images"]))
+    texts = encoder.encode_texts([str(p) for p in check["prompts"]])
+    image_cos = float((images[:COSINE_ROWS] * check["image_fp32"].astype(np.float32)).sum(1).mean())
+    text_cos = float((texts * check["text_fp32"].astype(np.float32)).sum(1).mean())
+    agreement = float(((images @ texts.T).argmax(1) == check["top1_fp32"]).mean())
+    return image_cos, text_cos, agreement
+
+
+def _cache_path(encoder: Encoder, isa: str) -> Path:
+    key = encoder.manifest.data["files"].get(CHECK_FILE, "")[:16]
+    return edgecl_home() / "cache" / "int8-checks" / f"{encoder.manifest.backbone.replace(':', '-')}-{key}-{isa}.json"
+
+
+def recheck_on_this_cpu(encoder: Encoder) -> CheckResult | None:
+    """The INT8 towers' figures on this CPU when its int8 instruction set differs from the exporting one (None when
+    it is the same, or the model directory has no check set); warns once when they miss the targets."""
+    data = encoder.manifest.data
+    exported_on, here = data.get("int8_isa"), cpu_int8_isa()
+    if exported_on in (None, here) or CHECK_FILE not in data["files"]:
+        return None
+    cache = _cache_path(encoder, here)
+    if cache.is_file():
+        return CheckResult(**{k: v for k, v in json.loads(cache.read_text()).items() if k != "meets_targets"})
+    with np.load(encoder.manifest.verify_file(encoder.manifest.root / CHECK_FILE), allow_pickle=False) as check:
+        image_cos, text_cos, agreement = _measure(encoder, check)
+    quant = data["towers"]["image"]["quantization"]
+    result = CheckResult(exported_on, here, round(image_cos, 4), round(text_cos, 4), round(agreement, 4),
+                         quant["cosine_target"], quant.get("agreement_target", 0.0))  # fmt: skip
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(cache, json.dumps(result.to_json(), indent=2).encode())
+    if not result.meets_targets:
+        log.warning(
+            "%s was exported on a CPU with %s; on this %s CPU its INT8 towers measure cosine %.3f and zero-shot "
+            "agreement %.1f%% with fp32 (targets %.3f, %.0f%%); re-export here to re-choose the recipes: "
+            "edgecl export --backbone %s --out %s --force",
+            encoder.manifest.root, exported_on, here, image_cos, 100 * agreement, result.cosine_target,
+            100 * result.agreement_target, encoder.manifest.backbone, encoder.manifest.root,
+        )  # fmt: skip
+    return result
