@@ -9,7 +9,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -23,6 +23,13 @@ from edgecl.learn.methods import DEFAULT_GROUPS, DEFAULT_METHOD, METHODS
 from edgecl.memory.policy import GROUPINGS
 
 METHOD_NAMES = ", ".join(METHODS)
+
+# Options that several commands share, declared once.
+StateDir = Annotated[str | None, typer.Option(help="State directory. Default: $EDGECL_HOME or ~/.edgecl.")]
+WaitSeconds = Annotated[float, typer.Option(help="Seconds to wait for another edgecl process writing the same state.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON (README: JSON contracts).")]
+DeviceName = Annotated[str | None, typer.Option(help="Device profile (see `edgecl devices`; default cpu).")]
+ProfileFile = Annotated[str | None, typer.Option(help="Your own device profile TOML instead of --device.")]
 
 app = typer.Typer(
     help="On-device continual learning for CLIP within a byte budget.",
@@ -86,7 +93,7 @@ def export(
     image_recipe: str | None = typer.Option(None, help="Force an image quantisation recipe (see README)."),
     text_recipe: str | None = typer.Option(None, help="Force a text quantisation recipe (see README)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing, different export."),
-    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+    as_json: AsJson = False,
 ) -> None:
     """Export a CLIP backbone to INT8 ONNX image and text towers."""
     from edgecl.model_dir import read_manifest  # noqa: F401  (fails fast on a broken install)
@@ -110,7 +117,7 @@ def export(
 
 @app.command()
 @handles_errors
-def backbones(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+def backbones(as_json: AsJson = False) -> None:
     """List the backbones edgecl can export and whether each needs a download."""
     from edgecl.backbones import list_backbones
 
@@ -133,7 +140,7 @@ def demo(
     train_per_class: int = typer.Option(100, min=1, help="Training images per class."),
     test_per_class: int = typer.Option(100, min=1, help="Held-out images per class."),
     method: str = typer.Option(DEFAULT_METHOD, help=f"{METHOD_NAMES} (see README, Learner)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    as_json: AsJson = False,
 ) -> None:
     """Offline demo: learn Fashion-MNIST in 5 tasks of 2 classes, accuracy after each task, final status."""
     from edgecl.demo import DEMO_BUDGET, run_demo
@@ -205,7 +212,7 @@ def learn(
     budget: str | None = typer.Option(
         None, help="Replay-memory budget, e.g. 8MB, 512KiB (first learn; default: the device profile's)."
     ),
-    state_dir: str | None = typer.Option(None, help="State directory. Default: $EDGECL_HOME or ~/.edgecl."),
+    state_dir: StateDir = None,
     domain: str | None = typer.Option(None, help="Name of the visual domain of these images (domain-incremental)."),
     method: str | None = typer.Option(None, help=f"{METHOD_NAMES} (default {DEFAULT_METHOD})."),
     backbone: str | None = typer.Option(
@@ -213,23 +220,24 @@ def learn(
         help="Backbone id (first learn): auto (default: the profile's CLIP when its weights can be had, else "
         "bundled), bundled, or openclip:<arch>[:<tag | checkpoint>].",
     ),
-    device: str | None = typer.Option(None, help="Device profile (see `edgecl devices`; default cpu)."),
-    profile_file: str | None = typer.Option(None, help="Your own device profile TOML instead of --device."),
+    device: DeviceName = None,
+    profile_file: ProfileFile = None,
     force: bool = typer.Option(False, "--force", help="Allow a --budget above the profile's maximum."),
     codec: str | None = typer.Option(None, help="Memory codec: auto (default), fp16, int8, int4 or pq."),
     groups: str | None = typer.Option(
         None, help=f"What the memory balances and gdro weighs: {', '.join(GROUPINGS)} (default {DEFAULT_GROUPS})."
     ),
     seed: int = typer.Option(0, help="Random seed (memory selection, training)."),
-    wait: float = typer.Option(300.0, help="Seconds to wait for another edgecl process writing the same state."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    wait: WaitSeconds = 300.0,
+    as_json: AsJson = False,
 ) -> None:
     """Learn a task: new classes, or known classes in a new --domain."""
     from edgecl.commands import LearnOptions
     from edgecl.commands import learn as run_learn
 
-    opts = LearnOptions(str(task_dir), budget, state_dir, domain, method, backbone, device, codec, seed, wait,
-                        profile_file, force, groups)  # fmt: skip
+    opts = LearnOptions(task_dir=str(task_dir), budget=budget, state_dir=state_dir, domain=domain, method=method,
+                        backbone=backbone, device=device, codec=codec, seed=seed, lock_timeout_s=wait,
+                        profile_file=profile_file, force=force, groups=groups)  # fmt: skip
     with _Bar(not as_json) as bar:
         report = run_learn(opts, bar, _wait_message)
     if as_json:
@@ -265,8 +273,8 @@ def classify(
     images: list[str] = typer.Argument(..., help="Image files and/or folders (walked)."),
     top_k: int = typer.Option(5, "--top-k", min=1, help="Labels per image."),
     labels: str = typer.Option("", help="Extra labels, comma-separated, scored zero-shot beside learned classes."),
-    state_dir: str | None = typer.Option(None, help="State directory. Default: $EDGECL_HOME or ~/.edgecl."),
-    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    state_dir: StateDir = None,
+    as_json: AsJson = False,
 ) -> None:
     """Classify images with what was learned (no torch on this path)."""
     from edgecl.commands import classify as run_classify
@@ -287,8 +295,8 @@ def classify(
 @app.command()
 @handles_errors
 def status(
-    state_dir: str | None = typer.Option(None, help="State directory. Default: $EDGECL_HOME or ~/.edgecl."),
-    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+    state_dir: StateDir = None,
+    as_json: AsJson = False,
 ) -> None:
     """Show the backbone, classes, domains, memory use and task history of a state."""
     from edgecl.commands import status as run_status
@@ -315,9 +323,9 @@ def status(
 @handles_errors
 def forget(
     class_name: str = typer.Argument(..., metavar="CLASS", help="The class to remove."),
-    state_dir: str | None = typer.Option(None, help="State directory. Default: $EDGECL_HOME or ~/.edgecl."),
-    wait: float = typer.Option(300.0, help="Seconds to wait for another edgecl process writing the same state."),
-    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+    state_dir: StateDir = None,
+    wait: WaitSeconds = 300.0,
+    as_json: AsJson = False,
 ) -> None:
     """Remove a class from memory and from classification."""
     from edgecl.commands import forget as run_forget
@@ -340,7 +348,7 @@ def bench(
     out: Path = typer.Option(Path("bench-results"), help="Folder for results.json, report.md and PNG plots."),
     data_root: Path | None = typer.Option(None, help="Folder holding CIFAR-100 / DomainNet, when you have them."),
     download: bool = typer.Option(False, "--download", help="Fetch CIFAR-100 into --data-root (needs network)."),
-    as_json: bool = typer.Option(False, "--json", help="Print every raw number as JSON."),
+    as_json: AsJson = False,
 ) -> None:
     """Continual-learning benchmark: all methods side by side at equal byte budgets (bundled backbone)."""
     from edgecl.bench.size_suite import SIZE_SUITES, run_size_suite, size_markdown
@@ -377,7 +385,7 @@ def fleet_simulate(
     test_per_class: int = typer.Option(100, min=1, help="Test images per class."),
     seed: int = typer.Option(0, help="Seed of the split and of learning."),
     keep: Path | None = typer.Option(None, help="Keep the devices' state directories here (default: temporary)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    as_json: AsJson = False,
 ) -> None:
     """Each device learns its part with `learn`'s code; then the rounds run on Flower's simulation engine."""
     from edgecl.fleet.simulate import FleetSpec, simulate
@@ -399,7 +407,7 @@ def fleet_simulate(
 
 @app.command()
 @handles_errors
-def devices(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+def devices(as_json: AsJson = False) -> None:
     """List the shipped device profiles."""
     from edgecl.profiles import list_profiles
 
@@ -415,9 +423,9 @@ def devices(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")
 @handles_errors
 def profile(
     device: str | None = typer.Option(None, help="Device profile to measure against (default cpu)."),
-    profile_file: str | None = typer.Option(None, help="Your own device profile TOML instead of --device."),
+    profile_file: ProfileFile = None,
     backbone: str | None = typer.Option(None, help="Backbone to measure (default: the profile's, else bundled)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    as_json: AsJson = False,
 ) -> None:
     """Measure latency, throughput and memory on this machine against a device profile's targets."""
     from edgecl.profiles import get_profile

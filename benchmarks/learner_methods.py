@@ -22,8 +22,9 @@ from edgecl.bench.runner import RunSpec, run_stream
 from edgecl.bench.streams import Stream, Task
 from edgecl.datasets import DIGIT_CLASSES, FASHION_MNIST_CLASSES, fashion_mnist, mnist
 from edgecl.encoder import Encoder
-from edgecl.learner import METHODS, prompt_for
+from edgecl.learner import METHODS
 from edgecl.models import ensure_model
+from edgecl.prompts import prompt_for
 from edgecl.units import parse_bytes
 
 TASKS = [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]

@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from edgecl.backbones import build_backbone
+from edgecl.vectors import row_cosines
 from export.calibration import calibration_sets
 from export.onnx_export import IMAGE_INPUT, export_image_tower
-from export.quantize import RECIPES, cosine_rows, preprocess_for_quantization, quantize, run_batched, session
+from export.quantize import RECIPES, preprocess_for_quantization, quantize, run_batched, session
 
 
 def _time_batch(sess: object, pixels: np.ndarray) -> float:
@@ -54,7 +55,7 @@ def main() -> None:
             print(f"quantised {recipe.name} in {time.perf_counter() - start:.1f}s", flush=True)
             sessions[recipe.name] = session(path)
             cosines[recipe.name] = float(
-                cosine_rows(reference, run_batched(sessions[recipe.name], {IMAGE_INPUT: evaluate})).mean()
+                row_cosines(reference, run_batched(sessions[recipe.name], {IMAGE_INPUT: evaluate})).mean()
             )
         batch = evaluate[: args.batch]
         times: dict[str, list[float]] = {name: [] for name in sessions}

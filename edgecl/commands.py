@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -17,16 +17,13 @@ import edgecl
 from edgecl.backbones import parse_backbone_id
 from edgecl.errors import EdgeclError, ImageLoadError
 from edgecl.learn.methods import DEFAULT_GROUPS, DEFAULT_METHOD
-from edgecl.ram import BatchPlan, PeakRss, host_bytes, peak_rss_bytes
+from edgecl.profiles import DEFAULT_DEVICE
+from edgecl.ram import BatchPlan, PeakRss, TrainSizes, host_bytes, peak_rss_bytes
 from edgecl.state import Snapshot, StateError, commit_snapshot, read_state, state_root, writer_lock
 from edgecl.tasks import collect_images, display, scan_task_dir
 from edgecl.units import parse_bytes
 
-if TYPE_CHECKING:
-    from edgecl.learner import TrainSizes
-
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
-DEFAULT_DEVICE = "cpu"  # the profile used when --device is not given
 DEFAULT_ENCODE_BATCH = 16
 AUTO_BACKBONE = "auto"  # the profile's CLIP when obtainable, else the bundled backbone
 FORGET_NOTE = (

@@ -12,9 +12,10 @@ import numpy as np
 from edgecl.errors import ModelFileError
 from edgecl.model_dir import ModelManifest, read_manifest
 from edgecl.preprocess import ImageLike, PreprocessSpec, preprocess_batch
+from edgecl.prompts import DEFAULT_PROMPT
+from edgecl.vectors import unit_rows
 
 log = logging.getLogger(__name__)
-DEFAULT_PROMPT = "a photo of a {}."
 
 
 def available_providers() -> list[str]:
@@ -33,10 +34,6 @@ def resolve_providers(requested: Sequence[str] | None) -> list[str]:
     if "CPUExecutionProvider" not in chosen:
         chosen.append("CPUExecutionProvider")
     return chosen
-
-
-def _normalize(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def _batches(n: int, size: int) -> Iterable[slice]:
@@ -122,7 +119,7 @@ class Encoder:
         out = [self._run(session, {name: pixels[s]}, release_memory) for s in _batches(len(pixels), batch_size)]
         if not out:
             return np.zeros((0, self.embed_dim), np.float32)
-        return _normalize(np.concatenate(out).astype(np.float32))
+        return unit_rows(np.concatenate(out).astype(np.float32))
 
     def encode_images(
         self,
@@ -163,10 +160,10 @@ class Encoder:
         if not out:
             return np.zeros((0, self.embed_dim), np.float32)
         emb = np.concatenate(out).astype(np.float32)  # (N, Dt)
-        return _normalize(emb @ bridge if bridge is not None else emb)
+        return unit_rows(emb @ bridge if bridge is not None else emb)
 
     def encode_labels(self, labels: Sequence[str], templates: Sequence[str] = (DEFAULT_PROMPT,)) -> np.ndarray:
         """Class names -> (C, D) f32 unit-norm text prototypes, averaged over prompt templates."""
         prompts = [t.format(label) for label in labels for t in templates]
         emb = self.encode_texts(prompts).reshape(len(labels), len(templates), -1)
-        return _normalize(emb.mean(axis=1))
+        return unit_rows(emb.mean(axis=1))

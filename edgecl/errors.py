@@ -21,3 +21,12 @@ class ExportError(EdgeclError):
 
 class ImageLoadError(EdgeclError):
     """An image file cannot be read or decoded."""
+
+
+def check_file_format(data: object, kind: str, newest: int, source: str, error: type[EdgeclError]) -> None:
+    """Refuse `data` (a file's parsed header) unless it is a `kind` file of format version <= `newest`: one check,
+    one wording, for the state pointer, the model manifest and the memory file."""
+    if not isinstance(data, dict) or data.get("format") != kind:
+        raise error(f"{source}: not an {kind} file")
+    if int(data.get("format_version", -1)) > newest:
+        raise error(f"{source}: written by a newer edgecl (format {data['format_version']}); upgrade edgecl")

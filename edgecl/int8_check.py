@@ -3,8 +3,9 @@
 An export chooses its quantisation recipes by what they score on the exporting CPU's kernels (u8 x s8 products
 saturate on x86 without VNNI/AMX, for one). The model directory carries a small check set (`int8_check.npz`:
 Fashion-MNIST test images with the fp32 towers' embeddings and zero-shot top-1). The first time a model directory is
-used on a CPU with another `int8_isa`, the INT8 towers are run on that set here; the figures are cached under
-$EDGECL_HOME/cache (once per model and CPU kind), and a line warns when they miss the manifest's targets.
+used on a CPU with another `int8_isa`, the INT8 towers are run on that set here and compared with the same figures
+measured by the exporting CPU (stored in the set); the figures are cached under $EDGECL_HOME/cache (once per model
+and CPU kind), and a line warns when this CPU loses more than the slack below.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 CHECK_FILE = "int8_check.npz"
 COSINE_ROWS = 32  # image embeddings kept at fp16 for the cosine figure; all images count for agreement
+# What another CPU's kernels may lose against the exporting CPU's figures before a warning: 5 of 500 images'
+# zero-shot top-1, and 0.002 of mean image cosine (the measurement itself repeats to 1e-4 on one CPU).
+AGREEMENT_SLACK, COSINE_SLACK = 0.01, 0.002
 
 
 @dataclass(frozen=True)
@@ -36,34 +40,45 @@ class CheckResult:
     image_cosine: float
     text_cosine: float
     agreement: float
-    cosine_target: float
-    agreement_target: float
+    exported_image_cosine: float  # the same figures measured by the exporting CPU
+    exported_agreement: float
 
     @property
     def meets_targets(self) -> bool:
-        return self.image_cosine >= self.cosine_target and self.agreement >= self.agreement_target
+        return (self.image_cosine >= self.exported_image_cosine - COSINE_SLACK
+                and self.agreement >= self.exported_agreement - AGREEMENT_SLACK)  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self) | {"meets_targets": self.meets_targets}
 
 
-def save_check_set(path: Path, images: np.ndarray, prompts: list[str], images_fp32: np.ndarray,
-                   texts_fp32: np.ndarray) -> None:  # fmt: skip
-    """Write the check set: raw images (N, H, W) uint8, class prompts, and the fp32 towers' unit embeddings."""
+def figures(images_int8: np.ndarray, texts_int8: np.ndarray, check: Any) -> tuple[float, float, float]:
+    """(image cosine, text cosine, zero-shot top-1 agreement) of INT8 unit embeddings of the check set's images and
+    prompts with the fp32 towers' (`check`: the set's arrays)."""
+    image_cos = float((images_int8[:COSINE_ROWS] * check["image_fp32"].astype(np.float32)).sum(1).mean())
+    text_cos = float((texts_int8 * check["text_fp32"].astype(np.float32)).sum(1).mean())
+    agreement = float(((images_int8 @ texts_int8.T).argmax(1) == check["top1_fp32"]).mean())
+    return round(image_cos, 4), round(text_cos, 4), round(agreement, 4)
+
+
+def check_arrays(images: np.ndarray, prompts: list[str], images_fp32: np.ndarray,
+                 texts_fp32: np.ndarray) -> dict[str, np.ndarray]:  # fmt: skip
+    """The check set: raw images (N, H, W) uint8, class prompts, and the fp32 towers' unit embeddings."""
     top1 = (images_fp32 @ texts_fp32.T).argmax(1).astype(np.uint8)
-    np.savez_compressed(path, images=images, prompts=np.array(prompts), top1_fp32=top1,
-                        image_fp32=images_fp32[:COSINE_ROWS].astype(np.float16),
-                        text_fp32=texts_fp32.astype(np.float16))  # fmt: skip
+    return {"images": images, "prompts": np.array(prompts), "top1_fp32": top1,
+            "image_fp32": images_fp32[:COSINE_ROWS].astype(np.float16),
+            "text_fp32": texts_fp32.astype(np.float16)}  # fmt: skip
+
+
+def save_check_set(path: Path, arrays: dict[str, np.ndarray], exported: tuple[float, float, float]) -> None:
+    """Write the set with the exporting CPU's own figures on it (`figures` of its INT8 towers)."""
+    np.savez_compressed(path, **arrays, exported_figures=np.array(exported, np.float64))
 
 
 def _measure(encoder: Encoder, check: Any) -> tuple[float, float, float]:
-    """(image cosine, text cosine, zero-shot top-1 agreement) of this CPU's INT8 towers with the fp32 towers."""
+    """This CPU's INT8 towers on the check set, through the encoder users get."""
     images = encoder.encode_images(list(check["images"]))
-    texts = encoder.encode_texts([str(p) for p in check["prompts"]])
-    image_cos = float((images[:COSINE_ROWS] * check["image_fp32"].astype(np.float32)).sum(1).mean())
-    text_cos = float((texts * check["text_fp32"].astype(np.float32)).sum(1).mean())
-    agreement = float(((images @ texts.T).argmax(1) == check["top1_fp32"]).mean())
-    return image_cos, text_cos, agreement
+    return figures(images, encoder.encode_texts([str(p) for p in check["prompts"]]), check)
 
 
 def _cache_path(encoder: Encoder, isa: str) -> Path:
@@ -83,17 +98,16 @@ def recheck_on_this_cpu(encoder: Encoder) -> CheckResult | None:
         return CheckResult(**{k: v for k, v in json.loads(cache.read_text()).items() if k != "meets_targets"})
     with np.load(encoder.manifest.verify_file(encoder.manifest.root / CHECK_FILE), allow_pickle=False) as check:
         image_cos, text_cos, agreement = _measure(encoder, check)
-    quant = data["towers"]["image"]["quantization"]
-    result = CheckResult(exported_on, here, round(image_cos, 4), round(text_cos, 4), round(agreement, 4),
-                         quant["cosine_target"], quant.get("agreement_target", 0.0))  # fmt: skip
+        exported_cos, _, exported_agreement = (float(v) for v in check["exported_figures"])
+    result = CheckResult(exported_on, here, image_cos, text_cos, agreement, exported_cos, exported_agreement)
     cache.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(cache, json.dumps(result.to_json(), indent=2).encode())
     if not result.meets_targets:
         log.warning(
-            "%s was exported on a CPU with %s; on this %s CPU its INT8 towers measure cosine %.3f and zero-shot "
-            "agreement %.1f%% with fp32 (targets %.3f, %.0f%%); re-export here to re-choose the recipes: "
-            "edgecl export --backbone %s --out %s --force",
-            encoder.manifest.root, exported_on, here, image_cos, 100 * agreement, result.cosine_target,
-            100 * result.agreement_target, encoder.manifest.backbone, encoder.manifest.root,
+            "%s was exported on a CPU with %s; on this %s CPU its INT8 towers measure cosine %.4f and zero-shot "
+            "agreement %.1f%% with fp32 (%.4f and %.1f%% where exported); re-export here to re-choose the "
+            "recipes: edgecl export --backbone %s --out %s --force",
+            encoder.manifest.root, exported_on, here, image_cos, 100 * agreement, exported_cos,
+            100 * exported_agreement, encoder.manifest.backbone, encoder.manifest.root,
         )  # fmt: skip
     return result

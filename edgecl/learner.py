@@ -28,13 +28,14 @@ from edgecl.learn.prototypes import (
     ClassMeans,
     holdout_mask,
     measure_weight,
-    normalize,
 )
 from edgecl.memory import MemoryConfig, ReplayMemory
 from edgecl.memory.policy import GROUPINGS, group_keys, group_parts
+from edgecl.prompts import prompt_for
+from edgecl.ram import TrainSizes
+from edgecl.vectors import unit_rows
 
 METHODS = tuple(METHOD_TABLE)
-PROMPT = "a photo of a {}."
 
 
 @dataclass(frozen=True)
@@ -71,19 +72,6 @@ class LearnerConfig:
             raise EdgeclError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.groups not in GROUPINGS:
             raise EdgeclError(f"unknown groups {self.groups!r}; choose one of {', '.join(GROUPINGS)}")
-
-
-@dataclass(frozen=True)
-class TrainSizes:
-    """How big training may get for one task: the batch, and how many replayed rows to decode (None: all)."""
-
-    batch: int
-    replay_rows: int | None = None
-
-
-def prompt_for(name: str) -> str:
-    """Folder-style names read better in prompts: underscores and dashes become spaces."""
-    return PROMPT.format(name.replace("_", " ").replace("-", " ").strip())
 
 
 def _estimator_arrays(loss_state: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -242,7 +230,7 @@ class Learner:
         if not names:
             return np.zeros((0, self.dim), np.float32)
         if given is not None:
-            return normalize(np.stack([np.asarray(given[n], np.float32) for n in names]))
+            return unit_rows(np.stack([np.asarray(given[n], np.float32) for n in names]))
         return self._require_encoder().encode_texts([prompt_for(n) for n in names])
 
     def _fit(self, x: np.ndarray, names: list[str], y: np.ndarray, task_classes: np.ndarray,
@@ -375,8 +363,8 @@ class Learner:
             rows = stored.labels == i
             if rows.any():
                 c = self.classes.index(name)
-                mean = normalize(stored.embeddings[rows].mean(0))
-                protos[c] = normalize(mean + self.config.ncm_text_weight * text[c])
+                mean = unit_rows(stored.embeddings[rows].mean(0))
+                protos[c] = unit_rows(mean + self.config.ncm_text_weight * text[c])
         return protos
 
     def _means_from_memory(self) -> ClassMeans:
@@ -413,7 +401,7 @@ class Learner:
         if not extra:
             return learned, list(self.classes)
         text = self._require_encoder().encode_texts([prompt_for(n) for n in extra])
-        return np.concatenate([learned, normalize(x) @ text.T], axis=1), list(self.classes) + extra
+        return np.concatenate([learned, unit_rows(x) @ text.T], axis=1), list(self.classes) + extra
 
     def classify_embeddings(
         self, x: np.ndarray, top_k: int = 5, extra_labels: Sequence[str] = ()

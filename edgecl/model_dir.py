@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgecl.errors import ModelFileError
+from edgecl.errors import ModelFileError, check_file_format
 
 MANIFEST_NAME = "manifest.json"
 MODEL_FORMAT = "edgecl-model"
@@ -80,10 +80,7 @@ def read_manifest(model_dir: str | Path) -> ModelManifest:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFileError(f"{path}: not valid JSON ({exc}); re-run `edgecl export --force`") from exc
-    if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
-        raise ModelFileError(f"{path}: not an edgecl model manifest")
-    if int(data.get("format_version", -1)) > MODEL_FORMAT_VERSION:
-        raise ModelFileError(f"{path}: written by a newer edgecl (format {data['format_version']}); upgrade edgecl")
+    check_file_format(data, MODEL_FORMAT, MODEL_FORMAT_VERSION, str(path), ModelFileError)
     for key in ("backbone", "embed_dim", "towers", "files", "preprocess", "tokenizer"):
         if key not in data:
             raise ModelFileError(f"{path}: field {key!r} missing; re-run `edgecl export --force`")

@@ -74,14 +74,9 @@ def gpu_memory() -> dict[str, Any]:
 
 def _train_steps_per_s(dim: int, profile: DeviceProfile) -> float:
     from edgecl.learn.adapters import AdapterConfig, lora_head
-    from edgecl.learn.trainer import TrainConfig, TrainData, train
+    from edgecl.learn.trainer import TrainConfig, synthetic_data, train
 
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((profile.train_batch * 4, dim)).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    y = rng.integers(0, 10, len(x))
-    text = rng.standard_normal((10, dim)).astype(np.float32)
-    data = TrainData(x, y, np.arange(len(x)), text / np.linalg.norm(text, axis=1, keepdims=True), np.arange(10))
+    data = synthetic_data(profile.train_batch * 4, dim, 10)
     cfg = TrainConfig(method="gdro", epochs=1, batch_size=profile.train_batch, optimizer=profile.optimizer)
     head = lora_head(dim, AdapterConfig(rank=profile.adapter_rank))
     steps, start = 0, time.perf_counter()

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 from edgecl.errors import EdgeclError
-from edgecl.learner import TrainSizes
 
 HEADROOM = 0.95  # plan up to this share of the cap; the rest absorbs allocator slack and sampling misses
 PROBE_BATCH = 2  # first encode batch under a cap: small, so its measured cost can size the next ones
@@ -27,6 +26,14 @@ SAMPLE_INTERVAL_S = 0.002
 TRAIN_FLOATS_PER_DIM, TRAIN_FLOATS_PER_CLASS = 16, 8
 # A replayed memory row costs its decoded f32 vector twice while the training pool is assembled.
 REPLAY_COPIES = 2
+
+
+@dataclass(frozen=True)
+class TrainSizes:
+    """How big training may get for one task: the batch, and how many replayed rows to decode (None: all)."""
+
+    batch: int
+    replay_rows: int | None = None
 
 
 class RamCapError(EdgeclError):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import shutil
@@ -23,14 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgecl.atomic import atomic_write_bytes, fsync_dir
-from edgecl.errors import EdgeclError
+from edgecl.atomic import atomic_write_bytes, publish_folder
+from edgecl.errors import EdgeclError, check_file_format
 from edgecl.tasks import display
 
 STATE_FORMAT = "edgecl-state"
 STATE_FORMAT_VERSION = 1
 POINTER = "edgecl-state.json"
 SNAPSHOT_META = "snapshot.json"
+LOCK_FILE, LOCK_OWNER = "lock", "lock.owner"  # the writer lock (flock) and the pid of its holder
 KEEP_SNAPSHOTS = 2
 
 
@@ -77,50 +77,43 @@ def read_state(root: Path) -> Snapshot | None:
 
 
 def _check_version(data: Any, pointer: Path) -> None:
-    if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
-        raise StateError(f"{display(pointer)}: not an edgecl state file")
-    if int(data.get("format_version", -1)) > STATE_FORMAT_VERSION:
-        raise StateError(
-            f"{display(pointer)}: written by a newer edgecl (format {data['format_version']}); upgrade edgecl"
-        )
+    check_file_format(data, STATE_FORMAT, STATE_FORMAT_VERSION, display(pointer), StateError)
 
 
 @contextlib.contextmanager
 def writer_lock(
     root: Path, timeout_s: float = 300.0, on_wait: Callable[[str], None] = lambda m: None
 ) -> Iterator[None]:
-    """Hold the state's writer lock; a second writer waits (with a message) up to timeout_s, then fails."""
+    """Hold the state's writer lock (`filelock`, an flock on root/lock); a second writer waits (with a message) up
+    to timeout_s, then fails. The holder's pid is in root/lock.owner for the messages."""
+    from filelock import FileLock, Timeout
+
     try:
         root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        lock = FileLock(root / LOCK_FILE)
+        lock.acquire(timeout=0)
+    except Timeout:
+        on_wait(f"waiting for another edgecl process (pid {_holder(root)}) to finish with {display(root)}")
+        try:
+            lock.acquire(timeout=timeout_s, poll_interval=0.2)
+        except Timeout:
+            raise StateError(f"{display(root)} is locked by another edgecl process (pid {_holder(root)}); "
+                             "try again when it has finished") from None  # fmt: skip
     except OSError as exc:
         raise StateError(
             f"{display(root)}: cannot write the state directory ({exc.strerror}); pick another --state-dir"
         ) from exc
     try:
-        deadline, told = time.monotonic() + timeout_s, False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise StateError(f"{display(root)} is locked by another edgecl process (pid {_holder(fd)}); "
-                                     "try again when it has finished") from None  # fmt: skip
-                if not told:
-                    on_wait(f"waiting for another edgecl process (pid {_holder(fd)}) to finish with {display(root)}")
-                    told = True
-                time.sleep(0.2)
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        with contextlib.suppress(OSError):
+            (root / LOCK_OWNER).write_text(str(os.getpid()))
         yield
     finally:
-        os.close(fd)  # closing releases the lock
+        lock.release()
 
 
-def _holder(fd: int) -> str:
+def _holder(root: Path) -> str:
     with contextlib.suppress(OSError):
-        return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        return (root / LOCK_OWNER).read_text().strip() or "?"
     return "?"
 
 
@@ -136,11 +129,8 @@ def commit_snapshot(root: Path, write: Callable[[Path], None], meta: dict[str, A
     try:
         write(work)
         (work / SNAPSHOT_META).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
-        _fsync_tree(work)
         name = f"{_next_number(snapshots):06d}"
-        os.chmod(work, 0o755)
-        os.rename(work, snapshots / name)
-        fsync_dir(snapshots)
+        publish_folder(work, snapshots / name)
         pointer = {"format": STATE_FORMAT, "format_version": STATE_FORMAT_VERSION, "snapshot": f"snapshots/{name}"}
         atomic_write_bytes(root / POINTER, json.dumps(pointer, indent=2).encode())
     except OSError as exc:
@@ -155,14 +145,6 @@ def _write_error(root: Path, exc: OSError) -> StateError:
     if exc.errno == errno.ENOSPC:
         return StateError(f"{display(root)}: disk full; free some space and run again (the previous state is intact)")
     return StateError(f"{display(root)}: cannot write the state ({exc.strerror}); the previous state is intact")
-
-
-def _fsync_tree(folder: Path) -> None:
-    for dirpath, _, filenames in os.walk(folder):
-        for name in filenames:
-            with open(Path(dirpath) / name, "rb") as fh:
-                os.fsync(fh.fileno())
-        fsync_dir(Path(dirpath))
 
 
 def _next_number(snapshots: Path) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 
 import edgecl
+from edgecl.atomic import publish_folder
 from edgecl.errors import ExportError, ModelFileError
 from edgecl.model_dir import (
     MANIFEST_NAME,
@@ -31,7 +31,6 @@ from edgecl.model_dir import (
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 Agreement = Callable[[np.ndarray, np.ndarray], float]  # export.quantize.Agreement (imported lazily there)
-CHECK_IMAGES = 256  # raw 28x28 images in the model directory's INT8 check set (the set is about 150 KB)
 
 
 @dataclass(frozen=True)
@@ -63,34 +62,36 @@ def _recipes(kind: str, forced: str | None) -> tuple[Any, ...]:
     return match
 
 
-def _quantize_tower(
-    name: str,
-    kind: str,
-    work: Path,
-    feeds: dict[str, np.ndarray],
-    calibration: np.ndarray | None,
-    postprocess: Callable[[np.ndarray], np.ndarray],
-    options: ExportOptions,
-    progress: Progress,
-    agreement: Agreement,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class TowerJob:
+    """One tower to quantise: work/<name>.fp32.onnx, measured on `feeds` (and `agreement`) after `postprocess`."""
+
+    name: str  # "image" | "text": the file names and the ExportOptions recipe field
+    kind: str  # the RECIPES entry: conv | transformer | text
+    feeds: dict[str, np.ndarray]  # evaluation inputs
+    agreement: Agreement
+    calibration: np.ndarray | None = None  # static recipes only
+    postprocess: Callable[[np.ndarray], np.ndarray] = lambda x: x
+
+
+def _quantize_tower(job: TowerJob, work: Path, options: ExportOptions, progress: Progress) -> dict[str, Any]:
     """Quantise work/<name>.fp32.onnx to work/<name>.int8.onnx; return the tower's manifest entry."""
     from export.quantize import AGREEMENT_TARGETS, COSINE_TARGETS, Targets, choose_recipe, preprocess_for_quantization
 
-    prepared = work / f"{name}.prep.onnx"
-    preprocess_for_quantization(work / f"{name}.fp32.onnx", prepared)
+    prepared = work / f"{job.name}.prep.onnx"
+    preprocess_for_quantization(work / f"{job.name}.fp32.onnx", prepared)
     report = choose_recipe(
-        prepared, work / f"{name}.int8.onnx", _recipes(kind, getattr(options, f"{name}_recipe")), feeds, calibration,
-        Targets(COSINE_TARGETS[kind], AGREEMENT_TARGETS[name]), postprocess,
-        lambda recipe: progress(f"quantising {name} tower: {recipe}"), agreement,
+        prepared, work / f"{job.name}.int8.onnx", _recipes(job.kind, getattr(options, f"{job.name}_recipe")),
+        job.feeds, job.calibration, Targets(COSINE_TARGETS[job.kind], AGREEMENT_TARGETS[job.name]), job.postprocess,
+        lambda recipe: progress(f"quantising {job.name} tower: {recipe}"), job.agreement,
     )  # fmt: skip
     prepared.unlink()
-    files = {"int8": f"{name}.int8.onnx"}
+    files = {"int8": f"{job.name}.int8.onnx"}
     if options.keep_fp32:
-        files["fp32"] = f"{name}.fp32.onnx"
+        files["fp32"] = f"{job.name}.fp32.onnx"
     else:
-        (work / f"{name}.fp32.onnx").unlink()
-    return {"files": files, "inputs": list(feeds), "quantization": report}
+        (work / f"{job.name}.fp32.onnx").unlink()
+    return {"files": files, "inputs": list(job.feeds), "quantization": report}
 
 
 def _bridged(built: Any, text_outputs: np.ndarray) -> np.ndarray:
@@ -100,8 +101,9 @@ def _bridged(built: Any, text_outputs: np.ndarray) -> np.ndarray:
 
 def _prompt_anchors(built: Any, text_model: Path) -> np.ndarray:
     """(K, D) unit embeddings of the evaluation prompts by the text tower in `text_model`."""
+    from edgecl.vectors import unit_rows
     from export.calibration import evaluation_prompts
-    from export.quantize import run_batched, session, unit_rows
+    from export.quantize import run_batched, session
 
     return unit_rows(_bridged(built, run_batched(session(text_model), dict(built.tokenize(evaluation_prompts())))))
 
@@ -118,7 +120,8 @@ def _labelled(sources: np.ndarray) -> tuple[np.ndarray, slice]:
 def _text_agreement(images_fp32: np.ndarray, classes: slice) -> Agreement:
     """A text recipe's agreement: the fp32 image embeddings of the labelled rows classified by the fp32 and by the
     INT8 text tower (so the text tower's share of the product's top-1 error is measured on its own)."""
-    from export.quantize import unit_rows, zero_shot_agreement
+    from edgecl.vectors import unit_rows
+    from export.quantize import zero_shot_agreement
 
     def agreement(reference: np.ndarray, candidate: np.ndarray) -> float:  # text outputs, bridged
         fp32, int8 = unit_rows(reference)[classes], unit_rows(candidate)[classes]
@@ -138,17 +141,21 @@ def _image_agreement(text_fp32: np.ndarray, text_int8: np.ndarray, rows: np.ndar
     return agreement
 
 
-def _write_check_set(work: Path, images_fp32: np.ndarray, texts_fp32: np.ndarray) -> None:
+def _write_check_set(work: Path, pixels: np.ndarray, images_fp32: np.ndarray, texts: tuple[np.ndarray, ...]) -> None:
     """What a CPU with other int8 kernels re-measures the INT8 towers on at first use (edgecl/int8_check.py): the
-    first CHECK_IMAGES labelled Fashion-MNIST evaluation images, raw, with the fp32 towers' embeddings."""
+    labelled Fashion-MNIST evaluation images (raw; `pixels`: preprocessed), the fp32 towers' embeddings, and the
+    figures of this CPU's INT8 towers on them. `texts`: the class prompts' unit embeddings, fp32 and INT8."""
     from edgecl import datasets
-    from edgecl.int8_check import CHECK_FILE, save_check_set
+    from edgecl.int8_check import CHECK_FILE, check_arrays, figures, save_check_set
+    from edgecl.vectors import unit_rows
     from export.calibration import AGREEMENT_CLASSES, evaluation_prompts
-    from export.quantize import unit_rows
+    from export.onnx_export import IMAGE_INPUT
+    from export.quantize import run_batched, session
 
-    images = datasets.fashion_mnist("test")[0][:CHECK_IMAGES]  # the same images, in order, as the labelled rows
-    prompts = evaluation_prompts()[AGREEMENT_CLASSES]
-    save_check_set(work / CHECK_FILE, images, prompts, unit_rows(images_fp32[: len(images)]), texts_fp32)
+    images = datasets.fashion_mnist("test")[0][: len(pixels)]  # the same images, in order, as the labelled rows
+    arrays = check_arrays(images, evaluation_prompts()[AGREEMENT_CLASSES], unit_rows(images_fp32), texts[0])
+    images_int8 = unit_rows(run_batched(session(work / "image.int8.onnx"), {IMAGE_INPUT: pixels}))
+    save_check_set(work / CHECK_FILE, arrays, figures(images_int8, texts[1], arrays))
 
 
 def _export_towers(built: Any, work: Path, options: ExportOptions, progress: Progress) -> dict[str, Any]:
@@ -165,17 +172,15 @@ def _export_towers(built: Any, work: Path, options: ExportOptions, progress: Pro
     rows, classes = _labelled(sources)
     images_fp32 = run_batched(session(work / "image.fp32.onnx"), {IMAGE_INPUT: evaluate[rows]})
     text_fp32 = _prompt_anchors(built, work / "text.fp32.onnx")
-    text = _quantize_tower(
-        "text", "text", work, dict(built.tokenize(evaluation_prompts())), None, lambda x: _bridged(built, x), options,
-        progress, _text_agreement(images_fp32, classes),
-    )  # fmt: skip
+    text_job = TowerJob("text", "text", dict(built.tokenize(evaluation_prompts())),
+                        _text_agreement(images_fp32, classes), postprocess=lambda x: _bridged(built, x))  # fmt: skip
+    text = _quantize_tower(text_job, work, options, progress)
     text_int8 = _prompt_anchors(built, work / "text.int8.onnx")
-    image = _quantize_tower(
-        "image", built.image_arch, work, {IMAGE_INPUT: evaluate}, calib, lambda x: x, options, progress,
-        _image_agreement(text_fp32, text_int8, rows, classes),
-    )  # fmt: skip
+    image_job = TowerJob("image", built.image_arch, {IMAGE_INPUT: evaluate},
+                         _image_agreement(text_fp32, text_int8, rows, classes), calibration=calib)  # fmt: skip
+    image = _quantize_tower(image_job, work, options, progress)
     if calib_dir is None and (sources == AGREEMENT_SOURCE).any():
-        _write_check_set(work, images_fp32, text_fp32[classes])
+        _write_check_set(work, evaluate[rows], images_fp32, (text_fp32[classes], text_int8[classes]))
     image["quantization"]["data"] = source
     text["quantization"]["data"] = "evaluation prompts: " + ", ".join(evaluation_prompts()[:3]) + ", ..."
     return {"image": image, "text": text}
@@ -212,21 +217,6 @@ def _write_manifest(built: Any, work: Path, towers: dict[str, Any], bridge: Any,
     write_json(work / MANIFEST_NAME, manifest)  # written last: its presence marks a complete export
 
 
-def _commit(work: Path, out_dir: Path) -> None:
-    """Swap the finished folder into place; a reader sees the old export or the new one, never a mix."""
-    for path in work.iterdir():
-        with open(path, "rb") as fh:
-            os.fsync(fh.fileno())
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.rename(out_dir, old)
-    os.chmod(work, 0o755)
-    os.rename(work, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def export_model(
     backbone_id: str,
     out_dir: str | Path,
@@ -259,7 +249,7 @@ def export_model(
         towers = _export_towers(built, work, options, progress)
         bridge = _write_side_files(built, work)
         _write_manifest(built, work, towers, bridge, options)
-        _commit(work, out_dir)
+        publish_folder(work, out_dir, replace_existing=True)  # a reader sees the old export or the new one
     finally:
         shutil.rmtree(work, ignore_errors=True)
     progress(f"wrote {out_dir}")

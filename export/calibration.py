@@ -9,6 +9,7 @@ import numpy as np
 
 from edgecl import datasets
 from edgecl.preprocess import ImageLike, PreprocessSpec, preprocess_batch
+from edgecl.prompts import DEFAULT_PROMPT
 from edgecl.tasks import list_images
 
 N_DIGIT_LIKE = 48
@@ -59,5 +60,5 @@ def calibration_sets(
     return preprocess_batch(calib, spec), preprocess_batch(evaluate, spec), source, np.array(sources)
 
 
-def evaluation_prompts(templates: Sequence[str] = ("a photo of a {}.",)) -> list[str]:
+def evaluation_prompts(templates: Sequence[str] = (DEFAULT_PROMPT,)) -> list[str]:
     return [t.format(name) for name in EVAL_PROMPT_NAMES for t in templates]

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from edgecl.errors import ExportError
+from edgecl.vectors import row_cosines
 
 log = logging.getLogger(__name__)
 # Mean cosine to fp32 that a recipe must reach. The issue's floor is 0.99; the conv tower gets 0.995 because the
@@ -201,14 +202,6 @@ def run_batched(sess: Any, feeds: dict[str, np.ndarray], batch: int = 16) -> np.
     return np.concatenate(outs).astype(np.float32)
 
 
-def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sum(unit_rows(a) * unit_rows(b), axis=1)
-
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-
-
 def zero_shot_agreement(images: np.ndarray, classes: np.ndarray, images_q: np.ndarray, classes_q: np.ndarray) -> float:
     """Share of images (N, D) whose best class (K, D, unit rows) is the same for the reference pair and the
     quantised pair: the top-1 that users see."""
@@ -263,7 +256,7 @@ def choose_recipe(
 
 def _measure(recipe: QuantRecipe, path: Path, reference: np.ndarray, output: np.ndarray,
              agreement: Agreement | None) -> dict[str, Any]:  # fmt: skip
-    cos = cosine_rows(reference, output)
+    cos = row_cosines(reference, output)
     entry = {"recipe": recipe.to_dict(), "cosine_mean": round(float(cos.mean()), 6),
              "cosine_min": round(float(cos.min()), 6), "bytes": path.stat().st_size}  # fmt: skip
     return entry | ({} if agreement is None else {"agreement": round(agreement(reference, output), 4)})

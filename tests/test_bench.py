@@ -23,7 +23,7 @@ def test_suite_smoke(tmp_path: Path, bundled_export: Path) -> None:
 
     from edgecl.bench.suite import SUITES, run_suite
 
-    suite = replace(SUITES["quick"], budget_sweep=("64KB",), train_per_class=30, test_per_class=20)
+    suite = replace(SUITES["quick"], budget_sweep=("64KB",), train_per_class=20, test_per_class=10)
     data = run_suite("quick", tmp_path / "out", suite=suite)
     methods = {r["method"] for r in data["runs"]}
     assert methods == set(METHODS)

@@ -9,7 +9,7 @@ import pytest
 
 from edgecl.datasets import FASHION_MNIST_CLASSES, fashion_mnist
 from edgecl.encoder import Encoder
-from export.quantize import cosine_rows
+from edgecl.vectors import row_cosines
 
 N_IMAGES = 500
 
@@ -25,7 +25,7 @@ def test_int8_agrees_with_fp32_on_fashion_mnist(bundled_export: Path, fashion_te
     images, labels = fashion_test
     fp32, int8 = Encoder(bundled_export, precision="fp32"), Encoder(bundled_export)
     img32, img8 = fp32.encode_images(list(images)), int8.encode_images(list(images))
-    assert cosine_rows(img32, img8).mean() >= 0.99
+    assert row_cosines(img32, img8).mean() >= 0.99
     txt32, txt8 = (
         fp32.encode_labels(list(FASHION_MNIST_CLASSES)),
         int8.encode_labels(list(FASHION_MNIST_CLASSES)),

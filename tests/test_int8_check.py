@@ -7,27 +7,29 @@ import logging
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgecl.encoder import Encoder
 from edgecl.int8_check import CHECK_FILE, recheck_on_this_cpu
-from edgecl.model_dir import cpu_int8_isa
+from edgecl.model_dir import cpu_int8_isa, sha256_file
 
 
-def _copy_as_if_exported_elsewhere(bundled_export: Path, dst: Path, image_target: float | None = None) -> Path:
+def _copy_as_if_exported_elsewhere(bundled_export: Path, dst: Path) -> Path:
     shutil.copytree(bundled_export, dst, ignore=shutil.ignore_patterns("*.fp32.onnx"))
-    manifest = json.loads((dst / "manifest.json").read_text())
-    manifest["int8_isa"] = "a-cpu-unlike-this-one"
-    if image_target is not None:
-        manifest["towers"]["image"]["quantization"]["cosine_target"] = image_target
-    (dst / "manifest.json").write_text(json.dumps(manifest))
+    _edit_manifest(dst, lambda manifest: manifest | {"int8_isa": "a-cpu-unlike-this-one"})
     return dst
+
+
+def _edit_manifest(model: Path, change: object) -> None:
+    manifest = json.loads((model / "manifest.json").read_text())
+    (model / "manifest.json").write_text(json.dumps(change(manifest)))  # type: ignore[operator]
 
 
 def test_the_export_ships_a_check_set_and_this_cpu_is_not_rechecked(bundled_export: Path) -> None:
     manifest = Encoder(bundled_export).manifest.data
     assert manifest["int8_isa"] == cpu_int8_isa() and CHECK_FILE in manifest["files"]
-    assert (bundled_export / CHECK_FILE).stat().st_size < 200_000
+    assert (bundled_export / CHECK_FILE).stat().st_size < 350_000
     assert recheck_on_this_cpu(Encoder(bundled_export)) is None
 
 
@@ -36,22 +38,27 @@ def test_another_cpu_measures_once_and_caches(bundled_export: Path, tmp_path: Pa
     monkeypatch.setenv("EDGECL_HOME", str(tmp_path / "home"))
     model = _copy_as_if_exported_elsewhere(bundled_export, tmp_path / "model")
     first = recheck_on_this_cpu(Encoder(model))
-    assert first is not None and first.measured_on == cpu_int8_isa()
-    exported = json.loads((model / "manifest.json").read_text())["towers"]["image"]["quantization"]
-    # the same kernels as the export, so the figures are the export's, measured on a subset (256 of 500 images)
-    assert first.image_cosine >= exported["cosine_target"] - 0.005 and first.text_cosine >= 0.99
-    assert abs(first.agreement - exported["agreement"]) <= 0.03
+    assert first is not None and first.measured_on == cpu_int8_isa() and first.meets_targets
+    # the same kernels as the export, through the encoder users get: the export's own figures on the same set
+    assert abs(first.agreement - first.exported_agreement) <= 0.002, first
+    assert abs(first.image_cosine - first.exported_image_cosine) <= 0.0005 and first.text_cosine >= 0.99, first
     cached = list((tmp_path / "home" / "cache" / "int8-checks").iterdir())
     assert len(cached) == 1
     stamp = cached[0].stat().st_mtime_ns
     assert recheck_on_this_cpu(Encoder(model)) == first and cached[0].stat().st_mtime_ns == stamp
 
 
-def test_figures_below_the_targets_warn_in_one_line(bundled_export: Path, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch,
-                                                    caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_a_cpu_that_loses_accuracy_is_told_in_one_line(bundled_export: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    """The exporting CPU's figures raised to perfect: this CPU's real figures fall short and a line says so."""
     monkeypatch.setenv("EDGECL_HOME", str(tmp_path / "home"))
-    model = _copy_as_if_exported_elsewhere(bundled_export, tmp_path / "model", image_target=1.0)
+    model = _copy_as_if_exported_elsewhere(bundled_export, tmp_path / "model")
+    with np.load(model / CHECK_FILE) as check:
+        arrays = dict(check) | {"exported_figures": np.ones(3)}
+    np.savez_compressed(model / CHECK_FILE, **arrays)
+    digest = sha256_file(model / CHECK_FILE)
+    _edit_manifest(model, lambda manifest: manifest | {"files": manifest["files"] | {CHECK_FILE: digest}})
     with caplog.at_level(logging.WARNING, logger="edgecl"):
         result = recheck_on_this_cpu(Encoder(model))
     assert result is not None and not result.meets_targets

@@ -10,8 +10,8 @@ import torch
 
 from edgecl.encoder import Encoder
 from edgecl.preprocess import preprocess_batch
+from edgecl.vectors import row_cosines
 from export import ExportOptions, export_model
-from export.quantize import cosine_rows
 
 PROMPTS = ["a photo of a cat.", "a photo of a rocket.", "a diagram.", "an astronaut on the moon", "coffee"]
 
@@ -38,10 +38,10 @@ def test_onnx_fp32_matches_torch_and_int8_matches_fp32(tiny_export: Path, tiny_c
     fp32, int8 = Encoder(tiny_export, precision="fp32"), Encoder(tiny_export)
     pixels = preprocess_batch(photos, fp32.preprocess_spec)
     ref_img, ref_txt = _torch_embeddings(_torch_model(tiny_config), pixels, PROMPTS)
-    assert cosine_rows(fp32.encode_pixels(pixels), ref_img).min() >= 0.9999
-    assert cosine_rows(fp32.encode_texts(PROMPTS), ref_txt).min() >= 0.9999
-    assert cosine_rows(int8.encode_pixels(pixels), fp32.encode_pixels(pixels)).mean() >= 0.98
-    assert cosine_rows(int8.encode_texts(PROMPTS), fp32.encode_texts(PROMPTS)).mean() >= 0.98
+    assert row_cosines(fp32.encode_pixels(pixels), ref_img).min() >= 0.9999
+    assert row_cosines(fp32.encode_texts(PROMPTS), ref_txt).min() >= 0.9999
+    assert row_cosines(int8.encode_pixels(pixels), fp32.encode_pixels(pixels)).mean() >= 0.98
+    assert row_cosines(int8.encode_texts(PROMPTS), fp32.encode_texts(PROMPTS)).mean() >= 0.98
 
 
 def test_the_open_clip_text_tower_is_int8_too(tiny_export: Path) -> None:
@@ -69,10 +69,10 @@ def test_local_checkpoint_is_loaded(tmp_path: Path, tiny_config: Path, photos: l
     enc = Encoder(out, precision="fp32")
     pixels = preprocess_batch(photos[:4], enc.preprocess_spec)
     ref_img, ref_txt = _torch_embeddings(trained, pixels, PROMPTS)
-    assert cosine_rows(enc.encode_pixels(pixels), ref_img).min() >= 0.9999
-    assert cosine_rows(enc.encode_texts(PROMPTS), ref_txt).min() >= 0.9999
+    assert row_cosines(enc.encode_pixels(pixels), ref_img).min() >= 0.9999
+    assert row_cosines(enc.encode_texts(PROMPTS), ref_txt).min() >= 0.9999
     random_img, _ = _torch_embeddings(_torch_model(tiny_config), pixels, PROMPTS)
-    assert cosine_rows(enc.encode_pixels(pixels), random_img).mean() < 0.99
+    assert row_cosines(enc.encode_pixels(pixels), random_img).mean() < 0.99
 
 
 def test_missing_checkpoint_file_is_a_clear_error(tiny_config: Path, tmp_path: Path) -> None:

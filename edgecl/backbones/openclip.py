@@ -8,8 +8,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from edgecl.backbones import BackboneRef
 from edgecl.backbones.base import BuiltBackbone
+from edgecl.backbones.ids import BackboneRef
 from edgecl.errors import BackboneUnavailableError
 from edgecl.preprocess import PreprocessSpec
 
@@ -20,13 +20,20 @@ RANDOM_SEED = 0
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 
 
+def _hub_offline() -> bool:
+    """Hugging Face's own reading of its offline switches (HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE)."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
 class HubProbe:
     """A TCP connect to the model hub in a background thread, started early so it overlaps the slow imports."""
 
     def __init__(self, host: str = HUB_HOST, timeout_s: float = PROBE_TIMEOUT_S) -> None:
         self.timeout_s = timeout_s
         self._result: list[bool] = []
-        self._offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+        self._offline = _hub_offline()
         self._thread = threading.Thread(target=self._probe, args=(host,), daemon=True)  # getaddrinfo ignores timeouts
         if not self._offline:
             self._thread.start()
@@ -39,7 +46,8 @@ class HubProbe:
             self._result.append(False)
 
     def reachable(self) -> bool:
-        """True when the host answered within the timeout (counted from the start); honours HF_HUB_OFFLINE=1."""
+        """True when the host answered within the timeout (counted from the start); honours Hugging Face's offline
+        settings (HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE)."""
         if self._offline:
             return False
         self._thread.join(self.timeout_s)
@@ -47,7 +55,7 @@ class HubProbe:
 
 
 def hub_reachable(host: str = HUB_HOST, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
-    """True when `host` answers a TCP connect within timeout_s; honours HF_HUB_OFFLINE=1."""
+    """True when `host` answers a TCP connect within timeout_s; honours Hugging Face's offline settings."""
     return HubProbe(host, timeout_s).reachable()
 
 
@@ -84,10 +92,9 @@ def _is_hub_tag(weights: str) -> bool:
 
 def _any_cached_openclip_weights() -> bool:
     """Whether the Hugging Face cache holds any open_clip weights file (else a hub tag cannot load offline)."""
-    home = Path(
-        os.environ.get("HF_HUB_CACHE")
-        or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
-    )
+    from huggingface_hub import constants
+
+    home = Path(constants.HF_HUB_CACHE)
     if not home.is_dir():
         return False
     return any(home.glob("models--*/snapshots/*/open_clip_*"))

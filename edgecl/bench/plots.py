@@ -8,14 +8,12 @@ from typing import Any
 import numpy as np
 
 
-def plot_all(results: dict[str, Any], out_dir: Path) -> list[Path]:
+def plot_all(results: dict[str, Any], main: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """The suite's figures: `main` are its runs at the main budget and codec (edgecl.bench.suite.main_runs)."""
     import matplotlib
 
     matplotlib.use("Agg")
-    from edgecl.bench.suite import main_runs
-
     cfg = results["config"]
-    main = main_runs(results)
     paths = []
     for stream in sorted({r["stream"] for r in main}):
         paths.append(_per_task(stream, [r for r in main if r["stream"] == stream], out_dir))

@@ -53,8 +53,8 @@ def run_size_suite(suite: SizeSuite, out_dir: Path, name: str = "task-size",
     from edgecl.bench.streams import Embedder, build_streams
     from edgecl.bench.task_sizes import resized
     from edgecl.encoder import Encoder
-    from edgecl.learner import prompt_for
     from edgecl.models import ensure_model
+    from edgecl.prompts import prompt_for
 
     start = time.perf_counter()
     encoder = Encoder(ensure_model("bundled", None, lambda m: progress(m, 0, 0)).root)

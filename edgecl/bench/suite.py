@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgecl.learner import METHODS, prompt_for
+from edgecl.learner import METHODS
+from edgecl.prompts import prompt_for
 from edgecl.units import BudgetError, format_bytes, parse_bytes
 
 
@@ -155,4 +156,4 @@ def write_report(results: dict[str, Any], out_dir: Path) -> None:
     (out_dir / "report.md").write_text(markdown(results))
     from edgecl.bench.plots import plot_all
 
-    plot_all(results, out_dir)
+    plot_all(results, main_runs(results), out_dir)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgecl.vectors import unit_rows
+
 
 @dataclass(frozen=True)
 class MergedHead:
@@ -19,5 +21,4 @@ class MergedHead:
         return cls(np.zeros((dim, 1), np.float32), np.zeros((1, dim), np.float32))
 
     def __call__(self, e: np.ndarray) -> np.ndarray:
-        z = e + (e @ self.down) @ self.up
-        return z / np.maximum(np.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
+        return unit_rows(e + (e @ self.down) @ self.up)

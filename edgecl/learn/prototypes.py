@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgecl.vectors import unit_rows
+
 WEIGHT_GRID = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 64.0)  # candidate weights, measured on the held-out slice
 DEFAULT_WEIGHT = 16.0  # chosen by the README's sweep over task sizes and budgets; the prior of a measurement
 DOMAIN_WEIGHT = 2.0  # once a learner has seen two domains: chosen by benchmarks/domain_ablation.py (README)
@@ -15,10 +17,6 @@ HOLDOUT_FRACTION = 0.2  # of each class's new rows, for classes with at least MI
 MIN_ROWS_TO_HOLD_OUT = 3
 MAX_HELD_OUT_PER_CLASS = 25  # a slice this big already measures the weight; the rest trains the head
 OLD_ROWS_PER_CLASS = 25  # memory rows per earlier class in the validation slice
-
-
-def normalize(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 @dataclass(frozen=True)
@@ -76,7 +74,7 @@ class ClassMeans:
     def scores(self, x: np.ndarray, n_classes: int) -> np.ndarray:
         """(N, n_classes) per class, the best cosine of each raw embedding with one of the class's group means
         (0 for a class never seen)."""
-        cos = normalize(np.asarray(x, np.float32)) @ normalize(self.means).T  # (N, G)
+        cos = unit_rows(np.asarray(x, np.float32)) @ unit_rows(self.means).T  # (N, G)
         out = np.full((len(cos), n_classes), -np.inf, np.float32)
         for g, c in enumerate(self.classes):
             np.maximum(out[:, c], cos[:, g], out=out[:, c])

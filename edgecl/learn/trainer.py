@@ -14,6 +14,7 @@ import torch
 from edgecl.errors import EdgeclError
 from edgecl.learn.losses import LOSSES, LossConfig, LossOutput
 from edgecl.learn.methods import METHODS
+from edgecl.vectors import unit_rows
 
 TRAINED_METHODS = tuple(name for name, method in METHODS.items() if method.trains)
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -197,15 +198,22 @@ def _check_divergence(epoch_loss: list[float], cfg: TrainConfig) -> None:
         raise TrainingDivergedError(f"{cfg.method} training diverged (epoch losses {epoch_loss}); try a lower --lr")
 
 
+def synthetic_data(rows: int, dim: int, n_classes: int, seed: int = 0) -> TrainData:
+    """Random unit rows with random labels and class texts: for steps whose cost, not result, matters (the warm-up
+    below, `edgecl profile`'s training speed)."""
+    rng = np.random.default_rng(seed)
+    x = unit_rows(rng.standard_normal((rows, dim)).astype(np.float32))
+    y = rng.integers(0, n_classes, rows)
+    text = unit_rows(rng.standard_normal((n_classes, dim)).astype(np.float32))
+    return TrainData(x, y, np.arange(rows), text, np.arange(n_classes))
+
+
 def warm_up(dim: int, optimizer: str = "adamw", rank: int = 8, precision: str = "fp32") -> None:
     """One throw-away training step on random unit vectors: torch's lazily loaded kernels, peft and the
     allocator's pools become resident, so that RAM planning (edgecl.ram) measures them before real work."""
     from edgecl.learn.adapters import AdapterConfig, lora_head
 
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((4, dim)).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    data = TrainData(x, np.array([0, 1, 0, 1]), np.arange(4), x[:2].copy(), np.arange(2))
+    data = synthetic_data(4, dim, 2)
     cfg = TrainConfig(method="gdro", epochs=1, min_steps=1, max_steps=1, batch_size=4, optimizer=optimizer,
                       precision=precision)  # fmt: skip
     train(lora_head(dim, AdapterConfig(rank=rank)), None, data, cfg, {})

@@ -12,6 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from edgecl.errors import EdgeclError
+from edgecl.vectors import row_cosines
 
 CODEC_NAMES = ("fp16", "int8", "int4", "pq")
 _SCALE_BYTES = 2  # per-vector fp16 scale of int8 / int4
@@ -102,10 +103,10 @@ class ScaledIntCodec:
         x = np.asarray(x, dtype=np.float32)  # (N, D)
         q, scale = self._quantize(x, 1.0)
         if self.bits == 4:  # 15 levels: clipping the largest components often gives a better direction
-            best = _cosine(x, q)
+            best = row_cosines(x, q)
             for clip in _INT4_CLIPS:
                 q2, scale2 = self._quantize(x, clip)
-                cos2 = _cosine(x, q2)
+                cos2 = row_cosines(x, q2)
                 better = cos2 > best + 1e-7  # strict: re-encoding a decoded vector keeps clip 1.0 (exact)
                 q[better], scale[better], best = q2[better], scale2[better], np.maximum(best, cos2)
         payload = q.view(np.uint8) if self.bits == 8 else _pack_nibbles(q)
@@ -126,12 +127,6 @@ class ScaledIntCodec:
 
 
 _INT4_CLIPS = (0.85, 0.7, 0.55)
-
-
-def _cosine(x: np.ndarray, q: np.ndarray) -> np.ndarray:
-    qf = q.astype(np.float32)
-    num = (x * qf).sum(axis=1)
-    return num / np.maximum(np.linalg.norm(x, axis=1) * np.linalg.norm(qf, axis=1), 1e-12)
 
 
 def _pack_nibbles(q: np.ndarray) -> np.ndarray:

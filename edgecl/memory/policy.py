@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgecl.vectors import unit_rows
+
 # `auto` picks the most precise of fp16 / int8 / int4 that still holds AUTO_TARGET_PER_GROUP samples per group
 # (class, or class x domain), else int4; and product quantisation when even int4 holds fewer than
 # AUTO_PQ_BELOW per group. Measured by benchmarks/memory_codecs.py (README, "Replay-memory codecs"): at equal bytes
@@ -108,7 +110,7 @@ def random_priority(ids: np.ndarray, seed: int) -> np.ndarray:
 
 def herding_order(x: np.ndarray, keep: int) -> np.ndarray:
     """iCaRL herding: indices of `keep` rows whose running mean best tracks the mean of all rows. x: (n, D)."""
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    x = unit_rows(x)
     mean = x.mean(axis=0)
     chosen: list[int] = []
     running = np.zeros_like(mean)

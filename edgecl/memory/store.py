@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from edgecl.atomic import atomic_write_bytes
-from edgecl.errors import EdgeclError
+from edgecl.errors import EdgeclError, check_file_format
 from edgecl.memory.codec import CODEC_NAMES, Codec, make_codec
 from edgecl.memory.policy import (
     GROUPINGS,
@@ -25,6 +25,7 @@ from edgecl.memory.policy import (
     random_priority,
 )
 from edgecl.units import BudgetError, format_bytes
+from edgecl.vectors import row_cosines
 
 MEMORY_FORMAT = "edgecl-memory"
 # 2: the metadata is one compact JSON object (1, still read: a JSON object of JSON strings, 100-200 bytes longer)
@@ -353,7 +354,7 @@ class ReplayMemory:
 
 def _reconstruction(totals: dict[str, Any], x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     """Running count and sum of encode->decode cosines over every sample ever encoded."""
-    cos = (x * y).sum(1) / np.maximum(np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1), 1e-12)
+    cos = row_cosines(x, y)
     return {"count": int(totals["count"]) + len(x), "cosine_sum": float(totals["cosine_sum"]) + float(cos.sum())}
 
 
@@ -410,10 +411,7 @@ def _parse(data: bytes, source: str) -> tuple[dict[str, np.ndarray], dict[str, A
         meta = json.loads(json.loads(data[8 : 8 + header_len])["__metadata__"][_META_KEY])
     except Exception as exc:  # safetensors raises its own error types for every kind of damage
         raise MemoryFileError(f"{source}: not a readable memory file ({type(exc).__name__}); {fix}") from exc
-    if not isinstance(meta, dict) or meta.get("format") != MEMORY_FORMAT:
-        raise MemoryFileError(f"{source}: not an edgecl memory file")
-    if int(meta.get("format_version", 0)) > MEMORY_FORMAT_VERSION:
-        raise MemoryFileError(f"{source}: written by a newer edgecl (format {meta['format_version']}); upgrade edgecl")
+    check_file_format(meta, MEMORY_FORMAT, MEMORY_FORMAT_VERSION, source, MemoryFileError)
     if meta.get("checksum") != _checksum(meta, tensors):
         raise MemoryFileError(f"{source}: checksum mismatch; {fix}")
     try:
