@@ -110,8 +110,9 @@ def export(
         return
     for name in ("image", "text"):
         q = manifest.tower(name)["quantization"]
-        best = max(q["tried"], key=lambda t: t["cosine_mean"])
-        console.print(f"{name} tower: INT8 recipe {q['chosen']}, cosine to fp32 {best['cosine_mean']:.4f}")
+        chosen = next(t for t in q["tried"] if t["recipe"]["name"] == q["chosen"])
+        agreement = f", zero-shot agreement {100 * chosen['agreement']:.1f}%" if "agreement" in chosen else ""
+        console.print(f"{name} tower: INT8 recipe {q['chosen']}, cosine to fp32 {chosen['cosine_mean']:.4f}{agreement}")
     console.print(f"model directory: {manifest.root}")
 
 

@@ -20,7 +20,7 @@ from edgecl.learn.methods import DEFAULT_GROUPS, DEFAULT_METHOD
 from edgecl.profiles import DEFAULT_DEVICE
 from edgecl.ram import BatchPlan, PeakRss, TrainSizes, host_bytes, peak_rss_bytes
 from edgecl.state import Snapshot, StateError, commit_snapshot, read_state, state_root, writer_lock
-from edgecl.tasks import collect_images, display, scan_task_dir
+from edgecl.tasks import TaskScan, collect_images, display, scan_task_dir
 from edgecl.units import parse_bytes
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -63,25 +63,33 @@ def encode_files(
     skipped: list[dict[str, str]] = []
     chunks = []
     start = 0
-    while start < len(paths):
+    while start < len(paths):  # one batch at a time: the plan sizes each batch by what the last one cost
         stop = min(len(paths), start + plan.size)
         with PeakRss() if plan.cap_bytes is not None else contextlib.nullcontext() as meter:
-            pixels = _read_batch(encoder, paths, range(start, stop), kept, skipped, progress)
-            if pixels:
-                chunks.append(encoder.encode_pixels(np.stack(pixels), len(pixels), plan.release_after_batch))
-        if pixels:
-            plan.record(len(pixels), meter.before if meter else 0, meter.peak if meter else 0)
+            batch = _read_batch(encoder, paths, range(start, stop), progress)
+            if batch.kept:
+                chunks.append(encoder.encode_pixels(batch.pixels, len(batch.kept), plan.release_after_batch))
+        if batch.kept:
+            plan.record(len(batch.kept), meter.before if meter else 0, meter.peak if meter else 0)
+        kept += batch.kept
+        skipped += batch.skipped
         start = stop
     emb = np.concatenate(chunks) if chunks else np.zeros((0, encoder.embed_dim), np.float32)
     return emb, kept, skipped
 
 
-def _read_batch(encoder: Any, paths: Sequence[Path], indices: range, kept: list[int],
-                skipped: list[dict[str, str]], progress: Progress) -> list[np.ndarray]:  # fmt: skip
-    """Preprocessed pixels of the readable files among `indices`; appends to `kept` / `skipped`."""
+@dataclass(frozen=True)
+class _ReadBatch:
+    pixels: np.ndarray  # (len(kept), 3, S, S) f32 preprocessed
+    kept: list[int]  # indices of the files read
+    skipped: list[dict[str, str]]  # the others, with the reason
+
+
+def _read_batch(encoder: Any, paths: Sequence[Path], indices: range, progress: Progress) -> _ReadBatch:
+    """The readable files among `indices`, preprocessed; the unreadable ones with the reason."""
     from edgecl.preprocess import preprocess
 
-    pixels = []
+    pixels, kept, skipped = [], [], []
     for i in indices:
         try:
             pixels.append(preprocess(paths[i], encoder.preprocess_spec))
@@ -89,7 +97,7 @@ def _read_batch(encoder: Any, paths: Sequence[Path], indices: range, kept: list[
         except ImageLoadError as exc:
             skipped.append({"path": display(paths[i]), "reason": str(exc).removeprefix(f"{paths[i]}: ")})
         progress("encoding images", i + 1, len(paths))
-    return pixels
+    return _ReadBatch(np.stack(pixels) if pixels else np.zeros((0,), np.float32), kept, skipped)
 
 
 def _encoder(model_dir: str | Path, providers: list[str] | None, threads: int | None) -> Any:
@@ -198,45 +206,73 @@ def _check_same_profile(meta: dict[str, Any], opts: LearnOptions) -> None:
 def learn(
     opts: LearnOptions, progress: Progress = _quiet, on_wait: Callable[[str], None] = lambda m: None
 ) -> dict[str, Any]:
-    """Learn one task folder into the state directory (created on first use)."""
+    """Learn one task folder into the state directory (created on first use): check the request, open (or create)
+    the state under its writer lock, encode the task's images, learn them, commit the new snapshot."""
     start, host = time.perf_counter(), host_bytes()
+    _refuse_bad_options_early(opts)
+    scan = scan_task_dir(opts.task_dir)
+    root = state_root(opts.state_dir)
+    with writer_lock(root, opts.lock_timeout_s, on_wait):
+        learner, meta = _open_learner(root, opts, progress)
+        encode_plan = _encode_plan(learner, meta, host)
+        x, labels, skipped = _encode_task(learner, scan, opts.task_dir, encode_plan, progress)
+        progress("training", 0, 0)
+        report = learner.learn_embeddings(x, labels, opts.domain, sizes=_train_sizes(learner, meta, labels, host))
+        meta = _with_task(meta, learner, opts, labels, report["new_classes"], len(skipped), start)
+        commit_snapshot(root, learner.save_to, meta)
+    return _learn_report(learner, meta, opts, report, skipped, encode_plan, root, host, start)
+
+
+def _refuse_bad_options_early(opts: LearnOptions) -> None:
+    """A bad budget string, an unknown --method / --groups / --device or a bad profile file fails before anything
+    else happens (before any backbone notice or export)."""
     if opts.budget is not None:
-        parse_bytes(opts.budget)  # a bad budget string fails before anything else happens
-    if opts.method or opts.groups:  # so does an unknown --method or --groups (before any backbone notice)
+        parse_bytes(opts.budget)
+    if opts.method or opts.groups:
         from edgecl.learner import LearnerConfig
 
         LearnerConfig(method=opts.method or DEFAULT_METHOD, groups=opts.groups or DEFAULT_GROUPS)
     if opts.device or opts.profile_file:
         from edgecl.profiles import get_profile
 
-        get_profile(opts.device, opts.profile_file)  # so does an unknown device or a bad profile file
-    scan = scan_task_dir(opts.task_dir)
-    root = state_root(opts.state_dir)
-    with writer_lock(root, opts.lock_timeout_s, on_wait):
-        snapshot = read_state(root)
-        if snapshot is None:
-            learner, meta = _new_learner(opts, progress)
-        else:
-            learner, meta = _load_learner(snapshot), dict(snapshot.meta)
-            _check_same(snapshot, learner, opts)
-        encode_plan = _encode_plan(learner, meta, host)
-        x, kept, bad = encode_files(learner.encoder, scan.paths, progress, encode_plan)
-        skipped = scan.skipped + bad
-        if not kept:
-            raise EdgeclError(
-                f"{display(opts.task_dir)}: none of its {len(scan.paths)} images could be read ({bad[0]['reason']})"
-            )
-        labels = [scan.labels[i] for i in kept]
-        progress("training", 0, 0)
-        sizes = _train_sizes(learner, meta, labels, host)
-        report = learner.learn_embeddings(x, labels, opts.domain, sizes=sizes)
-        seconds = time.perf_counter() - start
-        task = {"task_dir": display(Path(opts.task_dir).resolve()), "classes": sorted(set(labels)),
-                "new_classes": report["new_classes"], "domain": opts.domain, "samples": len(labels),
-                "skipped": len(skipped), "seconds": round(seconds, 2), "time": _now()}  # fmt: skip
-        meta = {**meta, "tasks": [*meta.get("tasks", []), task], "edgecl_version": edgecl.__version__,
-                "providers_used": learner.encoder.providers_in_use}  # fmt: skip
-        commit_snapshot(root, learner.save_to, meta)
+        get_profile(opts.device, opts.profile_file)
+
+
+def _open_learner(root: Path, opts: LearnOptions, progress: Progress) -> tuple[Any, dict[str, Any]]:
+    """The state's learner and snapshot metadata, or a new learner on the first learn."""
+    snapshot = read_state(root)
+    if snapshot is None:
+        return _new_learner(opts, progress)
+    learner = _load_learner(snapshot)
+    _check_same(snapshot, learner, opts)
+    return learner, dict(snapshot.meta)
+
+
+def _encode_task(learner: Any, scan: TaskScan, task_dir: str, plan: BatchPlan,
+                 progress: Progress) -> tuple[np.ndarray, list[str], list[dict[str, str]]]:  # fmt: skip
+    """(embeddings, their class names, skipped files with reasons); a task with no readable image is an error."""
+    x, kept, bad = encode_files(learner.encoder, scan.paths, progress, plan)
+    if not kept:
+        raise EdgeclError(
+            f"{display(task_dir)}: none of its {len(scan.paths)} images could be read ({bad[0]['reason']})"
+        )
+    return x, [scan.labels[i] for i in kept], scan.skipped + bad
+
+
+def _with_task(meta: dict[str, Any], learner: Any, opts: LearnOptions, labels: list[str], new_classes: list[str],
+               skipped: int, start: float) -> dict[str, Any]:  # fmt: skip
+    """The snapshot metadata with this task appended to its history."""
+    task = {"task_dir": display(Path(opts.task_dir).resolve()), "classes": sorted(set(labels)),
+            "new_classes": new_classes, "domain": opts.domain, "samples": len(labels), "skipped": skipped,
+            "seconds": round(time.perf_counter() - start, 2), "time": _now()}  # fmt: skip
+    return {**meta, "tasks": [*meta.get("tasks", []), task], "edgecl_version": edgecl.__version__,
+            "providers_used": learner.encoder.providers_in_use}  # fmt: skip
+
+
+def _learn_report(learner: Any, meta: dict[str, Any], opts: LearnOptions, report: dict[str, Any],
+                  skipped: list[dict[str, str]], encode_plan: BatchPlan, root: Path, host: int,
+                  start: float) -> dict[str, Any]:  # fmt: skip
+    """`edgecl learn --json` (README: JSON contracts)."""
     stats = learner.memory.stats()
     return {
         "classes": list(learner.classes), "new_classes": report["new_classes"], "samples_stored": stats["samples"],

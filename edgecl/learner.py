@@ -12,7 +12,7 @@ import json
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,6 @@ class LearnerConfig:
     ncm_text_weight: float = 0.1
     groups: str = DEFAULT_GROUPS  # what the memory balances and GDRO weighs: class | class_domain | domain
     threads: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -74,43 +73,10 @@ class LearnerConfig:
             raise EdgeclError(f"unknown groups {self.groups!r}; choose one of {', '.join(GROUPINGS)}")
 
 
-def _estimator_arrays(loss_state: dict[str, Any]) -> dict[str, np.ndarray]:
-    """GCL's u2 per sample id and GDRO's v per class index, as arrays."""
-    out: dict[str, np.ndarray] = {}
-    for loss in loss_state.values():
-        gcl = getattr(loss, "gcl", loss)
-        out["u2_ids"] = np.array(list(gcl.u2), dtype=np.int64)
-        out["u2"] = np.array(list(gcl.u2.values()), dtype=np.float64)
-        if hasattr(loss, "v"):
-            out["v_classes"] = np.array(list(loss.v), dtype=np.int64)
-            out["v"] = np.array(list(loss.v.values()), dtype=np.float64)
-    return out
-
-
-def _rebuild_estimators(arrays: dict[str, np.ndarray], cfg: LearnerConfig) -> dict[str, Any]:
-    kind = METHOD_TABLE[cfg.method].loss
-    if kind not in ("gcl", "gdro") or "u2_ids" not in arrays:
-        return {}
-    from edgecl.learn.losses import GlobalContrastiveLoss, GroupDROLoss, LossConfig
-
-    loss_cfg = LossConfig(temperature=cfg.temperature, gamma=cfg.gamma, dro_lambda=cfg.dro_lambda)
-    loss = GroupDROLoss(loss_cfg) if kind == "gdro" else GlobalContrastiveLoss(loss_cfg)
-    gcl = getattr(loss, "gcl", loss)
-    gcl.u2 = dict(zip(arrays["u2_ids"].tolist(), arrays["u2"].tolist(), strict=True))
-    if kind == "gdro" and "v_classes" in arrays:
-        loss.v = dict(zip(arrays["v_classes"].tolist(), arrays["v"].tolist(), strict=True))
-    return {kind: loss}
-
-
-def _drop_class(loss_state: dict[str, Any], index: int, groups: str) -> dict[str, Any]:
-    """GDRO's per-group estimators without class `index`, later classes moved down (domain groups and GCL's
-    per-sample estimators stay valid)."""
-    state = copy.deepcopy(loss_state)
-    for loss in state.values():
-        if hasattr(loss, "v") and groups != "domain":
-            parts = [(group_parts(groups, k), v) for k, v in loss.v.items()]
-            loss.v = {int(group_keys(groups, c - (c > index), d or 0)): v for (c, d), v in parts if c != index}
-    return state
+def _config_from_json(saved: dict[str, Any]) -> LearnerConfig:
+    """A saved config; fields of earlier releases that no longer exist (`extra`, never read) are dropped."""
+    known = {f.name for f in fields(LearnerConfig)}
+    return LearnerConfig(**{k: v for k, v in saved.items() if k in known})
 
 
 class Learner:
@@ -130,12 +96,12 @@ class Learner:
         self.text_head: Any = None
         self.merged = MergedHead.identity(dim)
         self.merged_text = MergedHead.identity(dim)
-        self.loss_state: dict[str, Any] = {}
+        self.loss: Any = None  # the method's loss object with its estimators (GCL, GDRO), once trained or loaded
         self.class_means = ClassMeans.empty(dim)  # prototypes beside the head (methods with `prototypes`)
         self.prototype_weight = DEFAULT_WEIGHT if config.prototype_weight is None else config.prototype_weight
         self.tasks: list[dict[str, Any]] = []
         self._adapter_dirs: dict[str, Path] = {}  # saved peft adapters not yet loaded (see load_from)
-        self._estimators: dict[str, np.ndarray] = {}  # saved loss estimators not yet rebuilt
+        self._estimators: dict[str, np.ndarray] = {}  # saved loss estimators, until the loss is rebuilt from them
 
     @property
     def method(self) -> Method:
@@ -222,8 +188,10 @@ class Learner:
         self.classes = [c for c in self.classes if c != name]
         self.text = np.delete(self.text, index, axis=0)
         self.class_means = self.class_means.without(index)
-        state = self.loss_state or _rebuild_estimators(self._estimators, self.config)
-        self.loss_state, self._estimators = _drop_class(state, index, self.config.groups), {}
+        loss = copy.deepcopy(self.loss) if self.loss is not None else self._saved_loss()
+        if loss is not None:
+            loss.drop_class(index, self.config.groups)
+        self.loss, self._estimators = loss, {}
         return freed
 
     def _text_for(self, names: list[str], given: dict[str, np.ndarray] | None) -> np.ndarray:
@@ -312,27 +280,38 @@ class Learner:
             return np.zeros(0, np.int64)
         return np.flatnonzero(~np.isin(self.memory.ids.astype(np.int64), new_ids))
 
+    def _loss_config(self) -> Any:
+        from edgecl.learn.losses import LossConfig
+
+        cfg = self.config
+        return LossConfig(temperature=cfg.temperature, gamma=cfg.gamma, dro_lambda=cfg.dro_lambda)
+
+    def _saved_loss(self) -> Any:
+        """The method's loss rebuilt from the saved estimators (a fresh one without them); None for no loss."""
+        kind = METHOD_TABLE[self.config.method].loss
+        if kind is None:
+            return None
+        from edgecl.learn.losses import LOSSES
+
+        return LOSSES[kind].from_arrays(self._loss_config(), self._estimators)
+
     def _train(self, data: Any, batch_size: int) -> Any:
         from edgecl.learn.adapters import AdapterConfig, merge
-        from edgecl.learn.losses import LossConfig
         from edgecl.learn.trainer import TrainConfig, train
 
         cfg = self.config
         adapter = AdapterConfig(rank=cfg.rank, text_head=cfg.text_head)
         head = self._head("adapter", self.head, adapter, cfg.seed)
         text_head = self._head("text_adapter", self.text_head, adapter, cfg.seed + 1) if cfg.text_head else None
-        loss_state = copy.deepcopy(self.loss_state) or _rebuild_estimators(self._estimators, cfg)
+        loss = copy.deepcopy(self.loss) if self.loss is not None else self._saved_loss()
         train_cfg = TrainConfig(
             method=cfg.method, epochs=cfg.epochs, min_steps=cfg.min_steps, max_steps=cfg.max_steps,
             max_seconds=cfg.max_train_seconds, batch_size=batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
-            precision=cfg.precision,
-            seed=cfg.seed + len(self.tasks), threads=cfg.threads,
-            loss=LossConfig(temperature=cfg.temperature, gamma=cfg.gamma, dro_lambda=cfg.dro_lambda),
+            precision=cfg.precision, seed=cfg.seed + len(self.tasks), threads=cfg.threads, loss=self._loss_config(),
         )  # fmt: skip
-        for loss in loss_state.values():  # estimators of samples evicted from memory are dropped
-            getattr(loss, "gcl", loss).forget(set(data.ids.tolist()))
-        result = train(head, text_head, data, train_cfg, loss_state)
-        self.head, self.text_head, self.loss_state = head, text_head, loss_state
+        loss.forget(set(data.ids.tolist()))  # estimators of samples evicted from memory are dropped
+        result = train(head, text_head, data, train_cfg, loss)
+        self.head, self.text_head, self.loss = head, text_head, loss
         self.merged = merge(head)
         if text_head is not None:
             self.merged_text = merge(text_head)
@@ -445,7 +424,7 @@ class Learner:
                   "class_mean_classes": self.class_means.classes,
                   "class_mean_domains": self.class_means.domains}  # fmt: skip
         np.savez(folder / "learned.npz", **arrays)
-        estimators = _estimator_arrays(self.loss_state) if self.loss_state else self._estimators
+        estimators = self.loss.state_arrays() if self.loss is not None else self._estimators
         np.savez(folder / "estimators.npz", **estimators)
         for name, head in (("adapter", self.head), ("text_adapter", self.text_head)):
             if head is not None:
@@ -463,7 +442,7 @@ class Learner:
 
         meta = json.loads((folder / "learner.json").read_text())
         meta["config"].setdefault("groups", "class")  # states from before groups were chosen weighed classes
-        learner = cls(LearnerConfig(**meta["config"]), int(meta["dim"]), encoder)
+        learner = cls(_config_from_json(meta["config"]), int(meta["dim"]), encoder)
         learner.classes, learner.tasks = list(meta["classes"]), list(meta["tasks"])
         learner.memory = ReplayMemory.load(folder / "memory.safetensors")
         with np.load(folder / "learned.npz", allow_pickle=False) as data:

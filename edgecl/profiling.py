@@ -81,7 +81,7 @@ def _train_steps_per_s(dim: int, profile: DeviceProfile) -> float:
     head = lora_head(dim, AdapterConfig(rank=profile.adapter_rank))
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < TRAIN_SECONDS:
-        steps += train(head, None, data, cfg, {}).steps
+        steps += train(head, None, data, cfg).steps
     return steps / (time.perf_counter() - start)
 
 

@@ -30,10 +30,10 @@ def test_training_runs_the_scheduled_steps_within_its_time_bound() -> None:
 
     x, y, text = clustered(2, 10, 0)
     data = TrainData(x, y, np.arange(len(x)), text, np.arange(2))
-    report = train(lora_head(DIM, AdapterConfig(rank=4)), None, data, TrainConfig(method="er", min_steps=60), {})
+    report = train(lora_head(DIM, AdapterConfig(rank=4)), None, data, TrainConfig(method="er", min_steps=60))
     assert report.steps == 60 and len(report.epoch_loss) == 10 and report.epoch_loss[-1] < report.epoch_loss[0]
     bounded = train(lora_head(DIM, AdapterConfig(rank=4)), None, data,
-                    TrainConfig(method="er", min_steps=10**6, max_steps=10**6, max_seconds=0.3), {})  # fmt: skip
+                    TrainConfig(method="er", min_steps=10**6, max_steps=10**6, max_seconds=0.3))  # fmt: skip
     assert 0 < bounded.steps < 10**6 and bounded.seconds < 5
 
 

@@ -4,13 +4,20 @@ class-level KL-regularised DRO weights). Formulas: README, "Learner".
 Every loss returns a LossOutput: `objective` to backpropagate (a surrogate whose gradient is the method's
 compositional gradient), `per_sample` values of the loss itself (detached), and the group weights q (gdro). Losses
 take each row's group key (`groups`); only gdro uses it.
+
+A loss object owns its estimators across tasks: `state_arrays()` / `from_arrays()` (what estimators.npz holds),
+`forget()` (samples evicted from memory) and `drop_class()` (a forgotten class).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Self
 
+import numpy as np
 import torch
+
+from edgecl.memory.policy import group_keys, group_parts
 
 EPS = 1e-8
 
@@ -67,6 +74,19 @@ class CrossEntropyLoss:
     def __init__(self, cfg: LossConfig) -> None:
         self.cfg = cfg
 
+    @classmethod
+    def from_arrays(cls, cfg: LossConfig, arrays: dict[str, np.ndarray]) -> Self:
+        return cls(cfg)
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def forget(self, keep_ids: set[int]) -> None:
+        """Nothing per sample to drop."""
+
+    def drop_class(self, index: int, groups: str) -> None:
+        """Nothing per class to drop."""
+
     def __call__(self, z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
                  candidates: torch.Tensor | None = None, groups: torch.Tensor | None = None) -> LossOutput:  # fmt: skip
         return cross_entropy(z, text, y, self.cfg, candidates)
@@ -94,9 +114,24 @@ class GlobalContrastiveLoss:
         self.cfg = cfg
         self.u2: dict[int, float] = {}  # per-sample estimator, keyed by the memory's stable sample ids
 
+    @classmethod
+    def from_arrays(cls, cfg: LossConfig, arrays: dict[str, np.ndarray]) -> Self:
+        """The loss with the estimators `state_arrays` gave (none: a fresh loss)."""
+        loss = cls(cfg)
+        if "u2_ids" in arrays:
+            loss.u2 = dict(zip(arrays["u2_ids"].tolist(), arrays["u2"].tolist(), strict=True))
+        return loss
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """u2 per sample id, as arrays."""
+        return {"u2_ids": np.array(list(self.u2), dtype=np.int64), "u2": np.array(list(self.u2.values()), np.float64)}
+
     def forget(self, keep_ids: set[int]) -> None:
         """Drop the estimators of samples no longer in the training pool (evicted from memory)."""
         self.u2 = {i: v for i, v in self.u2.items() if i in keep_ids}
+
+    def drop_class(self, index: int, groups: str) -> None:
+        """Per-sample estimators stay valid when a class goes."""
 
     def terms(self, z: torch.Tensor, text: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """g1 (B,) exact over seen classes, g2 (B,) in-batch estimate over images of other classes."""
@@ -148,6 +183,30 @@ class GroupDROLoss:
         self.cfg = cfg
         self.gcl = GlobalContrastiveLoss(cfg)
         self.v: dict[int, float] = {}  # per-group moving average of the batch group-mean loss
+
+    @classmethod
+    def from_arrays(cls, cfg: LossConfig, arrays: dict[str, np.ndarray]) -> Self:
+        """The loss with the estimators `state_arrays` gave (none: a fresh loss)."""
+        loss = cls(cfg)
+        loss.gcl = GlobalContrastiveLoss.from_arrays(cfg, arrays)
+        if "v_classes" in arrays:
+            loss.v = dict(zip(arrays["v_classes"].tolist(), arrays["v"].tolist(), strict=True))
+        return loss
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """GCL's u2 per sample id and v per group key, as arrays."""
+        return self.gcl.state_arrays() | {"v_classes": np.array(list(self.v), dtype=np.int64),
+                                          "v": np.array(list(self.v.values()), dtype=np.float64)}  # fmt: skip
+
+    def forget(self, keep_ids: set[int]) -> None:
+        self.gcl.forget(keep_ids)
+
+    def drop_class(self, index: int, groups: str) -> None:
+        """The group estimators without class `index`, later classes moved down (domain groups stay valid)."""
+        if groups == "domain":
+            return
+        parts = [(group_parts(groups, k), v) for k, v in self.v.items()]
+        self.v = {int(group_keys(groups, c - (c > index), d or 0)): v for (c, d), v in parts if c != index}
 
     def class_weights(self, seen: list[int]) -> dict[int, float]:
         """q over the seen groups with a uniform prior (groups without an estimate yet count as v = 0)."""

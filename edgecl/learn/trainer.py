@@ -114,20 +114,17 @@ def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def _loss_fn(cfg: TrainConfig, state: dict[str, Any]) -> Callable[..., LossOutput]:
-    """The method's loss (edgecl.learn.losses.LOSSES); one with estimators (GCL, GDRO) lives in `state`, keyed by
-    its kind, so that they persist across tasks."""
+def make_loss(cfg: TrainConfig) -> Any:
+    """A fresh loss object of the method's kind (edgecl.learn.losses.LOSSES)."""
     kind = METHODS[cfg.method].loss
-    assert kind is not None
-    loss = state.get(kind) or LOSSES[kind](cfg.loss)
-    if loss.has_estimators:
-        state[kind] = loss
-    return loss
+    assert kind is not None, f"method {cfg.method} trains nothing"
+    return LOSSES[kind](cfg.loss)
 
 
 def train(head: torch.nn.Module, text_head: torch.nn.Module | None, data: TrainData, cfg: TrainConfig,
-          loss_state: dict[str, Any]) -> TrainReport:  # fmt: skip
-    """Train the heads in place; raise TrainingDivergedError on a NaN or exploding loss."""
+          loss: Callable[..., LossOutput] | None = None) -> TrainReport:  # fmt: skip
+    """Train the heads in place with `loss` (its estimators, GCL's and GDRO's, are updated in place: the learner
+    keeps the object across tasks; None: a fresh loss); raise TrainingDivergedError on a NaN or exploding loss."""
     start = time.perf_counter()
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -135,7 +132,7 @@ def train(head: torch.nn.Module, text_head: torch.nn.Module | None, data: TrainD
     params = [p for m in (head, text_head) if m is not None for p in m.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, cfg)
     scaler = torch.amp.GradScaler("cpu", enabled=cfg.precision == "fp16")  # fp16 gradients underflow unscaled
-    loss_fn = _loss_fn(cfg, loss_state)
+    loss_fn = make_loss(cfg) if loss is None else loss
     x, y = torch.from_numpy(np.asarray(data.x, np.float32)), torch.from_numpy(data.y.astype(np.int64))  # no copy
     ids, text = torch.from_numpy(data.ids.astype(np.int64)), torch.from_numpy(data.text.astype(np.float32))
     groups = y if data.groups is None else torch.from_numpy(data.groups.astype(np.int64))
@@ -216,4 +213,4 @@ def warm_up(dim: int, optimizer: str = "adamw", rank: int = 8, precision: str = 
     data = synthetic_data(4, dim, 2)
     cfg = TrainConfig(method="gdro", epochs=1, min_steps=1, max_steps=1, batch_size=4, optimizer=optimizer,
                       precision=precision)  # fmt: skip
-    train(lora_head(dim, AdapterConfig(rank=rank)), None, data, cfg, {})
+    train(lora_head(dim, AdapterConfig(rank=rank)), None, data, cfg)

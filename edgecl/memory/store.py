@@ -62,6 +62,39 @@ class MemoryConfig:
 
 
 @dataclass(frozen=True)
+class StoredRows:
+    """The memory's rows, aligned by index: codes (N, B) uint8, class index (N,) uint16, domain index (N,) uint8 and
+    stable id (N,) uint32 (the 7 bytes beside each code, _ROW_BYTES)."""
+
+    codes: np.ndarray
+    labels: np.ndarray
+    domains: np.ndarray
+    ids: np.ndarray
+
+    @classmethod
+    def empty(cls, bytes_per_vector: int = 0) -> StoredRows:
+        return cls(np.zeros((0, bytes_per_vector), np.uint8), np.zeros(0, np.uint16), np.zeros(0, np.uint8),
+                   np.zeros(0, np.uint32))  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, keep: np.ndarray) -> StoredRows:
+        return StoredRows(self.codes[keep], self.labels[keep], self.domains[keep], self.ids[keep])
+
+    def then(self, other: StoredRows) -> StoredRows:
+        """These rows followed by `other`'s."""
+        codes = np.concatenate([self.codes, other.codes]) if len(self) else other.codes
+        return StoredRows(codes, np.concatenate([self.labels, other.labels]).astype(np.uint16),
+                          np.concatenate([self.domains, other.domains]).astype(np.uint8),
+                          np.concatenate([self.ids, other.ids]).astype(np.uint32))  # fmt: skip
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """As the memory file names them."""
+        return {"codes": self.codes, "labels": self.labels, "domains": self.domains, "ids": self.ids}
+
+
+@dataclass(frozen=True)
 class MemorySamples:
     """Decoded memory contents, aligned by row."""
 
@@ -81,13 +114,26 @@ class ReplayMemory:
         self.codec: Codec | None = None if config.codec in ("auto", "pq") else make_codec(config.codec, dim)
         self.classes: list[str] = []
         self.domains: list[str] = []
-        self.codes = np.zeros((0, 0), np.uint8)
-        self.labels = np.zeros(0, np.uint16)
-        self.domain_idx = np.zeros(0, np.uint8)
-        self.ids = np.zeros(0, np.uint32)
+        self.rows = StoredRows.empty()
         self.next_id = 0
         self.supplied: dict[tuple[str, str], int] = {}  # samples ever offered per (class, domain)
         self.recon = {"count": 0, "cosine_sum": 0.0}
+
+    @property
+    def codes(self) -> np.ndarray:
+        return self.rows.codes
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.rows.labels
+
+    @property
+    def domain_idx(self) -> np.ndarray:
+        return self.rows.domains
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self.rows.ids
 
     # ---- adding and removing ------------------------------------------------------------------------------
     def add(self, embeddings: np.ndarray, class_names: Sequence[str], domain: str | None = None) -> np.ndarray:
@@ -104,18 +150,14 @@ class ReplayMemory:
         for name in class_names:
             trial.supplied[(name, domain)] = trial.supplied.get((name, domain), 0) + 1
         codec = trial._codec_for(trial.classes, trial.domains, x)
-        codes, labels, dom, ids = self._stored_rows(codec)
         new_codes = codec.encode(x)
         trial.recon = _reconstruction(self.recon, x, codec.decode(new_codes))
         new_ids = np.arange(self.next_id, self.next_id + len(x), dtype=np.int64)
         class_index = {c: i for i, c in enumerate(trial.classes)}
-        codes = np.concatenate([codes, new_codes]) if len(codes) else new_codes
-        labels = np.concatenate([labels, [class_index[c] for c in class_names]]).astype(np.uint16)
-        dom = np.concatenate([dom, np.full(len(x), trial.domains.index(domain))]).astype(np.uint8)
-        ids = np.concatenate([ids, new_ids]).astype(np.uint32)
-        keep = trial._select(codec, codes, labels, dom, ids)
-        trial._commit(codec, trial.classes, trial.domains, codes[keep], labels[keep], dom[keep], ids[keep],
-                      self.next_id + len(x))  # fmt: skip
+        new = StoredRows(new_codes, np.array([class_index[c] for c in class_names], np.uint16),
+                         np.full(len(x), trial.domains.index(domain), np.uint8), new_ids.astype(np.uint32))  # fmt: skip
+        rows = self._stored_rows(codec).then(new)
+        trial._commit(codec, trial.classes, trial.domains, rows.take(trial._select(codec, rows)), self.next_id + len(x))
         self.__dict__.update(trial.__dict__)
         return new_ids
 
@@ -125,13 +167,13 @@ class ReplayMemory:
             raise EdgeclError(f"class {name!r} is not in memory; known: {', '.join(self.classes) or 'none'}")
         before = self.size_bytes()
         index = self.classes.index(name)
-        keep = self.labels != index
-        labels = self.labels[keep].astype(np.int64)
+        kept = self.rows.take(self.labels != index)
+        labels = kept.labels.astype(np.int64)
         labels[labels > index] -= 1
         classes = [c for c in self.classes if c != name]
         self.supplied = {k: v for k, v in self.supplied.items() if k[0] != name}
-        self._commit(self.codec, classes, self.domains, self.codes[keep], labels.astype(np.uint16),
-                     self.domain_idx[keep], self.ids[keep], self.next_id)  # fmt: skip
+        rows = StoredRows(kept.codes, labels.astype(np.uint16), kept.domains, kept.ids)
+        self._commit(self.codec, classes, self.domains, rows, self.next_id)
         return before - self.size_bytes()
 
     def _check_batch(self, embeddings: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
@@ -146,12 +188,12 @@ class ReplayMemory:
             raise EdgeclError("class names must be non-empty strings")
         return x
 
-    def _stored_rows(self, codec: Codec) -> tuple[np.ndarray, ...]:
+    def _stored_rows(self, codec: Codec) -> StoredRows:
         """Current rows, re-encoded if the codec changed (auto moves to a smaller codec as groups grow)."""
-        if self.codec is codec or len(self.codes) == 0:
-            return self.codes, self.labels, self.domain_idx, self.ids
+        if self.codec is codec or len(self.rows) == 0:
+            return self.rows
         assert self.codec is not None
-        return codec.encode(self.codec.decode(self.codes)), self.labels, self.domain_idx, self.ids
+        return StoredRows(codec.encode(self.codec.decode(self.codes)), self.labels, self.domain_idx, self.ids)
 
     def _codec_for(self, classes: list[str], domains: list[str], x: np.ndarray) -> Codec:
         if self.codec is not None and (self.config.codec != "auto" or self.codec.name == "pq"):
@@ -190,8 +232,7 @@ class ReplayMemory:
     # ---- selection under the budget ------------------------------------------------------------------------
     def _fixed_bytes(self, codec: Codec, classes: list[str], domains: list[str]) -> int:
         """File bytes besides the rows: the exact size with empty arrays plus a bound on header growth."""
-        rows = (np.zeros((0, codec.bytes_per_vector), np.uint8), np.zeros(0, np.uint16), np.zeros(0, np.uint8))
-        empty = self._serialize(codec, classes, domains, *rows, np.zeros(0, np.uint32), 10**12)
+        empty = self._serialize(codec, classes, domains, StoredRows.empty(codec.bytes_per_vector), 10**12)
         return len(empty) + _header_growth(4 + len(codec.state()), self.config.budget_bytes)
 
     def _capacity(self, codec: Codec, classes: list[str], domains: list[str]) -> int:
@@ -202,12 +243,10 @@ class ReplayMemory:
     def minimum_budget(self, codec: Codec, classes: list[str], domains: list[str], n_groups: int) -> int:
         return self._fixed_bytes(codec, classes, domains) + n_groups * (codec.bytes_per_vector + _ROW_BYTES)
 
-    def _select(
-        self, codec: Codec, codes: np.ndarray, labels: np.ndarray, dom: np.ndarray, ids: np.ndarray
-    ) -> np.ndarray:
+    def _select(self, codec: Codec, rows: StoredRows) -> np.ndarray:
         """Row indices to keep: water-filled equal quotas per group (MemoryConfig.groups), by priority within one."""
         classes, domains = self.classes, self.domains
-        group = group_keys(self.config.groups, labels, dom)
+        group = group_keys(self.config.groups, rows.labels, rows.domains)
         present, group_of_row = np.unique(group, return_inverse=True)
         capacity = self._capacity(codec, classes, domains)
         if capacity < len(present):
@@ -219,7 +258,7 @@ class ReplayMemory:
             )
         available = np.bincount(group_of_row, minlength=len(present))
         quota = balanced_quotas(available, np.maximum(self._offered(present), available), capacity)
-        keep = [self._pick(codec, codes, ids, np.flatnonzero(group_of_row == g), int(q)) for g, q in enumerate(quota)]
+        keep = [self._pick(codec, rows, np.flatnonzero(group_of_row == g), int(q)) for g, q in enumerate(quota)]
         return np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
 
     def _offered(self, present: np.ndarray) -> np.ndarray:
@@ -234,18 +273,18 @@ class ReplayMemory:
             totals[key] = totals.get(key, 0) + n
         return np.array([totals.get(g, 0) for g in present.tolist()], np.int64)
 
-    def _pick(self, codec: Codec, codes: np.ndarray, ids: np.ndarray, rows: np.ndarray, quota: int) -> np.ndarray:
-        if quota >= len(rows):
-            return rows
+    def _pick(self, codec: Codec, rows: StoredRows, members: np.ndarray, quota: int) -> np.ndarray:
+        """The `quota` of one group's row indices `members` to keep, by herding or by seeded priority per id."""
+        if quota >= len(members):
+            return members
         if self.config.selection == "herding":
-            return rows[herding_order(codec.decode(codes[rows]), quota)]
-        order = np.argsort(random_priority(ids[rows], self.config.seed), kind="stable")
-        return rows[order[:quota]]
+            return members[herding_order(codec.decode(rows.codes[members]), quota)]
+        order = np.argsort(random_priority(rows.ids[members], self.config.seed), kind="stable")
+        return members[order[:quota]]
 
-    def _commit(self, codec: Codec | None, classes: list[str], domains: list[str], codes: np.ndarray,
-                labels: np.ndarray, dom: np.ndarray, ids: np.ndarray, next_id: int) -> None:  # fmt: skip
-        self.codec, self.classes, self.domains = codec, classes, domains
-        self.codes, self.labels, self.domain_idx, self.ids, self.next_id = codes, labels, dom, ids, next_id
+    def _commit(self, codec: Codec | None, classes: list[str], domains: list[str], rows: StoredRows,
+                next_id: int) -> None:  # fmt: skip
+        self.codec, self.classes, self.domains, self.rows, self.next_id = codec, classes, domains, rows, next_id
         assert self.size_bytes() <= self.config.budget_bytes, "memory exceeded its budget"
 
     # ---- reading -------------------------------------------------------------------------------------------
@@ -279,11 +318,11 @@ class ReplayMemory:
         }
 
     # ---- serialisation -------------------------------------------------------------------------------------
-    def _serialize(self, codec: Codec | None, classes: list[str], domains: list[str], codes: np.ndarray,
-                   labels: np.ndarray, dom: np.ndarray, ids: np.ndarray, next_id: int) -> bytes:  # fmt: skip
+    def _serialize(self, codec: Codec | None, classes: list[str], domains: list[str], rows: StoredRows,
+                   next_id: int) -> bytes:  # fmt: skip
         from safetensors.numpy import save
 
-        tensors = {"codes": codes, "labels": labels, "domains": dom, "ids": ids}
+        tensors = rows.tensors()
         if codec is not None:
             tensors.update(codec.state())
         meta = {
@@ -309,8 +348,7 @@ class ReplayMemory:
         return cfg
 
     def to_bytes(self) -> bytes:
-        return self._serialize(self.codec, self.classes, self.domains, self.codes, self.labels, self.domain_idx,
-                               self.ids, self.next_id)  # fmt: skip
+        return self._serialize(self.codec, self.classes, self.domains, self.rows, self.next_id)
 
     def size_bytes(self) -> int:
         return len(self.to_bytes())
@@ -334,8 +372,7 @@ class ReplayMemory:
             codec = None if unset else make_codec(meta["codec"], memory.dim, meta["codec_config"], state)
             memory.codec = codec
             memory.classes, memory.domains = list(meta["classes"]), list(meta["domains"])
-            memory.codes, memory.labels = tensors["codes"], tensors["labels"]
-            memory.domain_idx, memory.ids = tensors["domains"], tensors["ids"]
+            memory.rows = StoredRows(tensors["codes"], tensors["labels"], tensors["domains"], tensors["ids"])
             memory.next_id, memory.recon = int(meta["next_id"]), dict(meta["recon"])
             memory.supplied = {(c, d): int(n) for c, d, n in meta["supplied"]}
         except (KeyError, ValueError, TypeError, EdgeclError) as exc:
