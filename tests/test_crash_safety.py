@@ -19,7 +19,7 @@ from edgecl.errors import EdgeclError
 from edgecl.state import commit_snapshot, read_state
 
 ROOT = Path(__file__).resolve().parents[1]
-KILL_TRIALS = 9
+KILL_TRIALS = 6
 MAX_KILL_DELAY_S = 6.0
 
 
