@@ -61,8 +61,8 @@ def _peft() -> ModuleType:
         import peft
         from peft import import_utils
 
-        import_utils.is_bnb_available()  # cached (functools.lru_cache): False from here on
-        import_utils.is_bnb_4bit_available()
+        for check in ("is_bnb_available", "is_bnb_4bit_available"):  # cached (lru_cache): False from here on
+            getattr(import_utils, check, lambda: False)()  # a peft without them: bitsandbytes imported as before
     finally:
         del sys.modules["bitsandbytes"]
     return peft
