@@ -102,7 +102,7 @@ def _read_batch(encoder: Any, paths: Sequence[Path], indices: range, progress: P
 
 def _encoder(model_dir: str | Path, providers: list[str] | None, threads: int | None) -> Any:
     """An encoder for `model_dir`, its INT8 towers re-measured once if this CPU's int8 kernels differ from the
-    exporting CPU's (a line warns when they miss the manifest's targets)."""
+    exporting CPU's (a line warns when this CPU loses accuracy against the export's own figures)."""
     from edgecl.encoder import Encoder
     from edgecl.int8_check import recheck_on_this_cpu
 

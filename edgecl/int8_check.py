@@ -21,6 +21,7 @@ import numpy as np
 from edgecl.atomic import atomic_write_bytes
 from edgecl.model_dir import cpu_int8_isa
 from edgecl.paths import edgecl_home
+from edgecl.vectors import row_cosines
 
 if TYPE_CHECKING:
     from edgecl.encoder import Encoder
@@ -55,8 +56,8 @@ class CheckResult:
 def figures(images_int8: np.ndarray, texts_int8: np.ndarray, check: Any) -> tuple[float, float, float]:
     """(image cosine, text cosine, zero-shot top-1 agreement) of INT8 unit embeddings of the check set's images and
     prompts with the fp32 towers' (`check`: the set's arrays)."""
-    image_cos = float((images_int8[:COSINE_ROWS] * check["image_fp32"].astype(np.float32)).sum(1).mean())
-    text_cos = float((texts_int8 * check["text_fp32"].astype(np.float32)).sum(1).mean())
+    image_cos = float(row_cosines(images_int8[:COSINE_ROWS], check["image_fp32"]).mean())
+    text_cos = float(row_cosines(texts_int8, check["text_fp32"]).mean())
     agreement = float(((images_int8 @ texts_int8.T).argmax(1) == check["top1_fp32"]).mean())
     return round(image_cos, 4), round(text_cos, 4), round(agreement, 4)
 
@@ -86,6 +87,15 @@ def _cache_path(encoder: Encoder, isa: str) -> Path:
     return edgecl_home() / "cache" / "int8-checks" / f"{encoder.manifest.backbone.replace(':', '-')}-{key}-{isa}.json"
 
 
+def _cached(cache: Path) -> CheckResult | None:
+    """An earlier result for this model and CPU kind; an unreadable or foreign cache file is measured again."""
+    try:
+        saved = json.loads(cache.read_text())
+        return CheckResult(**{k: v for k, v in saved.items() if k != "meets_targets"})
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+
+
 def recheck_on_this_cpu(encoder: Encoder) -> CheckResult | None:
     """The INT8 towers' figures on this CPU when its int8 instruction set differs from the exporting one (None when
     it is the same, or the model directory has no check set); warns once when they miss the targets."""
@@ -94,8 +104,9 @@ def recheck_on_this_cpu(encoder: Encoder) -> CheckResult | None:
     if exported_on in (None, here) or CHECK_FILE not in data["files"]:
         return None
     cache = _cache_path(encoder, here)
-    if cache.is_file():
-        return CheckResult(**{k: v for k, v in json.loads(cache.read_text()).items() if k != "meets_targets"})
+    cached = _cached(cache)
+    if cached is not None:
+        return cached
     with np.load(encoder.manifest.verify_file(encoder.manifest.root / CHECK_FILE), allow_pickle=False) as check:
         image_cos, text_cos, agreement = _measure(encoder, check)
         exported_cos, _, exported_agreement = (float(v) for v in check["exported_figures"])

@@ -130,7 +130,8 @@ def commit_snapshot(root: Path, write: Callable[[Path], None], meta: dict[str, A
         write(work)
         (work / SNAPSHOT_META).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
         name = f"{_next_number(snapshots):06d}"
-        publish_folder(work, snapshots / name)
+        if not publish_folder(work, snapshots / name):  # never under the lock: the number is new
+            raise OSError(errno.EEXIST, f"snapshot {name} already exists")
         pointer = {"format": STATE_FORMAT, "format_version": STATE_FORMAT_VERSION, "snapshot": f"snapshots/{name}"}
         atomic_write_bytes(root / POINTER, json.dumps(pointer, indent=2).encode())
     except OSError as exc:

@@ -27,10 +27,10 @@ from edgecl.model_dir import (
     sha256_file,
     write_json,
 )
+from export.quantize import Agreement
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
-Agreement = Callable[[np.ndarray, np.ndarray], float]  # export.quantize.Agreement (imported lazily there)
 
 
 @dataclass(frozen=True)

@@ -246,7 +246,7 @@ def choose_recipe(
             score = (min(entry.get("agreement", 1.0), targets.agreement), entry["cosine_mean"])
             if best is None or score > best[0]:
                 best = (score, candidate, entry)
-            if _meets(entry, targets) == (True, True):
+            if all(_meets(entry, targets)):
                 best = (score, candidate, entry)
                 break
         assert best is not None

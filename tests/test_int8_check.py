@@ -46,6 +46,8 @@ def test_another_cpu_measures_once_and_caches(bundled_export: Path, tmp_path: Pa
     assert len(cached) == 1
     stamp = cached[0].stat().st_mtime_ns
     assert recheck_on_this_cpu(Encoder(model)) == first and cached[0].stat().st_mtime_ns == stamp
+    cached[0].write_text("{not json")  # a damaged cache is measured again, not an error
+    assert recheck_on_this_cpu(Encoder(model)) == first and json.loads(cached[0].read_text())["agreement"]
 
 
 def test_a_cpu_that_loses_accuracy_is_told_in_one_line(bundled_export: Path, tmp_path: Path,

@@ -16,9 +16,13 @@ The rule (`aggregate`):
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
+
+K = TypeVar("K", bound=Hashable)
 
 
 @dataclass(frozen=True)
@@ -87,10 +91,15 @@ def fedavg(updates: list[Update]) -> dict[str, np.ndarray]:
         trained[0].lora[name].dtype) for name in trained[0].lora}  # fmt: skip
 
 
-def _merged_means(updates: list[Update]) -> dict[tuple[str, str], tuple[np.ndarray, int]]:
-    sums: dict[tuple[str, str], tuple[np.ndarray, int]] = {}
-    for u in updates:
-        for key, (mean, n) in u.means.items():
-            total, count = sums.get(key, (np.zeros_like(mean, np.float64), 0))
-            sums[key] = (total + n * mean.astype(np.float64), count + n)
+def pooled_means(entries: Iterable[tuple[K, np.ndarray, int]]) -> dict[K, tuple[np.ndarray, int]]:
+    """Per key, the count-weighted mean of the (key, mean, count) entries (summed in float64) and the summed count,
+    keys in order of first appearance."""
+    sums: dict[K, tuple[np.ndarray, int]] = {}
+    for key, mean, n in entries:
+        total, count = sums.get(key, (np.zeros_like(mean, np.float64), 0))
+        sums[key] = (total + n * mean.astype(np.float64), count + int(n))
     return {k: ((total / max(n, 1)).astype(np.float32), n) for k, (total, n) in sums.items()}
+
+
+def _merged_means(updates: list[Update]) -> dict[tuple[str, str], tuple[np.ndarray, int]]:
+    return pooled_means((key, mean, n) for u in updates for key, (mean, n) in u.means.items())

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgecl.errors import EdgeclError
-from edgecl.fleet.aggregate import Update
+from edgecl.fleet.aggregate import Update, pooled_means
 from edgecl.learn.prototypes import ClassMeans
 from edgecl.memory.policy import DOMAIN_SLOTS
 from edgecl.state import commit_snapshot, read_state, state_root, writer_lock
@@ -43,11 +43,8 @@ def local_update(state_dir: str | Path) -> Update:
     mine = _own_means(learner)
     counts = mine.samples_of(len(learner.classes))
     class_counts = {c: int(n) for c, n in zip(learner.classes, counts, strict=True) if n > 0}
-    sums: dict[str, tuple[np.ndarray, int]] = {}
-    for mean, n, c in zip(mine.means, mine.counts, mine.classes, strict=True):
-        total, k = sums.get(learner.classes[c], (np.zeros(learner.dim, np.float64), 0))
-        sums[learner.classes[c]] = (total + n * mean.astype(np.float64), k + int(n))
-    means = {(c, ""): ((t / max(k, 1)).astype(np.float32), k) for c, (t, k) in sums.items()}
+    pooled = pooled_means(zip([learner.classes[c] for c in mine.classes], mine.means, mine.counts, strict=True))
+    means = {(c, ""): mean_count for c, mean_count in pooled.items()}
     text = {c: learner.text[i] for i, c in enumerate(learner.classes) if c in class_counts}
     samples = sum(int(task["samples"]) for task in learner.tasks)
     return Update(snapshot.meta["backbone"], learner.dim, samples, _lora_tensors(snapshot.folder / ADAPTER),

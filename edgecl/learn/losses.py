@@ -69,8 +69,6 @@ def _cross_entropy_rows(z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, cf
 class CrossEntropyLoss:
     """`cross_entropy` as a loss object (no estimators)."""
 
-    has_estimators = False
-
     def __init__(self, cfg: LossConfig) -> None:
         self.cfg = cfg
 
@@ -107,8 +105,6 @@ class BalancedCrossEntropyLoss(CrossEntropyLoss):
 
 class GlobalContrastiveLoss:
     """GCL with a moving-average estimator u2 per sample id (image negatives); text negatives are exact."""
-
-    has_estimators = True
 
     def __init__(self, cfg: LossConfig) -> None:
         self.cfg = cfg
@@ -176,8 +172,6 @@ class GroupDROLoss:
     """GCL whose per-group mean losses are weighted by q = softmax(log pi + v / lambda), v a moving average. A group
     is a class (the paper's), a (class, domain) pair or a domain: `groups` gives each row's key (default: its
     class)."""
-
-    has_estimators = True
 
     def __init__(self, cfg: LossConfig) -> None:
         self.cfg = cfg

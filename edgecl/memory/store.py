@@ -6,7 +6,7 @@ import copy
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -172,8 +172,7 @@ class ReplayMemory:
         labels[labels > index] -= 1
         classes = [c for c in self.classes if c != name]
         self.supplied = {k: v for k, v in self.supplied.items() if k[0] != name}
-        rows = StoredRows(kept.codes, labels.astype(np.uint16), kept.domains, kept.ids)
-        self._commit(self.codec, classes, self.domains, rows, self.next_id)
+        self._commit(self.codec, classes, self.domains, replace(kept, labels=labels.astype(np.uint16)), self.next_id)
         return before - self.size_bytes()
 
     def _check_batch(self, embeddings: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
@@ -193,7 +192,7 @@ class ReplayMemory:
         if self.codec is codec or len(self.rows) == 0:
             return self.rows
         assert self.codec is not None
-        return StoredRows(codec.encode(self.codec.decode(self.codes)), self.labels, self.domain_idx, self.ids)
+        return replace(self.rows, codes=codec.encode(self.codec.decode(self.codes)))
 
     def _codec_for(self, classes: list[str], domains: list[str], x: np.ndarray) -> Codec:
         if self.codec is not None and (self.config.codec != "auto" or self.codec.name == "pq"):
