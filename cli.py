@@ -9,7 +9,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -21,6 +21,9 @@ except ImportError:
 from edgecl.errors import EdgeclError
 from edgecl.learn.methods import DEFAULT_GROUPS, DEFAULT_METHOD, METHODS
 from edgecl.memory.policy import GROUPINGS
+
+if TYPE_CHECKING:
+    from edgecl.reports import Batches
 
 METHOD_NAMES = ", ".join(METHODS)
 
@@ -242,29 +245,28 @@ def learn(
     with _Bar(not as_json) as bar:
         report = run_learn(opts, bar, _wait_message)
     if as_json:
-        _print_json(report)
+        _print_json(report.to_json())
         return
     from edgecl.units import format_bytes
 
-    typer.echo(f"learned {len(report['new_classes'])} new classes ({', '.join(report['new_classes']) or 'none'}); "
-               f"{len(report['classes'])} classes in all")  # fmt: skip
-    typer.echo(f"memory: {report['samples_stored']} samples, {format_bytes(report['memory_bytes'])} of "
-               f"{format_bytes(report['budget_bytes'])} ({report['codec']}); {report['seconds']:.1f} s")  # fmt: skip
-    for item in report["skipped"]:
+    typer.echo(f"learned {len(report.new_classes)} new classes ({', '.join(report.new_classes) or 'none'}); "
+               f"{len(report.classes)} classes in all")  # fmt: skip
+    typer.echo(f"memory: {report.samples_stored} samples, {format_bytes(report.memory_bytes)} of "
+               f"{format_bytes(report.budget_bytes)} ({report.codec}); {report.seconds:.1f} s")  # fmt: skip
+    for item in report.skipped:
         typer.echo(f"skipped {item['path']}: {item['reason']}", err=True)
-    _warn_ram_limits(report)
+    _warn_ram_limits(report.batches)
 
 
-def _warn_ram_limits(report: dict) -> None:
+def _warn_ram_limits(batches: Batches) -> None:
     """Say when the profile's RAM cap shrank what learning did."""
-    batches = report["batches"]
-    encode = batches["encode"]
+    encode = batches.encode
     if encode["limited_by_ram_cap"]:
         typer.echo(f"note: encoded in batches of up to {max(encode['sizes_used'])} (profile: {encode['max']}) "
                    "to stay under the RAM cap", err=True)  # fmt: skip
-    if (batches["replayed_rows"] or 0) < (batches["replay_rows_available"] or 0):
-        typer.echo(f"warning: the RAM cap let training replay {batches['replayed_rows']} of "
-                   f"{batches['replay_rows_available']} memory samples; old classes may be forgotten faster",
+    if (batches.replayed_rows or 0) < (batches.replay_rows_available or 0):
+        typer.echo(f"warning: the RAM cap let training replay {batches.replayed_rows} of "
+                   f"{batches.replay_rows_available} memory samples; old classes may be forgotten faster",
                    err=True)  # fmt: skip
 
 
@@ -305,17 +307,17 @@ def status(
 
     info = run_status(state_dir)
     if as_json:
-        _print_json(info)
+        _print_json(info.to_json())
         return
-    mem = info["memory"]
-    typer.echo(f"backbone {info['backbone']}, device {info['device']}, method {info['method']}")
-    typer.echo(f"classes ({len(info['classes'])}): {', '.join(info['classes'])}")
-    if info["domains"]:
-        typer.echo(f"domains: {', '.join(info['domains'])}")
-    per_class = ", ".join(f"{k} {v}" for k, v in mem["per_class"].items())
-    used = f"{format_bytes(mem['bytes'])} of {format_bytes(mem['budget_bytes'])}"
-    typer.echo(f"memory: {mem['samples']} samples, {used} ({mem['codec']}); per class: {per_class}")
-    for i, task in enumerate(info["tasks"], 1):
+    mem = info.memory
+    typer.echo(f"backbone {info.backbone}, device {info.device}, method {info.method}")
+    typer.echo(f"classes ({len(info.classes)}): {', '.join(info.classes)}")
+    if info.domains:
+        typer.echo(f"domains: {', '.join(info.domains)}")
+    per_class = ", ".join(f"{k} {v}" for k, v in mem.per_class.items())
+    used = f"{format_bytes(mem.bytes)} of {format_bytes(mem.budget_bytes)}"
+    typer.echo(f"memory: {mem.samples} samples, {used} ({mem.codec}); per class: {per_class}")
+    for i, task in enumerate(info.tasks, 1):
         typer.echo(f"task {i}: {task['samples']} images, classes {', '.join(task['classes'])}"
                    + (f", domain {task['domain']}" if task.get("domain") else ""))  # fmt: skip
 

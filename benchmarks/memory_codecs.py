@@ -55,7 +55,7 @@ def run_codec(codec: str, budget: int, seed: int, data: tuple[np.ndarray, ...]) 
     samples = memory.samples()
     mem_y = np.array([int(samples.classes[i]) for i in samples.labels])
     stats = memory.stats()
-    return {"samples": stats["samples"], "cosine": stats["mean_reconstruction_cosine"], "used": stats["codec"],
+    return {"samples": stats.samples, "cosine": stats.mean_reconstruction_cosine, "used": stats.codec,
             "ncm": ncm_accuracy(samples.embeddings, mem_y, test_x, test_y)}  # fmt: skip
 
 

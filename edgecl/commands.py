@@ -1,5 +1,6 @@
-"""The operations behind `edgecl learn / classify / status / forget`: each returns the JSON-able report the CLI
-prints. Progress goes through a callback; nothing here prints."""
+"""The operations behind `edgecl learn / classify / status / forget`: each returns the report the CLI prints (learn and
+status as typed reports, edgecl.reports, whose to_json() is the --json output). Progress goes through a callback;
+nothing here prints."""
 
 from __future__ import annotations
 
@@ -19,12 +20,13 @@ from edgecl.errors import EdgeclError, ImageLoadError
 from edgecl.learn.methods import DEFAULT_GROUPS, DEFAULT_METHOD
 from edgecl.profiles import DEFAULT_DEVICE
 from edgecl.ram import BatchPlan, PeakRss, TrainSizes, host_bytes, peak_rss_bytes
+from edgecl.reports import Batches, LearnReport, StatusReport, TaskResult
+from edgecl.runtime import DEFAULT_ENCODE_BATCH, Runtime
 from edgecl.state import Snapshot, StateError, commit_snapshot, read_state, state_root, writer_lock
 from edgecl.tasks import TaskScan, collect_images, display, scan_task_dir
 from edgecl.units import parse_bytes
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
-DEFAULT_ENCODE_BATCH = 16
 AUTO_BACKBONE = "auto"  # the profile's CLIP when obtainable, else the bundled backbone
 FORGET_NOTE = (
     "removed from memory and from classification; the adapters keep what the class taught them until later "
@@ -100,58 +102,54 @@ def _read_batch(encoder: Any, paths: Sequence[Path], indices: range, progress: P
     return _ReadBatch(np.stack(pixels) if pixels else np.zeros((0,), np.float32), kept, skipped)
 
 
-def _encoder(model_dir: str | Path, providers: list[str] | None, threads: int | None) -> Any:
-    """An encoder for `model_dir`, its INT8 towers re-measured once if this CPU's int8 kernels differ from the
-    exporting CPU's (a line warns when this CPU loses accuracy against the export's own figures)."""
+def _encoder(model_dir: str | Path, runtime: Runtime) -> Any:
+    """An encoder for `model_dir` with the runtime's execution providers (missing ones fall back) and threads, its
+    INT8 towers re-measured once if this CPU's int8 kernels differ from the exporting CPU's (a line warns when this
+    CPU loses accuracy against the export's own figures)."""
     from edgecl.encoder import Encoder
     from edgecl.int8_check import recheck_on_this_cpu
 
-    encoder = Encoder(model_dir, providers=providers, threads=threads)
+    encoder = Encoder(model_dir, providers=runtime.providers, threads=runtime.threads)
     recheck_on_this_cpu(encoder)
     return encoder
 
 
-def _open_encoder(meta: dict[str, Any]) -> Any:
-    """The state's encoder with its profile's execution providers and threads (missing providers fall back)."""
-    profile = meta.get("profile") or {}
-    return _encoder(meta["model_dir"], profile.get("providers"), profile.get("threads"))
+def _runtime(meta: dict[str, Any]) -> Runtime:
+    """This device's runtime for a state: from the device profile its metadata records (never from the learner)."""
+    return Runtime.from_profile(meta.get("profile") or {})
 
 
 def _load_learner(snapshot: Snapshot) -> Any:
     from edgecl.learner import Learner
 
-    return Learner.load_from(snapshot.folder, _open_encoder(snapshot.meta))
+    runtime = _runtime(snapshot.meta)
+    return Learner.load_from(snapshot.folder, _encoder(snapshot.meta["model_dir"], runtime), runtime)
 
 
-def _checked_budget(opts: LearnOptions, profile: Any) -> int:
-    """--budget (or the profile's default), refused above the profile's maximum unless --force."""
-    budget = parse_bytes(opts.budget) if opts.budget else profile.default_budget_bytes
+def _new_learner(opts: LearnOptions, progress: Progress) -> tuple[Any, dict[str, Any]]:
+    """A learner with the flags' settings over the profile's over the defaults (edgecl.settings.resolve); a budget
+    above the profile's maximum is refused unless --force."""
+    from edgecl.learner import Learner
+    from edgecl.models import ensure_model
+    from edgecl.profiles import get_profile
+    from edgecl.settings import resolve
+
+    profile = get_profile(opts.device, opts.profile_file)
+    settings = resolve(profile, method=opts.method, budget_bytes=parse_bytes(opts.budget) if opts.budget else None,
+                       codec=opts.codec, groups=opts.groups, seed=opts.seed)  # fmt: skip
+    budget = settings.config.memory.budget_bytes
     if budget > profile.max_budget_bytes and not opts.force:
         raise EdgeclError(
             f"budget {opts.budget} is above the {profile.name} profile's maximum of {profile.max_budget}; "
             "pass --force to use it anyway"
         )
-    return budget
-
-
-def _new_learner(opts: LearnOptions, progress: Progress) -> tuple[Any, dict[str, Any]]:
-    from edgecl.learner import Learner, LearnerConfig
-    from edgecl.models import ensure_model
-    from edgecl.profiles import get_profile
-
-    profile = get_profile(opts.device, opts.profile_file)
-    budget = _checked_budget(opts, profile)
     backbone = _resolve_backbone(opts.backbone, profile.default_backbone, progress)
     manifest = ensure_model(backbone, None, lambda message: progress(message, 0, 0))
-    encoder = _encoder(manifest.root, profile.providers, profile.threads)
-    config = LearnerConfig(method=opts.method or DEFAULT_METHOD, budget_bytes=budget, codec=opts.codec or "auto",
-                           groups=opts.groups or DEFAULT_GROUPS, seed=opts.seed, rank=profile.adapter_rank,
-                           batch_size=profile.train_batch, optimizer=profile.optimizer,
-                           precision=profile.train_precision)  # fmt: skip
+    encoder = _encoder(manifest.root, settings.runtime)
     meta = {"backbone": backbone, "model_dir": str(manifest.root.resolve()), "device": profile.name,
             "profile": profile.to_dict(), "forced_budget": budget > profile.max_budget_bytes,
             "model_files": manifest.data["files"], "created": _now()}  # fmt: skip
-    return Learner(config, encoder.embed_dim, encoder), meta
+    return Learner(settings.config, encoder.embed_dim, encoder, settings.runtime), meta
 
 
 def _resolve_backbone(given: str | None, default: str, progress: Progress) -> str:
@@ -178,14 +176,14 @@ def _check_same(snapshot: Snapshot, learner: Any, opts: LearnOptions) -> None:
     given = opts.backbone if opts.backbone != AUTO_BACKBONE else None
     if given and parse_backbone_id(given).canonical != meta["backbone"]:
         raise EdgeclError(f"this state uses backbone {meta['backbone']}; omit --backbone or use a new --state-dir")
-    if opts.budget and parse_bytes(opts.budget) != cfg.budget_bytes:
+    if opts.budget and parse_bytes(opts.budget) != cfg.memory.budget_bytes:
         raise EdgeclError(
-            f"this state has a budget of {cfg.budget_bytes} bytes; omit --budget or use a new --state-dir"
+            f"this state has a budget of {cfg.memory.budget_bytes} bytes; omit --budget or use a new --state-dir"
         )
     if opts.method and opts.method != cfg.method:
         raise EdgeclError(f"this state learns with --method {cfg.method}; omit --method or use a new --state-dir")
-    if opts.codec and opts.codec != cfg.codec:
-        raise EdgeclError(f"this state's memory codec is {cfg.codec}; omit --codec or use a new --state-dir")
+    if opts.codec and opts.codec != cfg.memory.codec:
+        raise EdgeclError(f"this state's memory codec is {cfg.memory.codec}; omit --codec or use a new --state-dir")
     if opts.groups and opts.groups != cfg.groups:
         raise EdgeclError(f"this state balances --groups {cfg.groups}; omit --groups or use a new --state-dir")
 
@@ -205,7 +203,7 @@ def _check_same_profile(meta: dict[str, Any], opts: LearnOptions) -> None:
 
 def learn(
     opts: LearnOptions, progress: Progress = _quiet, on_wait: Callable[[str], None] = lambda m: None
-) -> dict[str, Any]:
+) -> LearnReport:
     """Learn one task folder into the state directory (created on first use): check the request, open (or create)
     the state under its writer lock, encode the task's images, learn them, commit the new snapshot."""
     start, host = time.perf_counter(), host_bytes()
@@ -214,13 +212,13 @@ def learn(
     root = state_root(opts.state_dir)
     with writer_lock(root, opts.lock_timeout_s, on_wait):
         learner, meta = _open_learner(root, opts, progress)
-        encode_plan = _encode_plan(learner, meta, host)
+        encode_plan = _encode_plan(learner, host)
         x, labels, skipped = _encode_task(learner, scan, opts.task_dir, encode_plan, progress)
         progress("training", 0, 0)
-        report = learner.learn_embeddings(x, labels, opts.domain, sizes=_train_sizes(learner, meta, labels, host))
-        meta = _with_task(meta, learner, opts, labels, report["new_classes"], len(skipped), start)
+        result = learner.learn_embeddings(x, labels, opts.domain, sizes=_train_sizes(learner, labels, host))
+        meta = _with_task(meta, learner, opts, labels, result.new_classes, len(skipped), start)
         commit_snapshot(root, learner.save_to, meta)
-    return _learn_report(learner, meta, opts, report, skipped, encode_plan, root, host, start)
+    return _learn_report(learner, meta, opts, result, skipped, encode_plan, root, host, start)
 
 
 def _refuse_bad_options_early(opts: LearnOptions) -> None:
@@ -229,9 +227,9 @@ def _refuse_bad_options_early(opts: LearnOptions) -> None:
     if opts.budget is not None:
         parse_bytes(opts.budget)
     if opts.method or opts.groups:
-        from edgecl.learner import LearnerConfig
+        from edgecl.settings import LearnerConfig
 
-        LearnerConfig(method=opts.method or DEFAULT_METHOD, groups=opts.groups or DEFAULT_GROUPS)
+        LearnerConfig.from_flat({"method": opts.method or DEFAULT_METHOD, "groups": opts.groups or DEFAULT_GROUPS})
     if opts.device or opts.profile_file:
         from edgecl.profiles import get_profile
 
@@ -269,31 +267,28 @@ def _with_task(meta: dict[str, Any], learner: Any, opts: LearnOptions, labels: l
             "providers_used": learner.encoder.providers_in_use}  # fmt: skip
 
 
-def _learn_report(learner: Any, meta: dict[str, Any], opts: LearnOptions, report: dict[str, Any],
+def _learn_report(learner: Any, meta: dict[str, Any], opts: LearnOptions, result: TaskResult,
                   skipped: list[dict[str, str]], encode_plan: BatchPlan, root: Path, host: int,
-                  start: float) -> dict[str, Any]:  # fmt: skip
+                  start: float) -> LearnReport:  # fmt: skip
     """`edgecl learn --json` (README: JSON contracts)."""
-    stats = learner.memory.stats()
-    return {
-        "classes": list(learner.classes), "new_classes": report["new_classes"], "samples_stored": stats["samples"],
-        "memory_bytes": stats["bytes"], "budget_bytes": stats["budget_bytes"], "codec": stats["codec"],
-        "skipped": skipped, "seconds": round(time.perf_counter() - start, 3), "method": learner.config.method,
-        "groups": learner.config.groups,
-        "domain": opts.domain, "loss": report.get("loss", []),
-        "class_weights": (report.get("class_weights") or [None])[-1],
-        "state_dir": str(root), "backbone": meta["backbone"], "device": meta.get("device"),
-        "providers_used": meta["providers_used"],
-        "peak_rss_bytes": peak_rss_bytes(), "ram_cap_bytes": _ram_cap(meta),
-        "host_rss_bytes": host,
-        "batches": {"encode": encode_plan.summary(), "train": report.get("train_batch"),
-                    "replayed_rows": report.get("replayed_rows"),
-                    "replay_rows_available": report.get("replay_rows_available")},
-        "train_precision": report.get("train_precision"), "train_steps": report.get("steps"),
-        "prototype_weight": report.get("prototype_weight"),
-    }  # fmt: skip
+    stats, training = learner.memory.stats(), result.training
+    batches = Batches(encode_plan.summary(), training.batch if training else None,
+                      training.replayed_rows if training else None,
+                      training.replay_rows_available if training else None)  # fmt: skip
+    return LearnReport(
+        classes=list(learner.classes), new_classes=result.new_classes, samples_stored=stats.samples,
+        memory_bytes=stats.bytes, budget_bytes=stats.budget_bytes, codec=stats.codec, skipped=skipped,
+        seconds=round(time.perf_counter() - start, 3), method=learner.config.method, groups=learner.config.groups,
+        domain=opts.domain, loss=training.loss if training else [],
+        class_weights=(training.class_weights or [None])[-1] if training else None, state_dir=str(root),
+        backbone=meta["backbone"], device=meta.get("device"), providers_used=meta["providers_used"],
+        peak_rss_bytes=peak_rss_bytes(), ram_cap_bytes=learner.runtime.ram_cap_bytes, host_rss_bytes=host,
+        batches=batches, train_precision=training.precision if training else None,
+        train_steps=training.steps if training else None, prototype_weight=result.prototype_weight,
+    )  # fmt: skip
 
 
-def _encode_plan(learner: Any, meta: dict[str, Any], host: int) -> BatchPlan:
+def _encode_plan(learner: Any, host: int) -> BatchPlan:
     """Encode batches under the profile's RAM cap. Everything learning loads (both towers, and torch + peft when
     the method trains) is loaded first, so that a cap too small for it fails before any work, and batches are
     sized against what the process really holds."""
@@ -302,27 +297,26 @@ def _encode_plan(learner: Any, meta: dict[str, Any], host: int) -> BatchPlan:
     if learner.trains:
         from edgecl.learn.trainer import warm_up
 
-        warm_up(learner.dim, learner.config.optimizer, learner.config.rank, learner.config.precision)
-    batch = (meta.get("profile") or {}).get("encode_batch", DEFAULT_ENCODE_BATCH)
-    plan = BatchPlan(_ram_cap(meta, host), batch, "learning")
+        warm_up(learner.dim, learner.runtime, learner.config.adapter.rank)
+    plan = BatchPlan(_ram_cap(learner, host), learner.runtime.encode_batch, "learning")
     plan.check_start()
     return plan
 
 
-def _train_sizes(learner: Any, meta: dict[str, Any], labels: list[str], host: int) -> TrainSizes | None:
+def _train_sizes(learner: Any, labels: list[str], host: int) -> TrainSizes | None:
     """Training batch and replayed rows under the RAM cap (None: the method does not train)."""
     from edgecl.ram import plan_training
 
     if not learner.trains:
         return None
     classes = set(learner.classes) | set(labels)
-    return plan_training(_ram_cap(meta, host), learner.config.batch_size, learner.dim, len(classes), len(labels))
+    return plan_training(_ram_cap(learner, host), learner.runtime.train_batch, learner.dim, len(classes), len(labels))
 
 
-def _ram_cap(meta: dict[str, Any], host: int = 0) -> int | None:
-    """The profile's RAM cap on this process, above the `host` bytes it held before learning (edgecl.ram)."""
-    cap = (meta.get("profile") or {}).get("ram_cap")
-    return parse_bytes(cap) + host if cap else None
+def _ram_cap(learner: Any, host: int) -> int | None:
+    """The runtime's RAM cap on this process, above the `host` bytes it held before learning (edgecl.ram)."""
+    cap = learner.runtime.ram_cap_bytes
+    return cap + host if cap is not None else None
 
 
 def _current(state_dir: str | None) -> Snapshot:
@@ -347,25 +341,20 @@ def classify(images: Sequence[str], state_dir: str | None = None, top_k: int = 5
     return [{"image": display(paths[i]), "predictions": p} for i, p in zip(kept, predictions, strict=True)], skipped
 
 
-def status(state_dir: str | None = None) -> dict[str, Any]:
+def status(state_dir: str | None = None) -> StatusReport:
     """What the state holds: backbone, device, classes, domains, memory, task history."""
     snapshot = _current(state_dir)
     from edgecl.learner import Learner
 
     learner = Learner.load_from(snapshot.folder)
-    stats = learner.memory.stats()
-    return {
-        "backbone": snapshot.meta["backbone"], "device": snapshot.meta.get("device", DEFAULT_DEVICE),
-        "classes": list(learner.classes), "domains": [d for d in learner.memory.domains if d],
-        "method": learner.config.method, "groups": learner.config.groups,
-        "memory": {"path": str(snapshot.folder / "memory.safetensors"), "bytes": stats["bytes"],
-                   "budget_bytes": stats["budget_bytes"], "codec": stats["codec"], "per_class": stats["per_class"],
-                   "per_class_domain": stats["per_class_domain"], "samples": stats["samples"]},
-        "tasks": snapshot.meta.get("tasks", []), "state_dir": str(snapshot.root),
-        "providers_used": snapshot.meta.get("providers_used", []),
-        "forced_budget": snapshot.meta.get("forced_budget", False),
-        "model_dir": snapshot.meta["model_dir"],
-    }  # fmt: skip
+    meta = snapshot.meta
+    return StatusReport(
+        backbone=meta["backbone"], device=meta.get("device", DEFAULT_DEVICE), classes=list(learner.classes),
+        domains=[d for d in learner.memory.domains if d], method=learner.config.method, groups=learner.config.groups,
+        memory=learner.memory.stats(), tasks=meta.get("tasks", []), state_dir=str(snapshot.root),
+        providers_used=meta.get("providers_used", []), forced_budget=meta.get("forced_budget", False),
+        model_dir=meta["model_dir"], memory_path=str(snapshot.folder / "memory.safetensors"),
+    )  # fmt: skip
 
 
 def forget(name: str, state_dir: str | None = None, lock_timeout_s: float = 300.0,

@@ -66,10 +66,10 @@ def run_demo(
             opts = commands.LearnOptions(str(task_dir), DEMO_BUDGET, str(state), method=method, backbone="bundled")
             report = commands.learn(opts, progress)
             seen = [c for task in TASKS[: t + 1] for c in task]
-            row = {"task": t + 1, "new_classes": report["new_classes"], "seconds": report["seconds"],
+            row = {"task": t + 1, "new_classes": report.new_classes, "seconds": report.seconds,
                    "accuracy_seen": round(_accuracy(state, test_root, seen), 4),
                    "accuracy_first_task": round(_accuracy(state, test_root, list(TASKS[0])), 4),
-                   "memory_bytes": report["memory_bytes"], "codec": report["codec"]}  # fmt: skip
+                   "memory_bytes": report.memory_bytes, "codec": report.codec}  # fmt: skip
             rows.append(row)
             on_task(row)
-        return {"tasks": rows, "status": commands.status(str(state)), "note": __doc__.split("\n\n")[0]}
+        return {"tasks": rows, "status": commands.status(str(state)).to_json(), "note": __doc__.split("\n\n")[0]}

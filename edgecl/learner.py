@@ -12,93 +12,55 @@ import json
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgecl.errors import EdgeclError
-from edgecl.learn.methods import DEFAULT_GROUPS, DEFAULT_METHOD, Method
 from edgecl.learn.methods import METHODS as METHOD_TABLE
+from edgecl.learn.methods import Method
 from edgecl.learn.prototypes import (
     DEFAULT_WEIGHT,
-    DOMAIN_WEIGHT,
     OLD_ROWS_PER_CLASS,
     ClassMeans,
     holdout_mask,
     measure_weight,
 )
-from edgecl.memory import MemoryConfig, ReplayMemory
-from edgecl.memory.policy import GROUPINGS, group_keys, group_parts
+from edgecl.memory import ReplayMemory
+from edgecl.memory.policy import group_keys, group_parts
 from edgecl.prompts import prompt_for
 from edgecl.ram import TrainSizes
+from edgecl.reports import TaskResult, Training
+from edgecl.runtime import Runtime
+from edgecl.settings import CONFIG_VERSION, LearnerConfig
 from edgecl.vectors import unit_rows
 
 METHODS = tuple(METHOD_TABLE)
-
-
-@dataclass(frozen=True)
-class LearnerConfig:
-    """Everything that decides what a learner does; errors name the field."""
-
-    method: str = DEFAULT_METHOD
-    budget_bytes: int = 8_000_000
-    codec: str = "auto"
-    selection: str = "random"
-    seed: int = 0
-    rank: int = 8
-    text_head: bool = False
-    epochs: int = 5  # passes over a task's new rows, within [min_steps, max_steps] optimiser steps
-    min_steps: int = 200
-    max_steps: int = 2000
-    max_train_seconds: float = 60.0
-    prototype_weight: float | None = DEFAULT_WEIGHT  # None: measured on a held-out slice of each task instead
-    domain_prototype_weight: float = DOMAIN_WEIGHT  # the weight once more than one domain is learned
-    batch_size: int = 256
-    lr: float = 1e-3
-    optimizer: str = "adamw"
-    precision: str = "fp32"  # training's autocast precision (fp32 | bf16 | fp16), from the device profile
-    temperature: float = 0.05
-    dro_lambda: float = 1.0
-    gamma: float = 0.9
-    ncm_text_weight: float = 0.1
-    groups: str = DEFAULT_GROUPS  # what the memory balances and GDRO weighs: class | class_domain | domain
-    threads: int = 1
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise EdgeclError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if self.groups not in GROUPINGS:
-            raise EdgeclError(f"unknown groups {self.groups!r}; choose one of {', '.join(GROUPINGS)}")
-
-
-def _config_from_json(saved: dict[str, Any]) -> LearnerConfig:
-    """A saved config; fields of earlier releases that no longer exist (`extra`, never read) are dropped."""
-    known = {f.name for f in fields(LearnerConfig)}
-    return LearnerConfig(**{k: v for k, v in saved.items() if k in known})
+LEARNED_STATE = ("classes", "text", "memory", "head", "text_head", "merged", "merged_text", "loss", "class_means",
+                 "prototype_weight", "tasks")  # what learning a task changes  # fmt: skip
 
 
 class Learner:
-    """Frozen-embedding continual learner with PEFT adapters and a byte-budgeted replay memory."""
+    """Frozen-embedding continual learner with PEFT adapters and a byte-budgeted replay memory. `config` is saved with
+    it; `runtime` (this device's threads, precision, batch sizes) is not."""
 
-    def __init__(self, config: LearnerConfig, dim: int, encoder: Any = None) -> None:
+    def __init__(self, config: LearnerConfig, dim: int, encoder: Any = None, runtime: Runtime | None = None) -> None:
         from edgecl.learn.merged import MergedHead
 
         self.config, self.dim, self.encoder = config, dim, encoder
+        self.runtime = runtime or Runtime()
         self.classes: list[str] = []
         self.text = np.zeros((0, dim), np.float32)  # (C, D) class text embeddings
-        memory_config = MemoryConfig(config.budget_bytes, config.codec, config.selection, config.seed,
-                                     auto_pq=METHOD_TABLE[config.method].memory_means,
-                                     groups=config.groups)  # fmt: skip
-        self.memory = ReplayMemory(memory_config, dim)
+        self.memory = ReplayMemory(config.memory, dim)
         self.head: Any = None  # peft model, built on first training
         self.text_head: Any = None
         self.merged = MergedHead.identity(dim)
         self.merged_text = MergedHead.identity(dim)
         self.loss: Any = None  # the method's loss object with its estimators (GCL, GDRO), once trained or loaded
         self.class_means = ClassMeans.empty(dim)  # prototypes beside the head (methods with `prototypes`)
-        self.prototype_weight = DEFAULT_WEIGHT if config.prototype_weight is None else config.prototype_weight
+        self.prototype_weight = DEFAULT_WEIGHT if config.prototypes.weight is None else config.prototypes.weight
         self.tasks: list[dict[str, Any]] = []
         self._adapter_dirs: dict[str, Path] = {}  # saved peft adapters not yet loaded (see load_from)
         self._estimators: dict[str, np.ndarray] = {}  # saved loss estimators, until the loss is rebuilt from them
@@ -121,7 +83,7 @@ class Learner:
     def weight_in_use(self) -> float:
         """The prototype weight scores use: the class-incremental one, or the domain-incremental one once more than
         one domain is learned (there every task retrains the head on every class; README, "Domain-incremental")."""
-        return self.config.domain_prototype_weight if len(self.domains) > 1 else self.prototype_weight
+        return self.config.prototypes.domain_weight if len(self.domains) > 1 else self.prototype_weight
 
     @property
     def uses_prototypes(self) -> bool:
@@ -134,46 +96,37 @@ class Learner:
         return self.method.trains
 
     # ---- learning ------------------------------------------------------------------------------------------
-    def learn_images(
-        self, images: Sequence[Any], class_names: Sequence[str], domain: str | None = None
-    ) -> dict[str, Any]:
+    def learn_images(self, images: Sequence[Any], class_names: Sequence[str], domain: str | None = None) -> TaskResult:
         start = time.perf_counter()
         x = self._require_encoder().encode_images(images)
-        report = self.learn_embeddings(x, class_names, domain)
-        report["encode_seconds"] = report["seconds_total"] = time.perf_counter() - start
-        report["encode_seconds"] -= report["train_seconds"]
-        return report
+        result = self.learn_embeddings(x, class_names, domain)
+        total = time.perf_counter() - start
+        return replace(result, encode_seconds=total - result.train_seconds, seconds_total=total)
 
     def learn_embeddings(self, x: np.ndarray, class_names: Sequence[str], domain: str | None = None,
                          text: dict[str, np.ndarray] | None = None, sizes: TrainSizes | None = None,
-                         ) -> dict[str, Any]:  # fmt: skip
+                         ) -> TaskResult:  # fmt: skip
         """Learn one task from (N, D) embeddings; `text` (class name -> (D,) embedding) skips the text encoder;
         `sizes` caps the training batch and the replayed rows decoded (a RAM cap's plan, see edgecl.ram).
-        Nothing changes unless the whole task succeeds."""
+        Nothing changes unless the whole task succeeds: the work happens on a trial copy whose learned state
+        (LEARNED_STATE) this learner takes over at the end."""
         if len(x) == 0 or len(x) != len(class_names):
             raise EdgeclError(f"a task needs images with one class name each (got {len(x)} / {len(class_names)})")
+        x = np.asarray(x, np.float32)
         trial = copy.copy(self)
         new_classes = sorted(set(class_names) - set(self.classes))
         trial.classes = self.classes + new_classes
         trial.text = np.concatenate([self.text, self._text_for(new_classes, text)]).astype(np.float32)
         y = np.array([trial.classes.index(c) for c in class_names])
-        task_classes = np.unique(y)
-        report = trial._fit(
-            np.asarray(x, np.float32),
-            list(class_names),
-            y,
-            task_classes,
-            domain,
-            sizes or TrainSizes(self.config.batch_size, None),
-        )
-        report.update(new_classes=new_classes, classes=list(trial.classes), method=self.config.method)
+        training = trial._fit(x, list(class_names), y, domain, sizes or TrainSizes(self.runtime.train_batch, None))
         if trial.uses_prototypes:
-            trial.class_means = trial.class_means.updated(np.asarray(x, np.float32), y, self._domain_index(domain))
+            trial.class_means = trial.class_means.updated(x, y, self._domain_index(domain))
         trial.tasks = self.tasks + [{"classes": sorted(set(class_names)), "domain": domain, "samples": len(x)}]
-        if trial.uses_prototypes and trial.trains:
-            report["prototype_weight"] = trial.weight_in_use
-        self.__dict__.update(trial.__dict__)
-        return report
+        for name in LEARNED_STATE:
+            setattr(self, name, getattr(trial, name))
+        return TaskResult(new_classes, list(self.classes), self.config.method,
+                          self.memory.stats() if self.method.memory else None, training,
+                          self.weight_in_use if self.uses_prototypes and self.trains else None)  # fmt: skip
 
     def forget_class(self, name: str) -> int:
         """Remove a class from memory and from classification; returns the memory bytes freed. The adapters keep
@@ -182,7 +135,7 @@ class Learner:
         if name not in self.classes:
             raise EdgeclError(f"class {name!r} is not learned; learned: {', '.join(self.classes) or 'none'}")
         index = self.classes.index(name)
-        memory = copy.deepcopy(self.memory)
+        memory = copy.copy(self.memory)  # its contents are replaced, never changed in place
         freed = memory.remove_class(name) if name in memory.classes else 0
         self.memory = memory
         self.classes = [c for c in self.classes if c != name]
@@ -201,43 +154,34 @@ class Learner:
             return unit_rows(np.stack([np.asarray(given[n], np.float32) for n in names]))
         return self._require_encoder().encode_texts([prompt_for(n) for n in names])
 
-    def _fit(self, x: np.ndarray, names: list[str], y: np.ndarray, task_classes: np.ndarray,
-             domain: str | None, sizes: TrainSizes) -> dict[str, Any]:  # fmt: skip
+    def _fit(self, x: np.ndarray, names: list[str], y: np.ndarray, domain: str | None,
+             sizes: TrainSizes) -> Training | None:  # fmt: skip
+        """Store the task's rows in memory, then train the heads on them with replay (None: the method trains
+        nothing)."""
         ids = np.zeros(len(x), np.int64)
-        memory = (lambda: self.memory.stats()) if self.method.memory else (lambda: None)  # the memory after add
         if self.method.memory:
-            self.memory = copy.deepcopy(self.memory)
+            self.memory = copy.copy(self.memory)  # its contents are replaced, never changed in place
             ids = self.memory.add(x, names, domain)
-        report: dict[str, Any] = {"train_seconds": 0.0, "loss": [], "class_weights": []}
         if not self.trains:
-            return report | {"memory": memory()}
+            return None
         held = self._holdout(y)
         old = self._old_rows(ids)
         domain_index = self._domain_index(domain)
-        data = self._train_data(x[~held], y[~held], ids[~held], task_classes, old, sizes.replay_rows, domain_index)
+        data = self._train_data(x[~held], y[~held], ids[~held], np.unique(y), old, sizes.replay_rows, domain_index)
         result = self._train(data, sizes.batch)
         if held.any():
             self.prototype_weight = self._measured_weight(x, y, held, data, domain_index)
         domains = self.domains + ([domain or ""] if domain_index == len(self.domains) else [])
         weights = [{self._group_name(k, domains): round(w, 4) for k, w in q.items()} for q in result.class_weights]
-        report.update(
-            train_seconds=result.seconds,
-            loss=result.epoch_loss,
-            steps=result.steps,
-            class_weights=weights,
-            train_batch=sizes.batch,
-            replayed_rows=len(data.x) - int((~held).sum()),
-            replay_rows_available=old.size,
-            train_precision=self.config.precision,
-        )
-        if self.uses_prototypes:
-            report.update(held_out_rows=int(held.sum()))  # learn_embeddings adds the prototype weight in use
-        return report | {"memory": memory()}
+        return Training(result.seconds, result.epoch_loss, result.steps, weights, batch=sizes.batch,
+                        replayed_rows=len(data.x) - int((~held).sum()), replay_rows_available=old.size,
+                        precision=self.runtime.precision,
+                        held_out_rows=int(held.sum()) if self.uses_prototypes else None)  # fmt: skip
 
     def _holdout(self, y: np.ndarray) -> np.ndarray:
         """(N,) bool: the task's rows held out of training to measure the prototype weight (none when it is fixed
         or the method has no prototypes)."""
-        if not self.uses_prototypes or self.config.prototype_weight is not None:
+        if not self.uses_prototypes or self.config.prototypes.weight is not None:
             return np.zeros(len(y), bool)
         return holdout_mask(y, np.random.default_rng(self.config.seed + 7919 * len(self.tasks)))
 
@@ -280,12 +224,6 @@ class Learner:
             return np.zeros(0, np.int64)
         return np.flatnonzero(~np.isin(self.memory.ids.astype(np.int64), new_ids))
 
-    def _loss_config(self) -> Any:
-        from edgecl.learn.losses import LossConfig
-
-        cfg = self.config
-        return LossConfig(temperature=cfg.temperature, gamma=cfg.gamma, dro_lambda=cfg.dro_lambda)
-
     def _saved_loss(self) -> Any:
         """The method's loss rebuilt from the saved estimators (a fresh one without them); None for no loss."""
         kind = METHOD_TABLE[self.config.method].loss
@@ -293,22 +231,20 @@ class Learner:
             return None
         from edgecl.learn.losses import LOSSES
 
-        return LOSSES[kind].from_arrays(self._loss_config(), self._estimators)
+        return LOSSES[kind].from_arrays(self.config.loss, self._estimators)
 
     def _train(self, data: Any, batch_size: int) -> Any:
-        from edgecl.learn.adapters import AdapterConfig, merge
+        from edgecl.learn.adapters import merge
         from edgecl.learn.trainer import TrainConfig, train
 
         cfg = self.config
-        adapter = AdapterConfig(rank=cfg.rank, text_head=cfg.text_head)
-        head = self._head("adapter", self.head, adapter, cfg.seed)
-        text_head = self._head("text_adapter", self.text_head, adapter, cfg.seed + 1) if cfg.text_head else None
+        head = self._head("adapter", self.head, cfg.adapter, cfg.seed)
+        text_head = (
+            self._head("text_adapter", self.text_head, cfg.adapter, cfg.seed + 1) if cfg.adapter.text_head else None
+        )
         loss = copy.deepcopy(self.loss) if self.loss is not None else self._saved_loss()
-        train_cfg = TrainConfig(
-            method=cfg.method, epochs=cfg.epochs, min_steps=cfg.min_steps, max_steps=cfg.max_steps,
-            max_seconds=cfg.max_train_seconds, batch_size=batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
-            precision=cfg.precision, seed=cfg.seed + len(self.tasks), threads=cfg.threads, loss=self._loss_config(),
-        )  # fmt: skip
+        runtime = replace(self.runtime, train_batch=batch_size)  # the batch the RAM cap allows
+        train_cfg = TrainConfig(cfg.method, cfg.train, runtime, cfg.loss, seed=cfg.seed + len(self.tasks))
         loss.forget(set(data.ids.tolist()))  # estimators of samples evicted from memory are dropped
         result = train(head, text_head, data, train_cfg, loss)
         self.head, self.text_head, self.loss = head, text_head, loss
@@ -343,7 +279,7 @@ class Learner:
             if rows.any():
                 c = self.classes.index(name)
                 mean = unit_rows(stored.embeddings[rows].mean(0))
-                protos[c] = unit_rows(mean + self.config.ncm_text_weight * text[c])
+                protos[c] = unit_rows(mean + self.config.prototypes.ncm_text_weight * text[c])
         return protos
 
     def _means_from_memory(self) -> ClassMeans:
@@ -389,7 +325,7 @@ class Learner:
             raise EdgeclError("nothing learned yet and no --labels given: learn a task first or pass labels")
         scores, labels = self.scores(x, extra_labels)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
-        logits = scores / self.config.temperature  # the temperature the head trained with
+        logits = scores / self.config.loss.temperature  # the temperature the head trained with
         probability = np.exp(logits - logits.max(1, keepdims=True))
         probability /= probability.sum(1, keepdims=True)  # softmax over every candidate, not only the top k
         return [
@@ -431,18 +367,19 @@ class Learner:
                 save_adapter(head, folder / name)
             elif self._adapter_dirs.get(name):  # loaded but not retrained: carry the files over
                 shutil.copytree(self._adapter_dirs[name], folder / name)
-        meta = {"config": asdict(self.config), "dim": self.dim, "classes": self.classes, "tasks": self.tasks,
-                "prototype_weight": self.prototype_weight}  # fmt: skip
+        meta = {"config": self.config.to_json(), "config_version": CONFIG_VERSION, "dim": self.dim,
+                "classes": self.classes, "tasks": self.tasks, "prototype_weight": self.prototype_weight}  # fmt: skip
         (folder / "learner.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
 
     @classmethod
-    def load_from(cls, folder: Path, encoder: Any = None) -> Learner:
-        """Read what save_to wrote. Uses numpy only; the peft adapters are loaded when training resumes."""
+    def load_from(cls, folder: Path, encoder: Any = None, runtime: Runtime | None = None) -> Learner:
+        """Read what save_to wrote; `runtime`: this device's (the saved learner records none). Uses numpy only; the
+        peft adapters are loaded when training resumes."""
         from edgecl.learn.merged import MergedHead
 
         meta = json.loads((folder / "learner.json").read_text())
-        meta["config"].setdefault("groups", "class")  # states from before groups were chosen weighed classes
-        learner = cls(_config_from_json(meta["config"]), int(meta["dim"]), encoder)
+        config = LearnerConfig.from_json(meta["config"], int(meta.get("config_version", 1)))
+        learner = cls(config, int(meta["dim"]), encoder, runtime)
         learner.classes, learner.tasks = list(meta["classes"]), list(meta["tasks"])
         learner.memory = ReplayMemory.load(folder / "memory.safetensors")
         with np.load(folder / "learned.npz", allow_pickle=False) as data:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecl.errors import EdgeclError
+from edgecl.runtime import OPTIMIZERS, PRECISIONS
 from edgecl.units import BudgetError, parse_bytes
 
 DEFAULT_DEVICE = "cpu"
@@ -52,8 +53,8 @@ class DeviceProfile:
             except BudgetError as exc:
                 raise ProfileError(f"profile {self.name!r}: key {key!r}: {exc}") from None
         _check(self.default_budget_bytes <= self.max_budget_bytes, "default_budget", "must not exceed max_budget")
-        _check(self.optimizer in ("adamw", "adamw8bit"), "optimizer", "must be 'adamw' or 'adamw8bit'")
-        _check(self.train_precision in ("fp32", "fp16", "bf16"), "train_precision", "must be fp32, fp16 or bf16")
+        _check(self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {', '.join(OPTIMIZERS)}")
+        _check(self.train_precision in PRECISIONS, "train_precision", f"must be one of {', '.join(PRECISIONS)}")
         for key in ("classify_p95_ms", "learn_images_per_s"):
             _check(isinstance(getattr(self, key), int | float) and getattr(self, key) > 0, key, "must be > 0")
         from edgecl.backbones import parse_backbone_id

@@ -74,10 +74,11 @@ def gpu_memory() -> dict[str, Any]:
 
 def _train_steps_per_s(dim: int, profile: DeviceProfile) -> float:
     from edgecl.learn.adapters import AdapterConfig, lora_head
-    from edgecl.learn.trainer import TrainConfig, synthetic_data, train
+    from edgecl.learn.trainer import TrainConfig, TrainSchedule, synthetic_data, train
+    from edgecl.runtime import Runtime
 
     data = synthetic_data(profile.train_batch * 4, dim, 10)
-    cfg = TrainConfig(method="gdro", epochs=1, batch_size=profile.train_batch, optimizer=profile.optimizer)
+    cfg = TrainConfig(method="gdro", schedule=TrainSchedule(epochs=1), runtime=Runtime.from_profile(profile.to_dict()))
     head = lora_head(dim, AdapterConfig(rank=profile.adapter_rank))
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < TRAIN_SECONDS:
@@ -92,9 +93,9 @@ def _memory_entries(dim: int, profile: DeviceProfile) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     memory.add(rng.standard_normal((10, dim)).astype(np.float32), [f"c{i}" for i in range(10)])
     stats = memory.stats()
-    per = int(stats["bytes_per_sample"])
-    fits = (profile.default_budget_bytes - (stats["bytes"] - per * stats["samples"])) // per
-    return {"codec": stats["codec"], "bytes_per_entry": per, "entries_in_default_budget": int(fits)}
+    per = int(stats.bytes_per_sample)
+    fits = (profile.default_budget_bytes - (stats.bytes - per * stats.samples)) // per
+    return {"codec": stats.codec, "bytes_per_entry": per, "entries_in_default_budget": int(fits)}
 
 
 def run_profile(profile: DeviceProfile, backbone: str | None = None,

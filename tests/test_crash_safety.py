@@ -39,10 +39,10 @@ def _learn_cmd(task: Path, state: Path) -> list[str]:
 
 def _state_is_whole(state: Path, probe: Path, allowed: list[list[str]]) -> list[str]:
     info = commands.status(str(state))
-    assert info["classes"] in allowed, info["classes"]
+    assert info.classes in allowed, info.classes
     results, _ = commands.classify([str(probe)], str(state), top_k=2)
-    assert results and results[0]["predictions"][0]["label"] in info["classes"]
-    return info["classes"]
+    assert results and results[0]["predictions"][0]["label"] in info.classes
+    return info.classes
 
 
 @pytest.mark.slow

@@ -53,11 +53,14 @@ def _device(root: Path, classes: list[int], seed: int) -> Path:
     """A device state written by the learner (numpy embeddings: no encoder needed here)."""
     from test_learner import clustered
 
+    from edgecl.learn.trainer import TrainSchedule
     from edgecl.learner import Learner, LearnerConfig
+    from edgecl.memory import MemoryConfig
 
     x, y, text = clustered(6, 40, 0)
     rows = np.isin(y, classes)
-    learner = Learner(LearnerConfig(budget_bytes=8_000, codec="int8", seed=seed, min_steps=30), DIM)
+    config = LearnerConfig(seed=seed, memory=MemoryConfig(8_000, "int8"), train=TrainSchedule(min_steps=30))
+    learner = Learner(config, DIM)
     learner.learn_embeddings(x[rows], [f"c{c}" for c in y[rows]], text={f"c{c}": text[c] for c in classes})
     meta = {"backbone": "bundled", "tasks": [{"samples": int(rows.sum())}]}
     commit_snapshot(root, learner.save_to, meta)

@@ -12,8 +12,10 @@ import torch
 
 from edgecl.errors import EdgeclError
 from edgecl.learn.adapters import AdapterConfig, load_adapter, lora_head, merge, save_adapter
-from edgecl.learn.trainer import TrainConfig, TrainData, TrainingDivergedError, train
+from edgecl.learn.trainer import TrainConfig, TrainData, TrainingDivergedError, TrainSchedule, train
 from edgecl.learner import METHODS, Learner, LearnerConfig
+from edgecl.memory import MemoryConfig
+from edgecl.runtime import Runtime
 
 DIM = 32
 
@@ -58,7 +60,12 @@ def test_training_is_deterministic_and_learns(method: str) -> None:
     results = []
     for _ in range(2):
         head = lora_head(DIM, AdapterConfig(rank=4))
-        report = train(head, None, data, TrainConfig(method=method, epochs=8, batch_size=32, lr=5e-3))
+        report = train(
+            head,
+            None,
+            data,
+            TrainConfig(method=method, schedule=TrainSchedule(epochs=8, lr=5e-3), runtime=Runtime(train_batch=32)),
+        )
         results.append((report.epoch_loss, merge(head).up.copy()))
     assert results[0][0] == results[1][0]
     np.testing.assert_array_equal(results[0][1], results[1][1])
@@ -78,7 +85,12 @@ def test_bitsandbytes_is_imported_only_for_its_optimizer() -> None:
 
 def test_adamw8bit_from_bitsandbytes_trains() -> None:
     head = lora_head(DIM, AdapterConfig(rank=4))
-    report = train(head, None, _train_data(1), TrainConfig(method="er", epochs=3, optimizer="adamw8bit"))
+    report = train(
+        head,
+        None,
+        _train_data(1),
+        TrainConfig(method="er", schedule=TrainSchedule(epochs=3), runtime=Runtime(optimizer="adamw8bit")),
+    )
     assert report.steps > 0 and np.isfinite(report.epoch_loss).all()
 
 
@@ -90,26 +102,29 @@ def test_reduced_precision_training_learns_like_fp32(precision: str) -> None:
     ups, losses = {}, {}
     for p in ("fp32", precision):
         head = lora_head(DIM, AdapterConfig(rank=4))
-        report = train(head, None, data, TrainConfig(method="gdro", epochs=6, batch_size=32, lr=5e-3, precision=p))
+        cfg = TrainConfig(method="gdro", schedule=TrainSchedule(epochs=6, lr=5e-3),
+                          runtime=Runtime(train_batch=32, precision=p))  # fmt: skip
+        report = train(head, None, data, cfg)
         assert all(param.dtype == torch.float32 for param in head.parameters())
         ups[p], losses[p] = merge(head).up, report.epoch_loss
     assert losses[precision][-1] < losses[precision][0]
     assert abs(losses[precision][-1] - losses["fp32"][-1]) < 0.1 * abs(losses["fp32"][0])
     assert not np.array_equal(ups[precision], ups["fp32"])
-    _, accs = _stream("gdro", precision=precision)
+    _, accs = _stream("gdro", runtime=Runtime(precision=precision))
     _, accs32 = _stream("gdro")
     assert accs[-1] >= accs32[-1] - 0.1
 
 
 def test_unknown_precision_is_named() -> None:
     with pytest.raises(ValueError, match="precision"):
-        TrainConfig(precision="int4")
+        Runtime(precision="int4")
 
 
-def _stream(method: str, seed: int = 0, **kw: object) -> tuple[Learner, list[float]]:
+def _stream(method: str, seed: int = 0, runtime: Runtime | None = None, **kw: object) -> tuple[Learner, list[float]]:
     x, y, text = clustered(6, 60, seed)
     test_x, test_y, _ = clustered(6, 30, seed, sample_seed=1)  # same centres and texts, rows never trained on
-    learner = Learner(LearnerConfig(method=method, budget_bytes=6_000, codec="int8", seed=seed, epochs=6, **kw), DIM)
+    settings = {"method": method, "budget_bytes": 6_000, "codec": "int8", "seed": seed, "epochs": 6, **kw}
+    learner = Learner(LearnerConfig.from_flat(settings), DIM, runtime=runtime)
     accs = []
     for task in ((0, 1), (2, 3), (4, 5)):
         rows = np.isin(y, task)
@@ -141,9 +156,10 @@ def test_divergence_leaves_previous_state_untouched() -> None:
     learner, _ = _stream("gdro")
     before = (list(learner.classes), learner.memory.to_bytes(), learner.merged.up.copy(), len(learner.tasks))
     x, y, text = clustered(7, 20, 0)
-    blown = Learner(LearnerConfig(method="er", budget_bytes=6_000, codec="int8", lr=1e30, epochs=3), DIM)
+    config = LearnerConfig(method="er", memory=MemoryConfig(6_000, "int8"), train=TrainSchedule(lr=1e30, epochs=3))
+    blown = Learner(config, DIM)
     blown.__dict__.update(learner.__dict__)
-    blown.config = LearnerConfig(method="er", budget_bytes=6_000, codec="int8", lr=1e30, epochs=3)
+    blown.config = config
     state = (list(blown.classes), blown.memory.to_bytes(), blown.merged.up.copy(), len(blown.tasks))
     rows = y == 6
     with pytest.raises(TrainingDivergedError, match="lower --lr"):
@@ -158,14 +174,14 @@ def test_domain_incremental_task_adds_a_domain() -> None:
     x, y, _ = clustered(6, 20, 0)
     rows = y < 2
     report = learner.learn_embeddings(-x[rows], [f"class {c}" for c in y[rows]], domain="inverted")
-    assert report["new_classes"] == [] and learner.memory.domains == ["", "inverted"]
-    groups = learner.memory.stats()["per_class_domain"]
+    assert report.new_classes == [] and learner.memory.domains == ["", "inverted"]
+    groups = learner.memory.stats().per_class_domain
     assert groups["class 0|inverted"] > 0
-    assert {"class 0|inverted", "class 1|inverted", "class 5|"} <= set(report["class_weights"][-1])
+    assert {"class 0|inverted", "class 1|inverted", "class 5|"} <= set(report.training.class_weights[-1])
     assert len(learner.class_means.counts) == 8  # six classes, two of them also in the inverted domain
     learner.forget_class("class 0")
     assert all(key // 256 < 5 for key in learner.loss.v)  # class 0's groups gone, the rest moved down
-    assert "class 0|inverted" not in learner.memory.stats()["per_class_domain"]
+    assert "class 0|inverted" not in learner.memory.stats().per_class_domain
 
 
 @pytest.mark.parametrize("groups", ["class", "domain"])
@@ -174,7 +190,7 @@ def test_gdro_weighs_and_the_memory_balances_the_chosen_groups(groups: str, tmp_
     x, y, _ = clustered(6, 20, 0)
     rows = y < 2
     report = learner.learn_embeddings(-x[rows], [f"class {c}" for c in y[rows]], domain="inverted")
-    names = set(report["class_weights"][-1])
+    names = set(report.training.class_weights[-1])
     assert names == ({f"class {c}" for c in range(6)} if groups == "class" else {"", "inverted"})
     learner.save_to(tmp_path / "s")
     loaded = Learner.load_from(tmp_path / "s")
@@ -185,9 +201,13 @@ def test_open_vocabulary_and_images_with_a_real_encoder(tiny_export: Path, photo
     from edgecl.encoder import Encoder
 
     encoder = Encoder(tiny_export)
-    learner = Learner(LearnerConfig(method="gdro", budget_bytes=20_000, epochs=2), encoder.embed_dim, encoder)
+    learner = Learner(
+        LearnerConfig(method="gdro", memory=MemoryConfig(20_000), train=TrainSchedule(epochs=2)),
+        encoder.embed_dim,
+        encoder,
+    )
     report = learner.learn_images(photos[:6], ["cat", "dog", "cat", "dog", "cat", "dog"])
-    assert report["new_classes"] == ["cat", "dog"] and report["encode_seconds"] > 0
+    assert report.new_classes == ["cat", "dog"] and report.encode_seconds > 0
     rows = learner.classify_images(photos[6:8], top_k=3, extra_labels=["rocket", "cat"])
     assert all(len(r) == 3 for r in rows)
     assert {p["label"] for p in rows[0]} == {"cat", "dog", "rocket"}  # "cat" is learned, not duplicated
@@ -231,11 +251,13 @@ def test_text_head_trains_and_round_trips(tmp_path: Path) -> None:
 
 def test_pq_memory_survives_copies_across_tasks() -> None:
     x, y, text = clustered(6, 60, 0)
-    learner = Learner(LearnerConfig(method="gdro", budget_bytes=6_000, codec="pq", epochs=2), DIM)
+    learner = Learner(
+        LearnerConfig(method="gdro", memory=MemoryConfig(6_000, "pq"), train=TrainSchedule(epochs=2)), DIM
+    )
     for task in ((0, 1), (2, 3), (4, 5)):
         rows = np.isin(y, task)
         learner.learn_embeddings(x[rows], [f"class {c}" for c in y[rows]], text={f"class {c}": text[c] for c in task})
-    assert learner.memory.stats()["codec"] == "pq" and learner.memory.size_bytes() <= 6_000
+    assert learner.memory.stats().codec == "pq" and learner.memory.size_bytes() <= 6_000
 
 
 @pytest.mark.parametrize(("method", "codec"), [("ncm", "pq"), ("gdro", "int4"), ("er", "int4")])
@@ -247,9 +269,9 @@ def test_auto_codec_is_pq_only_for_ncm_at_tiny_budgets(method: str, codec: str, 
     assert choose_auto_codec({"fp16": 10, "int8": 20, "int4": 40}, 10, allow_pq=False) == "int4"
     x, y, text = clustered(10, 100, 0)
     dim = x.shape[1]
-    learner = Learner(LearnerConfig(method=method, budget_bytes=3_000, epochs=1), dim)
+    learner = Learner(LearnerConfig(method=method, memory=MemoryConfig(3_000), train=TrainSchedule(epochs=1)), dim)
     learner.learn_embeddings(x, [f"class {c}" for c in y], text={f"class {c}": text[c] for c in range(10)})
-    assert learner.memory.stats()["codec"] == codec
+    assert learner.memory.stats().codec == codec
     learner.save_to(tmp_path / "s")
     again = Learner.load_from(tmp_path / "s")
     assert again.memory.config.auto_pq == (method == "ncm")
@@ -269,4 +291,4 @@ def test_a_learner_saved_by_the_previous_release_loads_and_keeps_learning(tmp_pa
     learner.learn_embeddings(x, ["c4"] * 12, text={"c4": x[0]})
     learner.save_to(tmp_path / "s")
     again = Learner.load_from(tmp_path / "s")
-    assert again.classes[-1] == "c4" and set(again.memory.stats()["per_class"]) == set(again.classes)
+    assert again.classes[-1] == "c4" and set(again.memory.stats().per_class) == set(again.classes)

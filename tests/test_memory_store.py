@@ -22,7 +22,7 @@ def unit_vectors(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
 def check_invariants(memory: ReplayMemory, supplied: dict[str, int]) -> None:
     data = memory.to_bytes()
     assert len(data) <= memory.config.budget_bytes
-    counts = memory.stats()["per_class"]
+    counts = memory.stats().per_class
     assert set(counts) == set(supplied)
     top = max(counts.values())
     for name, n in counts.items():  # every class holds all it was given, or is within 1 of the fullest
@@ -74,7 +74,7 @@ def test_equal_supply_gives_counts_within_one(codec: str) -> None:
     for task in range(5):
         labels = [f"c{2 * task + i % 2}" for i in range(300)]
         memory.add(unit_vectors(300, 256, rng), labels)
-        counts = list(memory.stats()["per_class"].values())
+        counts = list(memory.stats().per_class.values())
         assert max(counts) - min(counts) <= 1 and len(counts) == 2 * (task + 1)
         assert memory.size_bytes() <= 64_000
 
@@ -89,7 +89,7 @@ def test_old_classes_give_up_samples_and_ids_are_stable() -> None:
     kept_after = set(memory.ids.tolist())
     old_after = {i for i in kept_after if i < 200}
     assert old_after < kept_before  # old classes shrank, keeping a subset of what they had
-    counts = memory.stats()["per_class"]
+    counts = memory.stats().per_class
     assert max(counts.values()) - min(counts.values()) <= 1
 
 
@@ -98,7 +98,7 @@ def test_domains_are_balanced_per_class_and_domain() -> None:
     memory = ReplayMemory(MemoryConfig(30_000, "int8"), 128)
     memory.add(unit_vectors(200, 128, rng), ["a"] * 100 + ["b"] * 100, domain="photo")
     memory.add(unit_vectors(200, 128, rng), ["a"] * 100 + ["b"] * 100, domain="sketch")
-    groups = memory.stats()["per_class_domain"]
+    groups = memory.stats().per_class_domain
     assert set(groups) == {"a|photo", "a|sketch", "b|photo", "b|sketch"}
     assert max(groups.values()) - min(groups.values()) <= 1
 
@@ -121,7 +121,7 @@ def test_too_small_budget_names_the_minimum() -> None:
     memory = ReplayMemory(MemoryConfig(1_000, "fp16"), 512)
     with pytest.raises(BudgetError, match=r"minimum is \d+ bytes"):
         memory.add(unit_vectors(4, 512, np.random.default_rng(0)), ["a", "b", "c", "d"])
-    assert memory.stats()["samples"] == 0
+    assert memory.stats().samples == 0
 
 
 def test_remove_class_frees_bytes() -> None:
@@ -171,7 +171,7 @@ def test_truncation_is_detected(saved_memory: Path, length: int) -> None:
 
 def test_round_trip_through_file(saved_memory: Path) -> None:
     memory = ReplayMemory.load(saved_memory)
-    assert memory.stats()["codec"] == "pq" and sum(memory.stats()["per_class"].values()) == memory.stats()["samples"]
+    assert memory.stats().codec == "pq" and sum(memory.stats().per_class.values()) == memory.stats().samples
     assert memory.to_bytes() == saved_memory.read_bytes()
     with pytest.raises(MemoryFileError, match="cannot read"):
         ReplayMemory.load(saved_memory.parent / "absent")
@@ -185,7 +185,7 @@ def test_pq_drops_bits_until_every_group_fits() -> None:
     for budget in (2000, 2500, 3000, 4000):
         memory = ReplayMemory(MemoryConfig(budget, "pq"), 32)
         memory.add(x, names)
-        assert memory.stats()["per_class"] and min(memory.stats()["per_class"].values()) >= 1
+        assert memory.stats().per_class and min(memory.stats().per_class.values()) >= 1
         assert memory.size_bytes() <= budget
 
 
@@ -196,10 +196,10 @@ def test_auto_moves_to_pq_rather_than_refuse_a_budget_pq_can_meet() -> None:
     x = rng.standard_normal((400, 1280)).astype(np.float32)
     names = [f"c{i}" for i in range(20)]
     memory.add(x[:200], names[:10] * 20)
-    assert memory.stats()["codec"] == "int4"
+    assert memory.stats().codec == "int4"
     memory.add(x[200:], names[10:] * 20)
-    assert memory.stats()["codec"] == "pq" and memory.size_bytes() <= 14_000
-    assert set(memory.stats()["per_class"]) == set(names)
+    assert memory.stats().codec == "pq" and memory.size_bytes() <= 14_000
+    assert set(memory.stats().per_class) == set(names)
 
 
 @pytest.mark.parametrize("groups", ["class", "class_domain", "domain"])
@@ -255,6 +255,6 @@ def test_a_format_1_file_still_loads_and_is_rewritten_as_format_2(tmp_path: Path
     out = tmp_path / "m.safetensors"
     memory.save(out)
     again = ReplayMemory.load(out)
-    assert again.stats()["per_class"] == memory.stats()["per_class"] == {"café": 4, "dog": 6, "bird": 4}
+    assert again.stats().per_class == memory.stats().per_class == {"café": 4, "dog": 6, "bird": 4}
     old_size = (data / "memory-format1.safetensors").stat().st_size
     assert again.to_bytes()[8:].count(b"\\\\") == 0 and len(again.to_bytes()) < old_size + 2 * 25  # 2 rows more

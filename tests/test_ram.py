@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgecl.learn.trainer import TrainSchedule
 from edgecl.learner import Learner, LearnerConfig
+from edgecl.memory import MemoryConfig
 from edgecl.ram import (
     HEADROOM,
     PROBE_BATCH,
@@ -98,7 +100,9 @@ def test_plan_training_limits_batch_and_replay_rows() -> None:
 
 
 def _learner_with_memory(rng: np.random.Generator, dim: int = 32) -> Learner:
-    learner = Learner(LearnerConfig(method="er", budget_bytes=200_000, codec="int8", epochs=1), dim)
+    learner = Learner(
+        LearnerConfig(method="er", memory=MemoryConfig(200_000, "int8"), train=TrainSchedule(epochs=1)), dim
+    )
     text = {name: rng.standard_normal(dim) for name in ("a", "b", "c", "d")}
     x = rng.standard_normal((80, dim)).astype(np.float32)
     learner.learn_embeddings(x, ["a", "b"] * 40, text=text)
@@ -108,24 +112,24 @@ def _learner_with_memory(rng: np.random.Generator, dim: int = 32) -> Learner:
 def test_learner_replays_at_most_the_planned_rows_and_keeps_its_memory() -> None:
     rng = np.random.default_rng(0)
     learner = _learner_with_memory(rng)
-    stored = learner.memory.stats()["samples"]
+    stored = learner.memory.stats().samples
     text = {name: rng.standard_normal(32) for name in ("c", "d")}
     x = rng.standard_normal((40, 32)).astype(np.float32)
     report = learner.learn_embeddings(x, ["c", "d"] * 20, text=text, sizes=TrainSizes(batch=8, replay_rows=5))
-    assert report["train_batch"] == 8
-    assert report["replayed_rows"] == 5
-    assert report["replay_rows_available"] == stored  # every earlier row could have been replayed
-    assert report["steps"] == 200  # the schedule's floor for 40 new rows, whatever batch the RAM cap allows
+    assert report.training.batch == 8
+    assert report.training.replayed_rows == 5
+    assert report.training.replay_rows_available == stored  # every earlier row could have been replayed
+    assert report.training.steps == 200  # the schedule's floor for 40 new rows, whatever batch the RAM cap allows
 
 
 def test_learner_replays_everything_without_a_plan() -> None:
     rng = np.random.default_rng(1)
     learner = _learner_with_memory(rng)
-    stored = learner.memory.stats()["samples"]
+    stored = learner.memory.stats().samples
     text = {name: rng.standard_normal(32) for name in ("c", "d")}
     report = learner.learn_embeddings(rng.standard_normal((40, 32)).astype(np.float32), ["c", "d"] * 20, text=text)
-    assert report["replayed_rows"] == report["replay_rows_available"] == stored
-    assert report["train_batch"] == learner.config.batch_size
+    assert report.training.replayed_rows == report.training.replay_rows_available == stored
+    assert report.training.batch == learner.runtime.train_batch
 
 
 def test_in_process_learning_is_not_refused_for_the_hosts_own_memory(tmp_path: Path, bundled_export: Path) -> None:

@@ -10,19 +10,21 @@ import pytest
 
 from edgecl.bench.size_suite import SizeSuite, jobs, run_size_suite
 from edgecl.bench.task_sizes import task_sizes
-from edgecl.learn.prototypes import WEIGHT_GRID, ClassMeans, holdout_mask, measure_weight
-from edgecl.learn.trainer import TrainConfig, TrainData, train
+from edgecl.learn.prototypes import WEIGHT_GRID, ClassMeans, PrototypeConfig, holdout_mask, measure_weight
+from edgecl.learn.trainer import TrainConfig, TrainData, TrainSchedule, train
 from edgecl.learner import Learner, LearnerConfig
+from edgecl.memory import MemoryConfig
+from edgecl.runtime import Runtime
 from tests.test_learner import DIM, clustered
 
 
 def test_schedule_depends_on_the_folder_not_the_batch() -> None:
-    small, large = TrainConfig(batch_size=8), TrainConfig(batch_size=256)
+    small, large = TrainConfig(runtime=Runtime(train_batch=8)), TrainConfig(runtime=Runtime(train_batch=256))
     assert small.steps_for(20) == large.steps_for(20) == 200  # a 20-photo folder still gets the floor
     assert small.steps_for(5_000) == large.steps_for(5_000) == 5 * 40  # 5 passes of 128 new rows per step
-    assert TrainConfig(max_steps=300).steps_for(100_000) == 300
+    assert TrainSchedule(max_steps=300).steps_for(100_000) == 300
     with pytest.raises(ValueError, match="min_steps"):
-        TrainConfig(min_steps=10, max_steps=5)
+        TrainSchedule(min_steps=10, max_steps=5)
 
 
 def test_training_runs_the_scheduled_steps_within_its_time_bound() -> None:
@@ -30,10 +32,15 @@ def test_training_runs_the_scheduled_steps_within_its_time_bound() -> None:
 
     x, y, text = clustered(2, 10, 0)
     data = TrainData(x, y, np.arange(len(x)), text, np.arange(2))
-    report = train(lora_head(DIM, AdapterConfig(rank=4)), None, data, TrainConfig(method="er", min_steps=60))
+    report = train(
+        lora_head(DIM, AdapterConfig(rank=4)),
+        None,
+        data,
+        TrainConfig(method="er", schedule=TrainSchedule(min_steps=60)),
+    )
     assert report.steps == 60 and len(report.epoch_loss) == 10 and report.epoch_loss[-1] < report.epoch_loss[0]
-    bounded = train(lora_head(DIM, AdapterConfig(rank=4)), None, data,
-                    TrainConfig(method="er", min_steps=10**6, max_steps=10**6, max_seconds=0.3))  # fmt: skip
+    endless = TrainSchedule(min_steps=10**6, max_steps=10**6, max_seconds=0.3)
+    bounded = train(lora_head(DIM, AdapterConfig(rank=4)), None, data, TrainConfig(method="er", schedule=endless))
     assert 0 < bounded.steps < 10**6 and bounded.seconds < 5
 
 
@@ -83,7 +90,10 @@ def test_a_new_class_of_twenty_rows_is_recognised_at_once() -> None:
     test_x, test_y, _ = clustered(5, 120, 3)
     accuracy = {}
     for method in ("gdro", "ncm"):
-        learner = Learner(LearnerConfig(method=method, budget_bytes=8_000, codec="int8", prototype_weight=None), DIM)
+        learner = Learner(
+            LearnerConfig(method=method, memory=MemoryConfig(8_000, "int8"), prototypes=PrototypeConfig(weight=None)),
+            DIM,
+        )
         base = y < 4
         texts = {f"c{c}": text[c] for c in range(4)}
         learner.learn_embeddings(x[base][::2], [f"c{c}" for c in y[base][::2]], text=texts)
@@ -92,13 +102,16 @@ def test_a_new_class_of_twenty_rows_is_recognised_at_once() -> None:
         predicted = np.array([int(learner.classes[p][1:]) for p in learner.predict(test_x[test_y == 4])])
         accuracy[method] = float((predicted == 4).mean())
         if method == "gdro":
-            assert report["steps"] == 200 and report["held_out_rows"] == 4 and report["prototype_weight"] in WEIGHT_GRID
+            assert report.training.steps == 200 and report.training.held_out_rows == 4
+            assert report.prototype_weight in WEIGHT_GRID
     assert accuracy["gdro"] >= accuracy["ncm"] - 0.05, accuracy
 
 
 def test_prototypes_round_trip_and_old_states_get_them_from_memory(tmp_path: Path) -> None:
     x, y, text = clustered(4, 40, 1)
-    learner = Learner(LearnerConfig(method="gdro", budget_bytes=8_000, codec="int8", min_steps=20), DIM)
+    learner = Learner(
+        LearnerConfig(method="gdro", memory=MemoryConfig(8_000, "int8"), train=TrainSchedule(min_steps=20)), DIM
+    )
     learner.learn_embeddings(x, [f"c{c}" for c in y], text={f"c{c}": text[c] for c in range(4)})
     learner.save_to(tmp_path / "s")
     loaded = Learner.load_from(tmp_path / "s")
@@ -107,8 +120,9 @@ def test_prototypes_round_trip_and_old_states_get_them_from_memory(tmp_path: Pat
     np.testing.assert_array_equal(loaded.predict(x), learner.predict(x))
     with np.load(tmp_path / "s" / "learned.npz") as data:  # a state written with one mean per class, no groups
         np.savez(tmp_path / "s" / "learned.npz", **{k: data[k] for k in data.files if not k.startswith("class_mean_")})
-    meta = json.loads((tmp_path / "s" / "learner.json").read_text())
-    del meta["config"]["groups"]
+    meta = json.loads((tmp_path / "s" / "learner.json").read_text())  # and a flat config (version 1) without groups
+    meta["config"] = {k: v for k, v in learner.config.flat().items() if k != "groups"}
+    del meta["config_version"]
     (tmp_path / "s" / "learner.json").write_text(json.dumps(meta))
     per_class = Learner.load_from(tmp_path / "s")
     assert per_class.config.groups == "class" and per_class.class_means.classes.tolist() == [0, 1, 2, 3]
@@ -139,6 +153,8 @@ def test_task_size_suite_smoke(tmp_path: Path, bundled_export: Path) -> None:
 
 def test_the_task_report_shows_the_memory_after_the_task() -> None:
     x, y, text = clustered(2, 20, 4)
-    learner = Learner(LearnerConfig(method="er", budget_bytes=8_000, codec="int8", min_steps=5), DIM)
+    learner = Learner(
+        LearnerConfig(method="er", memory=MemoryConfig(8_000, "int8"), train=TrainSchedule(min_steps=5)), DIM
+    )
     report = learner.learn_embeddings(x, [f"c{c}" for c in y], text={f"c{c}": text[c] for c in range(2)})
-    assert report["memory"] == learner.memory.stats() and report["memory"]["samples"] > 0
+    assert report.memory == learner.memory.stats() and report.memory.samples > 0

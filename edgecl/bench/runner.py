@@ -40,9 +40,9 @@ def run_stream(stream: Stream, spec: RunSpec, text: np.ndarray, heldout_text: np
                overrides: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     """Learn every task, measuring the accuracy matrix a[t][k], accuracy on all seen test data after each task,
     zero-shot retention on held-out classes, bytes, seconds and peak RSS. text: (labels, D) class embeddings;
-    overrides: other LearnerConfig fields (epochs, temperature, ...)."""
-    cfg = LearnerConfig(method=spec.method, budget_bytes=spec.budget_bytes, codec=spec.codec, seed=spec.seed,
-                        **(overrides or {}))  # fmt: skip
+    overrides: other settings by their flat names (LearnerConfig.from_flat: epochs, temperature, ...)."""
+    cfg = LearnerConfig.from_flat({"method": spec.method, "budget_bytes": spec.budget_bytes, "codec": spec.codec,
+                                   "seed": spec.seed, **(overrides or {})})  # fmt: skip
     learner = Learner(cfg, text.shape[1])
     n = len(stream.tasks)
     matrix = np.zeros((n, n))
@@ -54,7 +54,7 @@ def run_stream(stream: Stream, spec: RunSpec, text: np.ndarray, heldout_text: np
         report = learner.learn_embeddings(task.train_x, names, task.domain,
                                           {stream.labels[c]: text[c] for c in task.classes})  # fmt: skip
         seconds.append(time.perf_counter() - start)
-        train_seconds.append(float(report["train_seconds"]))
+        train_seconds.append(report.train_seconds)
         for k, other in enumerate(stream.tasks[: t + 1]):
             matrix[t, k] = _accuracy(learner, stream.labels, other.test_x, other.test_y)
         all_x = np.concatenate([o.test_x for o in stream.tasks[: t + 1]])
@@ -68,7 +68,7 @@ def run_stream(stream: Stream, spec: RunSpec, text: np.ndarray, heldout_text: np
         "forgetting": forgetting(matrix), "backward_transfer": backward_transfer(matrix),
         "zero_shot_before": zs_before, "zero_shot_after": zs_after,
         "memory_bytes": learner.memory.size_bytes() if learner.method.memory else 0,
-        "codec_used": learner.memory.stats()["codec"], "seconds_per_task": float(np.mean(seconds)),
+        "codec_used": learner.memory.stats().codec, "seconds_per_task": float(np.mean(seconds)),
         "train_seconds_per_task": float(np.mean(train_seconds)),
         "peak_rss_bytes": peak_rss_bytes(),
     }  # fmt: skip

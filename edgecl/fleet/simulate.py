@@ -79,7 +79,7 @@ def write_task(folder: Path, images: np.ndarray, labels: np.ndarray, names: tupl
     return folder
 
 
-def learn_device(state_dir: Path, task_dir: Path, budget: str, seed: int) -> dict[str, Any]:
+def learn_device(state_dir: Path, task_dir: Path, budget: str, seed: int) -> Any:
     from edgecl.commands import LearnOptions, learn
 
     return learn(LearnOptions(str(task_dir), budget, str(state_dir), backbone="bundled", seed=seed))

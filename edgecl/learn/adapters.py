@@ -4,34 +4,16 @@ with `save_pretrained`, and merged into plain numpy arrays so that classificatio
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 import torch
 from torch import nn
 
+from edgecl.learn.configs import AdapterConfig
 from edgecl.learn.merged import MergedHead
 
 TARGET = "proj"
-
-
-@dataclass(frozen=True)
-class AdapterConfig:
-    """LoRA settings of a residual head; errors name the field."""
-
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
-    text_head: bool = False  # also adapt the class (text) embeddings
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.rank <= 1024:
-            raise ValueError(f"AdapterConfig.rank must be in [1, 1024], got {self.rank}")
-        if self.alpha <= 0:
-            raise ValueError(f"AdapterConfig.alpha must be > 0, got {self.alpha}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"AdapterConfig.dropout must be in [0, 1), got {self.dropout}")
 
 
 class ResidualHead(nn.Module):

@@ -17,28 +17,10 @@ from typing import Self
 import numpy as np
 import torch
 
+from edgecl.learn.configs import LossConfig
 from edgecl.memory.policy import group_keys, group_parts
 
 EPS = 1e-8
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    """Hyper-parameters of the losses; validated so that errors name the field."""
-
-    temperature: float = 0.05  # tau
-    gamma: float = 0.9  # moving-average rate of the per-sample GCL estimator u2
-    dro_lambda: float = 1.0  # lambda of the KL-regularised class weights (-> inf gives plain GCL)
-    dro_gamma: float = 0.9  # moving-average rate of the per-class loss v_c
-
-    def __post_init__(self) -> None:
-        if not 0 < self.temperature <= 10:
-            raise ValueError(f"LossConfig.temperature must be in (0, 10], got {self.temperature}")
-        for name in ("gamma", "dro_gamma"):
-            if not 0 < getattr(self, name) <= 1:
-                raise ValueError(f"LossConfig.{name} must be in (0, 1], got {getattr(self, name)}")
-        if self.dro_lambda <= 0:
-            raise ValueError(f"LossConfig.dro_lambda must be > 0, got {self.dro_lambda}")
 
 
 @dataclass

@@ -17,6 +17,22 @@ HOLDOUT_FRACTION = 0.2  # of each class's new rows, for classes with at least MI
 MIN_ROWS_TO_HOLD_OUT = 3
 MAX_HELD_OUT_PER_CLASS = 25  # a slice this big already measures the weight; the rest trains the head
 OLD_ROWS_PER_CLASS = 25  # memory rows per earlier class in the validation slice
+NCM_TEXT_WEIGHT = 0.1  # ncm: how much of a class's text embedding joins the mean of its memory rows
+
+
+@dataclass(frozen=True)
+class PrototypeConfig:
+    """How class prototypes join the head's scores; saved with the learner. Errors name the field."""
+
+    weight: float | None = DEFAULT_WEIGHT  # None: measured on a held-out slice of each task instead
+    domain_weight: float = DOMAIN_WEIGHT  # the weight once more than one domain is learned
+    ncm_text_weight: float = NCM_TEXT_WEIGHT
+
+    def __post_init__(self) -> None:
+        for name in ("weight", "domain_weight", "ncm_text_weight"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"PrototypeConfig.{name} must be >= 0, got {value}")
 
 
 @dataclass(frozen=True)

@@ -5,20 +5,22 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from edgecl.errors import EdgeclError
-from edgecl.learn.losses import LOSSES, LossConfig, LossOutput
+from edgecl.learn.configs import LossConfig, TrainSchedule
+from edgecl.learn.losses import LOSSES, LossOutput
 from edgecl.learn.methods import METHODS
+from edgecl.runtime import PRECISIONS, Runtime
 from edgecl.vectors import unit_rows
 
 TRAINED_METHODS = tuple(name for name, method in METHODS.items() if method.trains)
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-STEP_ROWS = 128  # new rows per step that the schedule counts passes in (half of the CPU profile's batch)
+assert tuple(AUTOCAST_DTYPES) == PRECISIONS
 DIVERGENCE_FACTOR = 1e3  # an epoch loss this many times the first one means training diverged
 
 
@@ -28,38 +30,22 @@ class TrainingDivergedError(EdgeclError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings; errors name the field."""
+    """One training run: the method, its schedule and loss (saved with the learner) and this device's runtime (its
+    `train_batch` is the batch the RAM cap allows)."""
 
     method: str = "gdro"
-    epochs: int = 5  # passes over the task's new rows that the schedule aims for...
-    min_steps: int = 200  # ...but never fewer optimiser steps than this (a folder of 20 photos still fits)
-    max_steps: int = 2000  # nor more than this
-    max_seconds: float = 60.0  # nor more wall time than this
-    batch_size: int = 256  # a memory limit (the device profile's), not a schedule
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    optimizer: str = "adamw"  # adamw | adamw8bit (bitsandbytes)
-    precision: str = "fp32"  # fp32 | bf16 | fp16: the heads' forward pass under torch.autocast; losses stay fp32
-    seed: int = 0
-    threads: int = 1
+    schedule: TrainSchedule = field(default_factory=TrainSchedule)
+    runtime: Runtime = field(default_factory=Runtime)
     loss: LossConfig = field(default_factory=LossConfig)
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.method not in TRAINED_METHODS:
             raise ValueError(f"TrainConfig.method must be one of {TRAINED_METHODS}, got {self.method!r}")
-        if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0 or self.threads < 1:
-            raise ValueError("TrainConfig: epochs >= 1, batch_size >= 2, lr > 0 and threads >= 1 are required")
-        if not 1 <= self.min_steps <= self.max_steps or self.max_seconds <= 0:
-            raise ValueError("TrainConfig: 1 <= min_steps <= max_steps and max_seconds > 0 are required")
-        if self.optimizer not in ("adamw", "adamw8bit"):
-            raise ValueError(f"TrainConfig.optimizer must be 'adamw' or 'adamw8bit', got {self.optimizer!r}")
-        if self.precision not in AUTOCAST_DTYPES:
-            raise ValueError(f"TrainConfig.precision must be one of {tuple(AUTOCAST_DTYPES)}, got {self.precision!r}")
 
     def steps_for(self, n_new: int) -> int:
-        """Optimiser steps for a task of n_new new rows: `epochs` passes of STEP_ROWS new rows per step, clamped to
-        [min_steps, max_steps]. It depends on the folder only, not on the batch size the RAM cap allows."""
-        return min(self.max_steps, max(self.min_steps, self.epochs * math.ceil(n_new / STEP_ROWS)))
+        """The schedule's steps for a task of n_new new rows (TrainSchedule.steps_for)."""
+        return self.schedule.steps_for(n_new)
 
 
 @dataclass(frozen=True)
@@ -107,11 +93,11 @@ class TrainReport:
 
 
 def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
-    if cfg.optimizer == "adamw8bit":
+    if cfg.runtime.optimizer == "adamw8bit":
         import bitsandbytes as bnb
 
-        return bnb.optim.AdamW8bit(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return bnb.optim.AdamW8bit(params, lr=cfg.schedule.lr, weight_decay=cfg.schedule.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.schedule.lr, weight_decay=cfg.schedule.weight_decay)
 
 
 def make_loss(cfg: TrainConfig) -> Any:
@@ -126,12 +112,12 @@ def train(head: torch.nn.Module, text_head: torch.nn.Module | None, data: TrainD
     """Train the heads in place with `loss` (its estimators, GCL's and GDRO's, are updated in place: the learner
     keeps the object across tasks; None: a fresh loss); raise TrainingDivergedError on a NaN or exploding loss."""
     start = time.perf_counter()
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(cfg.runtime.train_threads)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     params = [p for m in (head, text_head) if m is not None for p in m.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, cfg)
-    scaler = torch.amp.GradScaler("cpu", enabled=cfg.precision == "fp16")  # fp16 gradients underflow unscaled
+    scaler = torch.amp.GradScaler("cpu", enabled=cfg.runtime.precision == "fp16")  # fp16 gradients underflow unscaled
     loss_fn = make_loss(cfg) if loss is None else loss
     x, y = torch.from_numpy(np.asarray(data.x, np.float32)), torch.from_numpy(data.y.astype(np.int64))  # no copy
     ids, text = torch.from_numpy(data.ids.astype(np.int64)), torch.from_numpy(data.text.astype(np.float32))
@@ -144,12 +130,12 @@ def train(head: torch.nn.Module, text_head: torch.nn.Module | None, data: TrainD
     weights: list[dict[int, float]] = []
     total, count, last, done = 0.0, 0, None, 0
     head.train()
-    for step, rows in enumerate(data.batches(cfg.batch_size, steps, rng), 1):
+    for step, rows in enumerate(data.batches(cfg.runtime.train_batch, steps, rng), 1):
         if len(rows) >= 2:
             last = _step(head, text_head, optimizer, scaler, loss_fn, (x, y, ids, text, candidates, groups), rows,
                          cfg)  # fmt: skip
             total, count, done = total + float(last.per_sample.sum()), count + len(rows), done + 1
-        out_of_time = time.perf_counter() - start > cfg.max_seconds
+        out_of_time = time.perf_counter() - start > cfg.schedule.max_seconds
         if step % span == 0 or step == steps or out_of_time:
             epoch_loss.append(total / max(1, count))
             _check_divergence(epoch_loss, cfg)
@@ -168,7 +154,7 @@ def _step(head: torch.nn.Module, text_head: torch.nn.Module | None, optimizer: t
     """One optimiser step on the pool rows `rows`; raises TrainingDivergedError on a non-finite loss."""
     x, y, ids, text, candidates, groups = tensors
     batch = torch.from_numpy(rows)
-    z, t = _forward(head, text_head, x[batch], text, cfg.precision)
+    z, t = _forward(head, text_head, x[batch], text, cfg.runtime.precision)
     out = loss_fn(z, t, y[batch], ids[batch], candidates, groups[batch])
     if not torch.isfinite(out.objective):
         raise TrainingDivergedError(f"{cfg.method} loss became {float(out.objective.detach())}; try a lower --lr")
@@ -205,12 +191,13 @@ def synthetic_data(rows: int, dim: int, n_classes: int, seed: int = 0) -> TrainD
     return TrainData(x, y, np.arange(rows), text, np.arange(n_classes))
 
 
-def warm_up(dim: int, optimizer: str = "adamw", rank: int = 8, precision: str = "fp32") -> None:
-    """One throw-away training step on random unit vectors: torch's lazily loaded kernels, peft and the
-    allocator's pools become resident, so that RAM planning (edgecl.ram) measures them before real work."""
+def warm_up(dim: int, runtime: Runtime, rank: int = 8) -> None:
+    """One throw-away training step on random unit vectors with this runtime's optimizer and precision: torch's lazily
+    loaded kernels, peft and the allocator's pools become resident, so that RAM planning (edgecl.ram) measures them
+    before real work."""
     from edgecl.learn.adapters import AdapterConfig, lora_head
 
     data = synthetic_data(4, dim, 2)
-    cfg = TrainConfig(method="gdro", epochs=1, min_steps=1, max_steps=1, batch_size=4, optimizer=optimizer,
-                      precision=precision)  # fmt: skip
+    cfg = TrainConfig(method="gdro", schedule=TrainSchedule(epochs=1, min_steps=1, max_steps=1),
+                      runtime=replace(runtime, train_batch=4))  # fmt: skip
     train(lora_head(dim, AdapterConfig(rank=rank)), None, data, cfg)

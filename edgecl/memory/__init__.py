@@ -1,5 +1,6 @@
 """Replay memory: codecs, policy and the byte-budgeted store."""
 
+from edgecl.memory.stats import MemoryStats
 from edgecl.memory.store import MemoryConfig, MemoryFileError, MemorySamples, ReplayMemory
 
-__all__ = ["MemoryConfig", "MemoryFileError", "MemorySamples", "ReplayMemory"]
+__all__ = ["MemoryConfig", "MemoryFileError", "MemorySamples", "MemoryStats", "ReplayMemory"]

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from edgecl.memory.policy import (
     herding_order,
     random_priority,
 )
+from edgecl.memory.stats import MemoryStats
 from edgecl.units import BudgetError, format_bytes
 from edgecl.vectors import row_cosines
 
@@ -58,7 +58,7 @@ class MemoryConfig:
         if self.selection not in ("random", "herding"):
             raise EdgeclError(f"MemoryConfig.selection must be 'random' or 'herding', got {self.selection!r}")
         if self.groups not in GROUPINGS:
-            raise EdgeclError(f"MemoryConfig.groups must be one of {', '.join(GROUPINGS)}, got {self.groups!r}")
+            raise EdgeclError(f"unknown groups {self.groups!r}; choose one of {', '.join(GROUPINGS)}")
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,20 @@ class StoredRows:
 
 
 @dataclass(frozen=True)
+class MemoryContents:
+    """Everything a memory holds besides its config. A memory changes only by replacing this whole value (its lists
+    and dicts are never changed in place), so a failed add leaves the memory as it was."""
+
+    codec: Codec | None
+    classes: list[str]
+    domains: list[str]
+    rows: StoredRows
+    next_id: int = 0
+    supplied: dict[tuple[str, str], int] = field(default_factory=dict)  # samples ever offered per (class, domain)
+    recon: dict[str, Any] = field(default_factory=lambda: {"count": 0, "cosine_sum": 0.0})  # running cosines
+
+
+@dataclass(frozen=True)
 class MemorySamples:
     """Decoded memory contents, aligned by row."""
 
@@ -111,13 +125,28 @@ class ReplayMemory:
 
     def __init__(self, config: MemoryConfig, dim: int) -> None:
         self.config, self.dim = config, dim
-        self.codec: Codec | None = None if config.codec in ("auto", "pq") else make_codec(config.codec, dim)
-        self.classes: list[str] = []
-        self.domains: list[str] = []
-        self.rows = StoredRows.empty()
-        self.next_id = 0
-        self.supplied: dict[tuple[str, str], int] = {}  # samples ever offered per (class, domain)
-        self.recon = {"count": 0, "cosine_sum": 0.0}
+        codec = None if config.codec in ("auto", "pq") else make_codec(config.codec, dim)
+        self.contents = MemoryContents(codec, [], [], StoredRows.empty())
+
+    @property
+    def codec(self) -> Codec | None:
+        return self.contents.codec
+
+    @property
+    def classes(self) -> list[str]:
+        return self.contents.classes
+
+    @property
+    def domains(self) -> list[str]:
+        return self.contents.domains
+
+    @property
+    def rows(self) -> StoredRows:
+        return self.contents.rows
+
+    @property
+    def next_id(self) -> int:
+        return self.contents.next_id
 
     @property
     def codes(self) -> np.ndarray:
@@ -140,39 +169,36 @@ class ReplayMemory:
         """Add (N, D) embeddings with their class names; returns the (N,) int64 ids given to them.
         The memory is rebalanced and evicts to fit the budget; on any error it is left unchanged."""
         x = self._check_batch(embeddings, class_names)
-        domain = domain or ""
-        trial = copy.copy(self)  # all work happens on a copy that replaces self only when it succeeded
-        trial.classes = self.classes + sorted(set(class_names) - set(self.classes))
-        trial.domains = self.domains + ([domain] if domain not in self.domains else [])
-        if len(trial.classes) > MAX_CLASSES or len(trial.domains) > MAX_DOMAINS:
+        domain, now = domain or "", self.contents
+        grown = replace(now, classes=now.classes + sorted(set(class_names) - set(now.classes)),
+                        domains=now.domains + ([domain] if domain not in now.domains else []),
+                        supplied=_offered_more(now.supplied, class_names, domain))  # fmt: skip
+        if len(grown.classes) > MAX_CLASSES or len(grown.domains) > MAX_DOMAINS:
             raise EdgeclError(f"memory holds at most {MAX_CLASSES} classes and {MAX_DOMAINS} domains")
-        trial.supplied = dict(self.supplied)
-        for name in class_names:
-            trial.supplied[(name, domain)] = trial.supplied.get((name, domain), 0) + 1
-        codec = trial._codec_for(trial.classes, trial.domains, x)
+        codec = self._codec_for(grown, x)
         new_codes = codec.encode(x)
-        trial.recon = _reconstruction(self.recon, x, codec.decode(new_codes))
-        new_ids = np.arange(self.next_id, self.next_id + len(x), dtype=np.int64)
-        class_index = {c: i for i, c in enumerate(trial.classes)}
+        grown = replace(grown, recon=_reconstruction(now.recon, x, codec.decode(new_codes)))
+        new_ids = np.arange(now.next_id, now.next_id + len(x), dtype=np.int64)
+        class_index = {c: i for i, c in enumerate(grown.classes)}
         new = StoredRows(new_codes, np.array([class_index[c] for c in class_names], np.uint16),
-                         np.full(len(x), trial.domains.index(domain), np.uint8), new_ids.astype(np.uint32))  # fmt: skip
+                         np.full(len(x), grown.domains.index(domain), np.uint8), new_ids.astype(np.uint32))  # fmt: skip
         rows = self._stored_rows(codec).then(new)
-        trial._commit(codec, trial.classes, trial.domains, rows.take(trial._select(codec, rows)), self.next_id + len(x))
-        self.__dict__.update(trial.__dict__)
+        kept = rows.take(self._select(codec, rows, grown))
+        self._commit(replace(grown, codec=codec, rows=kept, next_id=now.next_id + len(x)))
         return new_ids
 
     def remove_class(self, name: str) -> int:
         """Drop every sample of class `name` and the class itself; returns the bytes freed on disk."""
         if name not in self.classes:
             raise EdgeclError(f"class {name!r} is not in memory; known: {', '.join(self.classes) or 'none'}")
-        before = self.size_bytes()
-        index = self.classes.index(name)
-        kept = self.rows.take(self.labels != index)
+        before, now = self.size_bytes(), self.contents
+        index = now.classes.index(name)
+        kept = now.rows.take(now.rows.labels != index)
         labels = kept.labels.astype(np.int64)
         labels[labels > index] -= 1
-        classes = [c for c in self.classes if c != name]
-        self.supplied = {k: v for k, v in self.supplied.items() if k[0] != name}
-        self._commit(self.codec, classes, self.domains, replace(kept, labels=labels.astype(np.uint16)), self.next_id)
+        self._commit(replace(now, classes=[c for c in now.classes if c != name],
+                             rows=replace(kept, labels=labels.astype(np.uint16)),
+                             supplied={k: v for k, v in now.supplied.items() if k[0] != name}))  # fmt: skip
         return before - self.size_bytes()
 
     def _check_batch(self, embeddings: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
@@ -194,77 +220,75 @@ class ReplayMemory:
         assert self.codec is not None
         return replace(self.rows, codes=codec.encode(self.codec.decode(self.codes)))
 
-    def _codec_for(self, classes: list[str], domains: list[str], x: np.ndarray) -> Codec:
-        if self.codec is not None and (self.config.codec != "auto" or self.codec.name == "pq"):
-            return self.codec  # a fixed codec, or PQ, whose codebook must stay stable
+    def _codec_for(self, grown: MemoryContents, x: np.ndarray) -> Codec:
+        """The codec for the memory's contents `grown` (the current codec unless `auto` must move down)."""
+        current = self.codec
+        if current is not None and (self.config.codec != "auto" or current.name == "pq"):
+            return current  # a fixed codec, or PQ, whose codebook must stay stable
         if self.config.codec == "pq":
-            return self._fitted_pq(x, classes, domains)
-        n_groups = group_count(self.config.groups, len(classes), len(domains))
+            return self._fitted_pq(x, grown)
+        n_groups = group_count(self.config.groups, len(grown.classes), len(grown.domains))
         names = ("fp16", "int8", "int4")
-        capacity = {name: self._capacity(make_codec(name, self.dim), classes, domains) for name in names}
+        capacity = {name: self._capacity(make_codec(name, self.dim), grown) for name in names}
         if capacity["int4"] < n_groups:  # no scalar codec holds one sample per group: PQ rather than a refusal
-            return self._fitted_pq(x, classes, domains)
-        name = choose_auto_codec(capacity, n_groups, first=self.codec is None, allow_pq=self.config.auto_pq)
+            return self._fitted_pq(x, grown)
+        name = choose_auto_codec(capacity, n_groups, first=current is None, allow_pq=self.config.auto_pq)
         if name == "pq":  # only when PQ, its codebook included, really holds more samples than int4
-            pq = self._fitted_pq(x, classes, domains)
-            if self._capacity(pq, classes, domains) > capacity["int4"]:
+            pq = self._fitted_pq(x, grown)
+            if self._capacity(pq, grown) > capacity["int4"]:
                 return pq
             name = "int4"
-        if self.codec is not None and _precision_rank(self.codec.name) >= _precision_rank(name):
-            return self.codec  # never move back up: precision lost in re-encoding cannot be regained
+        if current is not None and _precision_rank(current.name) >= _precision_rank(name):
+            return current  # never move back up: precision lost in re-encoding cannot be regained
         return make_codec(name, self.dim)
 
-    def _fitted_pq(self, x: np.ndarray, classes: list[str], domains: list[str]) -> Codec:
+    def _fitted_pq(self, x: np.ndarray, grown: MemoryContents) -> Codec:
         """A PQ codec trained once, on what the memory holds now plus the new batch: the most bits per sub-code
         whose codebook takes at most half the budget and still leaves room for one sample per group."""
         stored = [self.codec.decode(self.codes)] if self.codec is not None and len(self.codes) else []
         data = np.concatenate([*stored, x])
-        n_groups = group_count(self.config.groups, len(classes), len(domains))
+        n_groups = group_count(self.config.groups, len(grown.classes), len(grown.domains))
         top = pq_bits_for_budget(self.dim, self.config.budget_bytes)
         for nbits in (b for b in PQ_BITS if b <= top):
             codec = make_codec("pq", self.dim, {"nbits": nbits})
             codec.fit(data)
-            if self._capacity(codec, classes, domains) >= n_groups:
+            if self._capacity(codec, grown) >= n_groups:
                 break
         return codec
 
     # ---- selection under the budget ------------------------------------------------------------------------
-    def _fixed_bytes(self, codec: Codec, classes: list[str], domains: list[str]) -> int:
+    def _fixed_bytes(self, codec: Codec, contents: MemoryContents) -> int:
         """File bytes besides the rows: the exact size with empty arrays plus a bound on header growth."""
-        empty = self._serialize(codec, classes, domains, StoredRows.empty(codec.bytes_per_vector), 10**12)
-        return len(empty) + _header_growth(4 + len(codec.state()), self.config.budget_bytes)
+        empty = replace(contents, codec=codec, rows=StoredRows.empty(codec.bytes_per_vector), next_id=10**12)
+        return len(self._serialize(empty)) + _header_growth(4 + len(codec.state()), self.config.budget_bytes)
 
-    def _capacity(self, codec: Codec, classes: list[str], domains: list[str]) -> int:
+    def _capacity(self, codec: Codec, contents: MemoryContents) -> int:
         """Rows that fit the budget with this codec."""
-        free = self.config.budget_bytes - self._fixed_bytes(codec, classes, domains)
+        free = self.config.budget_bytes - self._fixed_bytes(codec, contents)
         return max(0, free // (codec.bytes_per_vector + _ROW_BYTES))
 
-    def minimum_budget(self, codec: Codec, classes: list[str], domains: list[str], n_groups: int) -> int:
-        return self._fixed_bytes(codec, classes, domains) + n_groups * (codec.bytes_per_vector + _ROW_BYTES)
-
-    def _select(self, codec: Codec, rows: StoredRows) -> np.ndarray:
+    def _select(self, codec: Codec, rows: StoredRows, contents: MemoryContents) -> np.ndarray:
         """Row indices to keep: water-filled equal quotas per group (MemoryConfig.groups), by priority within one."""
-        classes, domains = self.classes, self.domains
         group = group_keys(self.config.groups, rows.labels, rows.domains)
         present, group_of_row = np.unique(group, return_inverse=True)
-        capacity = self._capacity(codec, classes, domains)
+        capacity = self._capacity(codec, contents)
         if capacity < len(present):
-            need = self.minimum_budget(codec, classes, domains, len(present))
+            need = self._fixed_bytes(codec, contents) + len(present) * (codec.bytes_per_vector + _ROW_BYTES)
             raise BudgetError(
                 f"budget {format_bytes(self.config.budget_bytes)} cannot hold one sample for each of {len(present)} "
                 f"{self.config.groups.replace('_', '/')} groups with codec {codec.name} "
                 f"({codec.bytes_per_vector} B/sample); minimum is {need} bytes: raise --budget or pick a smaller codec"
             )
         available = np.bincount(group_of_row, minlength=len(present))
-        quota = balanced_quotas(available, np.maximum(self._offered(present), available), capacity)
+        quota = balanced_quotas(available, np.maximum(self._offered(present, contents), available), capacity)
         keep = [self._pick(codec, rows, np.flatnonzero(group_of_row == g), int(q)) for g, q in enumerate(quota)]
         return np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
 
-    def _offered(self, present: np.ndarray) -> np.ndarray:
+    def _offered(self, present: np.ndarray, contents: MemoryContents) -> np.ndarray:
         """(G,) samples ever offered to each present group (the sum over its (class, domain) pairs)."""
-        class_index = {c: i for i, c in enumerate(self.classes)}
-        domain_index = {d: i for i, d in enumerate(self.domains)}
-        pairs = [(class_index[c], domain_index[d], n) for (c, d), n in self.supplied.items()
+        class_index = {c: i for i, c in enumerate(contents.classes)}
+        domain_index = {d: i for i, d in enumerate(contents.domains)}
+        pairs = [(class_index[c], domain_index[d], n) for (c, d), n in contents.supplied.items()
                  if c in class_index and d in domain_index]  # fmt: skip
         keys = group_keys(self.config.groups, [p[0] for p in pairs], [p[1] for p in pairs])
         totals: dict[int, int] = {}
@@ -281,10 +305,10 @@ class ReplayMemory:
         order = np.argsort(random_priority(rows.ids[members], self.config.seed), kind="stable")
         return members[order[:quota]]
 
-    def _commit(self, codec: Codec | None, classes: list[str], domains: list[str], rows: StoredRows,
-                next_id: int) -> None:  # fmt: skip
-        self.codec, self.classes, self.domains, self.rows, self.next_id = codec, classes, domains, rows, next_id
-        assert self.size_bytes() <= self.config.budget_bytes, "memory exceeded its budget"
+    def _commit(self, contents: MemoryContents) -> None:
+        """Replace the contents (the one place a memory changes)."""
+        assert len(self._serialize(contents)) <= self.config.budget_bytes, "memory exceeded its budget"
+        self.contents = contents
 
     # ---- reading -------------------------------------------------------------------------------------------
     def samples(self, rows: np.ndarray | None = None) -> MemorySamples:
@@ -296,40 +320,41 @@ class ReplayMemory:
                              self.domain_idx[pick].astype(np.int64), self.ids[pick].astype(np.int64),
                              tuple(self.classes), tuple(self.domains))  # fmt: skip
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> MemoryStats:
         """Bytes used and budget, codec, samples per class (and per class/domain), mean reconstruction cosine."""
         per_class = {c: int((self.labels == i).sum()) for i, c in enumerate(self.classes)}
         per_group = {
             f"{c}|{d}": int(((self.labels == i) & (self.domain_idx == j)).sum())
             for i, c in enumerate(self.classes) for j, d in enumerate(self.domains)
         }  # fmt: skip
-        count = self.recon["count"]
-        return {
-            "bytes": self.size_bytes(),
-            "budget_bytes": self.config.budget_bytes,
-            "codec": self.codec.name if self.codec else self.config.codec,
-            "bytes_per_sample": (self.codec.bytes_per_vector + _ROW_BYTES) if self.codec else None,
-            "samples": int(len(self.ids)),
-            "per_class": per_class,
-            "per_class_domain": per_group if len(self.domains) > 1 else {},
-            "mean_reconstruction_cosine": round(self.recon["cosine_sum"] / count, 6) if count else None,
-            "selection": self.config.selection,
-        }
+        count = self.contents.recon["count"]
+        return MemoryStats(
+            bytes=self.size_bytes(),
+            budget_bytes=self.config.budget_bytes,
+            codec=self.codec.name if self.codec else self.config.codec,
+            bytes_per_sample=(self.codec.bytes_per_vector + _ROW_BYTES) if self.codec else None,
+            samples=int(len(self.ids)),
+            per_class=per_class,
+            per_class_domain=per_group if len(self.domains) > 1 else {},
+            mean_reconstruction_cosine=round(self.contents.recon["cosine_sum"] / count, 6) if count else None,
+            selection=self.config.selection,
+        )
 
     # ---- serialisation -------------------------------------------------------------------------------------
-    def _serialize(self, codec: Codec | None, classes: list[str], domains: list[str], rows: StoredRows,
-                   next_id: int) -> bytes:  # fmt: skip
+    def _serialize(self, contents: MemoryContents) -> bytes:
         from safetensors.numpy import save
 
-        tensors = rows.tensors()
+        codec, recon = contents.codec, contents.recon
+        tensors = contents.rows.tensors()
         if codec is not None:
             tensors.update(codec.state())
         meta = {
             "format": MEMORY_FORMAT, "format_version": MEMORY_FORMAT_VERSION, "dim": self.dim,
             "codec": codec.name if codec else self.config.codec, "codec_config": codec.config() if codec else {},
-            "config": self._config_json(), "classes": classes, "domains": domains, "next_id": next_id,
-            "recon": {"count": self.recon["count"], "cosine_sum": round(self.recon["cosine_sum"], 4)},
-            "supplied": sorted([c, d, n] for (c, d), n in self.supplied.items()),
+            "config": self._config_json(), "classes": contents.classes, "domains": contents.domains,
+            "next_id": contents.next_id,
+            "recon": {"count": recon["count"], "cosine_sum": round(recon["cosine_sum"], 4)},
+            "supplied": sorted([c, d, n] for (c, d), n in contents.supplied.items()),
         }  # fmt: skip
         meta["checksum"] = _checksum(meta, tensors)
         # One metadata key: safetensors writes a map's keys in arbitrary order, one key keeps files reproducible.
@@ -347,7 +372,7 @@ class ReplayMemory:
         return cfg
 
     def to_bytes(self) -> bytes:
-        return self._serialize(self.codec, self.classes, self.domains, self.rows, self.next_id)
+        return self._serialize(self.contents)
 
     def size_bytes(self) -> int:
         return len(self.to_bytes())
@@ -369,11 +394,10 @@ class ReplayMemory:
             state = {k: v for k, v in tensors.items() if k.startswith("pq_")}
             unset = meta["codec"] == "auto" or (meta["codec"] == "pq" and not state)  # empty: chosen on first add
             codec = None if unset else make_codec(meta["codec"], memory.dim, meta["codec_config"], state)
-            memory.codec = codec
-            memory.classes, memory.domains = list(meta["classes"]), list(meta["domains"])
-            memory.rows = StoredRows(tensors["codes"], tensors["labels"], tensors["domains"], tensors["ids"])
-            memory.next_id, memory.recon = int(meta["next_id"]), dict(meta["recon"])
-            memory.supplied = {(c, d): int(n) for c, d, n in meta["supplied"]}
+            rows = StoredRows(tensors["codes"], tensors["labels"], tensors["domains"], tensors["ids"])
+            memory.contents = MemoryContents(codec, list(meta["classes"]), list(meta["domains"]), rows,
+                                             int(meta["next_id"]), {(c, d): int(n) for c, d, n in meta["supplied"]},
+                                             dict(meta["recon"]))  # fmt: skip
         except (KeyError, ValueError, TypeError, EdgeclError) as exc:
             raise MemoryFileError(f"{source}: memory file is inconsistent ({exc})") from exc
         return memory
@@ -386,6 +410,15 @@ class ReplayMemory:
         except OSError as exc:
             raise MemoryFileError(f"{path}: cannot read memory file ({exc.strerror})") from exc
         return cls.from_bytes(data, str(path))
+
+
+def _offered_more(supplied: dict[tuple[str, str], int], class_names: Sequence[str],
+                  domain: str) -> dict[tuple[str, str], int]:  # fmt: skip
+    """The samples-ever-offered counts after `class_names` (one per sample) were offered in `domain`."""
+    more = dict(supplied)
+    for name in class_names:
+        more[(name, domain)] = more.get((name, domain), 0) + 1
+    return more
 
 
 def _reconstruction(totals: dict[str, Any], x: np.ndarray, y: np.ndarray) -> dict[str, Any]:

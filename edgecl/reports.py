@@ -1,0 +1,133 @@
+"""Typed results of the learn path: what learning one task did (`TaskResult`), and the reports `edgecl learn --json`
+and `edgecl status --json` print (`LearnReport`, `StatusReport`). Frozen dataclasses; `to_json()` gives the
+documented JSON contracts (README, "JSON contracts")."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from edgecl.memory import MemoryStats
+
+
+@dataclass(frozen=True)
+class Training:
+    """What training the heads on one task did (methods that train)."""
+
+    seconds: float
+    loss: list[float]  # mean loss over each of up to 10 equal spans of the steps
+    steps: int
+    class_weights: list[dict[str, float]]  # gdro's weight per group at the end of each span, groups by name
+    batch: int  # rows per step: the runtime's training batch, or less under the RAM cap
+    replayed_rows: int  # memory rows decoded for replay
+    replay_rows_available: int  # memory rows of earlier tasks that could have been
+    precision: str  # the autocast precision the heads trained in
+    held_out_rows: int | None = None  # rows held out to measure the prototype weight (methods with prototypes)
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """What Learner.learn_embeddings / learn_images did with one task."""
+
+    new_classes: list[str]
+    classes: list[str]  # every learned class, in order
+    method: str
+    memory: MemoryStats | None  # the memory after the task (None: the method keeps none)
+    training: Training | None = None  # None: the method trains nothing
+    prototype_weight: float | None = None  # the weight scores use now (methods that train with prototypes)
+    encode_seconds: float | None = None  # learn_images only
+    seconds_total: float | None = None  # learn_images only
+
+    @property
+    def train_seconds(self) -> float:
+        return self.training.seconds if self.training else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """A flat dict: the training figures beside the rest (train_seconds, loss, steps, train_batch, ...); keys of
+        what did not happen (no training, no images) are left out."""
+        out: dict[str, Any] = {"new_classes": self.new_classes, "classes": self.classes, "method": self.method,
+                               "memory": self.memory.to_json() if self.memory else None,
+                               "train_seconds": self.train_seconds, "loss": [], "class_weights": []}  # fmt: skip
+        if self.training:
+            t = self.training
+            out.update(loss=t.loss, steps=t.steps, class_weights=t.class_weights, train_batch=t.batch,
+                       replayed_rows=t.replayed_rows, replay_rows_available=t.replay_rows_available,
+                       train_precision=t.precision)  # fmt: skip
+            if t.held_out_rows is not None:
+                out["held_out_rows"] = t.held_out_rows
+        optional = {"prototype_weight": self.prototype_weight, "encode_seconds": self.encode_seconds,
+                    "seconds_total": self.seconds_total}  # fmt: skip
+        return out | {k: v for k, v in optional.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Batches:
+    """How learning batched its work under the RAM cap."""
+
+    encode: dict[str, Any]  # the encode plan's summary (edgecl.ram.BatchPlan.summary)
+    train: int | None  # rows per training step (None: the method trains nothing)
+    replayed_rows: int | None
+    replay_rows_available: int | None
+
+
+@dataclass(frozen=True)
+class LearnReport:
+    """`edgecl learn --json`: one field per key, in the contract's order."""
+
+    classes: list[str]
+    new_classes: list[str]
+    samples_stored: int
+    memory_bytes: int
+    budget_bytes: int
+    codec: str
+    skipped: list[dict[str, str]]  # files not learned, with the reason
+    seconds: float
+    method: str
+    groups: str
+    domain: str | None
+    loss: list[float]
+    class_weights: dict[str, float] | None  # gdro's last weights per group
+    state_dir: str
+    backbone: str
+    device: str | None
+    providers_used: list[str]
+    peak_rss_bytes: int
+    ram_cap_bytes: int | None
+    host_rss_bytes: int
+    batches: Batches
+    train_precision: str | None
+    train_steps: int | None
+    prototype_weight: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """`edgecl status --json`: what a state holds, one field per key in the contract's order."""
+
+    backbone: str
+    device: str
+    classes: list[str]
+    domains: list[str]
+    method: str
+    groups: str
+    memory: MemoryStats
+    tasks: list[dict[str, Any]]  # the task history of the state's metadata
+    state_dir: str
+    providers_used: list[str]
+    forced_budget: bool
+    model_dir: str
+    memory_path: str  # reported inside `memory`
+
+    def to_json(self) -> dict[str, Any]:
+        """The contract's `memory` object: the file's path, then the stats' bytes, budget, codec, per-class counts
+        and samples."""
+        out = asdict(self)
+        m = out["memory"]
+        out["memory"] = {"path": out.pop("memory_path")} | {k: m[k] for k in STATUS_MEMORY_KEYS}
+        return out
+
+
+STATUS_MEMORY_KEYS = ("bytes", "budget_bytes", "codec", "per_class", "per_class_domain", "samples")
