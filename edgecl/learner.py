@@ -12,7 +12,7 @@ import json
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +38,39 @@ from edgecl.settings import CONFIG_VERSION, LearnerConfig
 from edgecl.vectors import unit_rows
 
 METHODS = tuple(METHOD_TABLE)
-LEARNED_STATE = ("classes", "text", "memory", "head", "text_head", "merged", "merged_text", "loss", "class_means",
-                 "prototype_weight", "tasks")  # what learning a task changes  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Task:
+    """One task on its way in: its rows, and the classes, text embeddings and memory the learner will have with it
+    (computed from the learner's, which stay as they are until the task succeeds)."""
+
+    x: np.ndarray  # (N, D) f32
+    y: np.ndarray  # (N,) index into `classes`
+    ids: np.ndarray  # (N,) memory ids given to the rows (zeros for methods without memory)
+    domain: int  # the task's domain index (see Learner.domains)
+    domain_name: str  # "" for a task without a domain
+    classes: list[str]  # the learned classes, the task's new ones appended
+    text: np.ndarray  # (C, D) f32 their text embeddings
+    memory: ReplayMemory  # the memory with the task's rows added
+
+
+@dataclass(frozen=True)
+class _Heads:
+    """Trained copies of the heads and of the loss with its estimators."""
+
+    head: Any
+    text_head: Any
+    loss: Any
+    merged: Any  # MergedHead of head
+    merged_text: Any  # MergedHead of text_head (the learner's current one without a text head)
+
+
+@dataclass(frozen=True)
+class _Fitted:
+    training: Training | None  # None: the method trains nothing
+    heads: _Heads | None
+    prototype_weight: float
 
 
 class Learner:
@@ -108,25 +139,43 @@ class Learner:
                          ) -> TaskResult:  # fmt: skip
         """Learn one task from (N, D) embeddings; `text` (class name -> (D,) embedding) skips the text encoder;
         `sizes` caps the training batch and the replayed rows decoded (a RAM cap's plan, see edgecl.ram).
-        Nothing changes unless the whole task succeeds: the work happens on a trial copy whose learned state
-        (LEARNED_STATE) this learner takes over at the end."""
+        Nothing changes unless the whole task succeeds: each step computes new values from the learner's, and they
+        replace the learner's together at the end."""
         if len(x) == 0 or len(x) != len(class_names):
             raise EdgeclError(f"a task needs images with one class name each (got {len(x)} / {len(class_names)})")
-        x = np.asarray(x, np.float32)
-        trial = copy.copy(self)
-        new_classes = sorted(set(class_names) - set(self.classes))
-        trial.classes = self.classes + new_classes
-        trial.text = np.concatenate([self.text, self._text_for(new_classes, text)]).astype(np.float32)
-        y = np.array([trial.classes.index(c) for c in class_names])
-        training = trial._fit(x, list(class_names), y, domain, sizes or TrainSizes(self.runtime.train_batch, None))
-        if trial.uses_prototypes:
-            trial.class_means = trial.class_means.updated(x, y, self._domain_index(domain))
-        trial.tasks = self.tasks + [{"classes": sorted(set(class_names)), "domain": domain, "samples": len(x)}]
-        for name in LEARNED_STATE:
-            setattr(self, name, getattr(trial, name))
+        task = self._task(np.asarray(x, np.float32), list(class_names), domain, text)
+        fitted = self._fit(task, sizes or TrainSizes(self.runtime.train_batch, None))
+        class_means = self.class_means.updated(task.x, task.y, task.domain) if self.uses_prototypes else None
+        new_classes = task.classes[len(self.classes) :]
+        record = {"classes": sorted(set(class_names)), "domain": domain, "samples": len(task.x)}
+        self._commit(task, fitted, class_means, record)
         return TaskResult(new_classes, list(self.classes), self.config.method,
-                          self.memory.stats() if self.method.memory else None, training,
+                          self.memory.stats() if self.method.memory else None, fitted.training,
                           self.weight_in_use if self.uses_prototypes and self.trains else None)  # fmt: skip
+
+    def _commit(self, task: _Task, fitted: _Fitted, class_means: ClassMeans | None, record: dict[str, Any]) -> None:
+        """The one place learning a task changes the learner (nothing here can fail)."""
+        self.classes, self.text, self.memory, self.tasks = task.classes, task.text, task.memory, [*self.tasks, record]
+        if class_means is not None:
+            self.class_means = class_means
+        if fitted.heads is not None:
+            heads = fitted.heads
+            self.head, self.text_head, self.loss = heads.head, heads.text_head, heads.loss
+            self.merged, self.merged_text = heads.merged, heads.merged_text
+        self.prototype_weight = fitted.prototype_weight
+
+    def _task(self, x: np.ndarray, names: list[str], domain: str | None,
+              text: dict[str, np.ndarray] | None) -> _Task:  # fmt: skip
+        """The task's rows with the classes, text embeddings and memory the learner would have with them."""
+        new_classes = sorted(set(names) - set(self.classes))
+        classes = self.classes + new_classes
+        texts = np.concatenate([self.text, self._text_for(new_classes, text)]).astype(np.float32)
+        y = np.array([classes.index(c) for c in names])
+        ids, memory = np.zeros(len(x), np.int64), self.memory
+        if self.method.memory:
+            memory = copy.copy(self.memory)  # its contents are replaced, never changed in place
+            ids = memory.add(x, names, domain)
+        return _Task(x, y, ids, self._domain_index(domain), domain or "", classes, texts, memory)
 
     def forget_class(self, name: str) -> int:
         """Remove a class from memory and from classification; returns the memory bytes freed. The adapters keep
@@ -137,14 +186,13 @@ class Learner:
         index = self.classes.index(name)
         memory = copy.copy(self.memory)  # its contents are replaced, never changed in place
         freed = memory.remove_class(name) if name in memory.classes else 0
-        self.memory = memory
-        self.classes = [c for c in self.classes if c != name]
-        self.text = np.delete(self.text, index, axis=0)
-        self.class_means = self.class_means.without(index)
         loss = copy.deepcopy(self.loss) if self.loss is not None else self._saved_loss()
         if loss is not None:
             loss.drop_class(index, self.config.groups)
-        self.loss, self._estimators = loss, {}
+        self.memory, self.loss, self._estimators = memory, loss, {}
+        self.classes = [c for c in self.classes if c != name]
+        self.text = np.delete(self.text, index, axis=0)
+        self.class_means = self.class_means.without(index)
         return freed
 
     def _text_for(self, names: list[str], given: dict[str, np.ndarray] | None) -> np.ndarray:
@@ -154,29 +202,24 @@ class Learner:
             return unit_rows(np.stack([np.asarray(given[n], np.float32) for n in names]))
         return self._require_encoder().encode_texts([prompt_for(n) for n in names])
 
-    def _fit(self, x: np.ndarray, names: list[str], y: np.ndarray, domain: str | None,
-             sizes: TrainSizes) -> Training | None:  # fmt: skip
-        """Store the task's rows in memory, then train the heads on them with replay (None: the method trains
-        nothing)."""
-        ids = np.zeros(len(x), np.int64)
-        if self.method.memory:
-            self.memory = copy.copy(self.memory)  # its contents are replaced, never changed in place
-            ids = self.memory.add(x, names, domain)
+    def _fit(self, task: _Task, sizes: TrainSizes) -> _Fitted:
+        """Train the heads on the task's rows with replay, and measure the prototype weight where it is measured;
+        the learner itself is left as it is."""
         if not self.trains:
-            return None
-        held = self._holdout(y)
-        old = self._old_rows(ids)
-        domain_index = self._domain_index(domain)
-        data = self._train_data(x[~held], y[~held], ids[~held], np.unique(y), old, sizes.replay_rows, domain_index)
-        result = self._train(data, sizes.batch)
-        if held.any():
-            self.prototype_weight = self._measured_weight(x, y, held, data, domain_index)
-        domains = self.domains + ([domain or ""] if domain_index == len(self.domains) else [])
-        weights = [{self._group_name(k, domains): round(w, 4) for k, w in q.items()} for q in result.class_weights]
-        return Training(result.seconds, result.epoch_loss, result.steps, weights, batch=sizes.batch,
-                        replayed_rows=len(data.x) - int((~held).sum()), replay_rows_available=old.size,
-                        precision=self.runtime.precision,
-                        held_out_rows=int(held.sum()) if self.uses_prototypes else None)  # fmt: skip
+            return _Fitted(None, None, self.prototype_weight)
+        held = self._holdout(task.y)
+        old = self._old_rows(task.memory, task.ids)
+        data = self._train_data(task, ~held, old, sizes.replay_rows)
+        result, heads = self._train(data, sizes.batch)
+        weight = self._measured_weight(task, held, data, heads) if held.any() else self.prototype_weight
+        domains = self.domains + ([task.domain_name] if task.domain == len(self.domains) else [])
+        names = [{self._group_name(k, domains, task.classes): round(w, 4) for k, w in q.items()}
+                 for q in result.class_weights]  # fmt: skip
+        training = Training(result.seconds, result.epoch_loss, result.steps, names, batch=sizes.batch,
+                            replayed_rows=len(data.x) - int((~held).sum()), replay_rows_available=old.size,
+                            precision=self.runtime.precision,
+                            held_out_rows=int(held.sum()) if self.uses_prototypes else None)  # fmt: skip
+        return _Fitted(training, heads, weight)
 
     def _holdout(self, y: np.ndarray) -> np.ndarray:
         """(N,) bool: the task's rows held out of training to measure the prototype weight (none when it is fixed
@@ -185,44 +228,45 @@ class Learner:
             return np.zeros(len(y), bool)
         return holdout_mask(y, np.random.default_rng(self.config.seed + 7919 * len(self.tasks)))
 
-    def _measured_weight(self, x: np.ndarray, y: np.ndarray, held: np.ndarray, data: Any, domain: int) -> float:
+    def _measured_weight(self, task: _Task, held: np.ndarray, data: Any, heads: _Heads) -> float:
         """The prototype weight that classifies best the held-out rows of this task plus up to OLD_ROWS_PER_CLASS
         replayed rows of each earlier class, with class means from the rows that trained (no peeking)."""
-        means = self.class_means.updated(x[~held], y[~held], domain)
+        x, y = task.x, task.y
+        means = self.class_means.updated(x[~held], y[~held], task.domain)
         replay_y = data.y[data.n_new :]
         old = np.concatenate([np.flatnonzero(replay_y == c)[:OLD_ROWS_PER_CLASS] for c in np.unique(replay_y)]
                              or [np.zeros(0, np.int64)]) + data.n_new  # fmt: skip
         val_x = np.concatenate([x[held], data.x[old]])
         val_y = np.concatenate([y[held], data.y[old]])
-        head = self.merged(val_x) @ self.prototypes().T  # (V, C)
-        return measure_weight(head, means.scores(val_x, len(self.classes)), val_y, self.prototype_weight)
+        head = heads.merged(val_x) @ _text_prototypes(heads.merged_text, task.text).T  # (V, C)
+        return measure_weight(head, means.scores(val_x, len(task.classes)), val_y, self.prototype_weight)
 
-    def _train_data(self, x: np.ndarray, y: np.ndarray, ids: np.ndarray, task_classes: np.ndarray,
-                    old: np.ndarray, replay_rows: int | None, domain: int) -> Any:  # fmt: skip
-        """The task's rows (of domain index `domain`) plus the memory rows `old` of earlier tasks (new rows train at
-        full precision); at most `replay_rows` of the latter, drawn at random, are decoded."""
+    def _train_data(self, task: _Task, trains: np.ndarray, old: np.ndarray, replay_rows: int | None) -> Any:
+        """The task's rows `trains` (a mask) plus the memory rows `old` of earlier tasks (new rows train at full
+        precision); at most `replay_rows` of the latter, drawn at random, are decoded."""
         from edgecl.learn.trainer import TrainData
 
-        groups = self.config.groups
+        groups, task_classes = self.config.groups, np.unique(task.y)
+        x, y, ids = task.x[trains], task.y[trains], task.ids[trains]
         if not self.method.replay:
-            return TrainData(x, y, ids, self.text, task_classes, groups=group_keys(groups, y, np.full(len(y), domain)))
+            keys = group_keys(groups, y, np.full(len(y), task.domain))
+            return TrainData(x, y, ids, task.text, task_classes, groups=keys)
         if replay_rows is not None and len(old) > replay_rows:
             rng = np.random.default_rng(self.config.seed + len(self.tasks))
             old = np.sort(rng.choice(old, size=replay_rows, replace=False))
-        stored = self.memory.samples(old)
-        mem_y = self._class_indices(stored)
+        stored = task.memory.samples(old)
         pool_x = np.concatenate([x, stored.embeddings])
-        pool_y = np.concatenate([y, mem_y])
+        pool_y = np.concatenate([y, _class_indices(task.classes, stored)])
         pool_ids = np.concatenate([ids, stored.ids])
-        pool_domains = np.concatenate([np.full(len(x), domain), self._domain_indices(stored)])
-        return TrainData(pool_x, pool_y, pool_ids, self.text, task_classes, n_new=len(x),
+        pool_domains = np.concatenate([np.full(len(x), task.domain), self._domain_indices(stored)])
+        return TrainData(pool_x, pool_y, pool_ids, task.text, task_classes, n_new=len(x),
                          groups=group_keys(groups, pool_y, pool_domains))  # fmt: skip
 
-    def _old_rows(self, new_ids: np.ndarray) -> np.ndarray:
-        """Memory rows stored by earlier tasks (not among this task's `new_ids`)."""
+    def _old_rows(self, memory: ReplayMemory, new_ids: np.ndarray) -> np.ndarray:
+        """Rows of `memory` stored by earlier tasks (not among this task's `new_ids`)."""
         if not self.method.replay:
             return np.zeros(0, np.int64)
-        return np.flatnonzero(~np.isin(self.memory.ids.astype(np.int64), new_ids))
+        return np.flatnonzero(~np.isin(memory.ids.astype(np.int64), new_ids))
 
     def _saved_loss(self) -> Any:
         """The method's loss rebuilt from the saved estimators (a fresh one without them); None for no loss."""
@@ -233,7 +277,8 @@ class Learner:
 
         return LOSSES[kind].from_arrays(self.config.loss, self._estimators)
 
-    def _train(self, data: Any, batch_size: int) -> Any:
+    def _train(self, data: Any, batch_size: int) -> tuple[Any, _Heads]:
+        """Train copies of the heads and of the loss; returns the trainer's report and the trained heads."""
         from edgecl.learn.adapters import merge
         from edgecl.learn.trainer import TrainConfig, train
 
@@ -247,11 +292,8 @@ class Learner:
         train_cfg = TrainConfig(cfg.method, cfg.train, runtime, cfg.loss, seed=cfg.seed + len(self.tasks))
         loss.forget(set(data.ids.tolist()))  # estimators of samples evicted from memory are dropped
         result = train(head, text_head, data, train_cfg, loss)
-        self.head, self.text_head, self.loss = head, text_head, loss
-        self.merged = merge(head)
-        if text_head is not None:
-            self.merged_text = merge(text_head)
-        return result
+        merged_text = merge(text_head) if text_head is not None else self.merged_text
+        return result, _Heads(head, text_head, loss, merge(head), merged_text)
 
     def _head(self, name: str, current: Any, adapter: Any, seed: int) -> Any:
         """A trainable copy of a head: the current one, the saved one, or a fresh zero-initialised one."""
@@ -269,7 +311,7 @@ class Learner:
     # ---- classifying ---------------------------------------------------------------------------------------
     def prototypes(self) -> np.ndarray:
         """(C, D) class prototypes the scores are cosines against."""
-        text = self.merged_text(self.text) if len(self.text) else self.text
+        text = _text_prototypes(self.merged_text, self.text)
         if not self.method.memory_means or not len(self.text):
             return text
         stored = self.memory.samples()
@@ -285,7 +327,7 @@ class Learner:
     def _means_from_memory(self) -> ClassMeans:
         """Class means of the memory's rows: the best prototypes a state saved without class means can have."""
         stored = self.memory.samples()
-        return ClassMeans.empty(self.dim).updated(stored.embeddings, self._class_indices(stored),
+        return ClassMeans.empty(self.dim).updated(stored.embeddings, _class_indices(self.classes, stored),
                                                   self._domain_indices(stored))  # fmt: skip
 
     def _domain_indices(self, stored: Any) -> np.ndarray:
@@ -293,18 +335,13 @@ class Learner:
         to_domain = np.array([self._domain_index(d) for d in stored.domain_names], dtype=np.int64)
         return to_domain[stored.domains] if len(to_domain) else np.zeros(0, np.int64)
 
-    def _group_name(self, key: int, domains: list[str]) -> str:
+    def _group_name(self, key: int, domains: list[str], classes: list[str]) -> str:
         """How a report names a group: its class, "class|domain" (just the class while there is one domain), or
         its domain."""
         c, d = group_parts(self.config.groups, key)
         if d is None or (c is not None and len(domains) <= 1):
-            return self.classes[c]
-        return domains[d] if c is None else f"{self.classes[c]}|{domains[d]}"
-
-    def _class_indices(self, stored: Any) -> np.ndarray:
-        """(N,) learner class index of each decoded memory row (the memory numbers its classes its own way)."""
-        to_class = np.array([self.classes.index(c) for c in stored.classes], dtype=np.int64)
-        return to_class[stored.labels] if len(to_class) else np.zeros(0, np.int64)
+            return classes[c]
+        return domains[d] if c is None else f"{classes[c]}|{domains[d]}"
 
     def scores(self, x: np.ndarray, extra_labels: Sequence[str] = ()) -> tuple[np.ndarray, list[str]]:
         """(N, C + E) cosine scores over learned classes, then extra labels scored zero-shot (never learned)."""
@@ -398,3 +435,14 @@ class Learner:
             learner._estimators = {k: data[k] for k in data.files}
         learner._adapter_dirs = {n: folder / n for n in ("adapter", "text_adapter") if (folder / n).is_dir()}
         return learner
+
+
+def _text_prototypes(merged_text: Any, text: np.ndarray) -> np.ndarray:
+    """(C, D) the class text embeddings through the text head."""
+    return merged_text(text) if len(text) else text
+
+
+def _class_indices(classes: list[str], stored: Any) -> np.ndarray:
+    """(N,) index into `classes` of each decoded memory row (the memory numbers its classes its own way)."""
+    to_class = np.array([classes.index(c) for c in stored.classes], dtype=np.int64)
+    return to_class[stored.labels] if len(to_class) else np.zeros(0, np.int64)
