@@ -208,8 +208,9 @@ def test_memory_balances_the_groups_it_is_told_and_remembers_them(groups: str, t
     memory = ReplayMemory(MemoryConfig(30_000, "int8", groups=groups), 128)
     memory.add(unit_vectors(300, 128, rng), ["a"] * 200 + ["b"] * 100, domain="photo")
     memory.add(unit_vectors(100, 128, rng), ["a"] * 100, domain="sketch")
-    key = {"class": memory.labels.astype(int), "domain": memory.domain_idx.astype(int),
-           "class_domain": memory.labels.astype(int) * 2 + memory.domain_idx}[groups]  # fmt: skip
+    rows = memory.rows
+    key = {"class": rows.labels.astype(int), "domain": rows.domains.astype(int),
+           "class_domain": rows.labels.astype(int) * 2 + rows.domains}[groups]  # fmt: skip
     counts = np.bincount(key)
     supplied = {"class": [300, 100], "domain": [300, 100], "class_domain": [200, 100, 100]}[groups]
     assert counts[counts > 0].tolist() != [] and len(memory.ids) > 200

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgecl.atomic import atomic_write_bytes
-from edgecl.errors import EdgeclError, check_file_format
+from edgecl.errors import EdgeclError
 from edgecl.memory.codec import CODEC_NAMES, Codec, make_codec
+from edgecl.memory.contents import MemoryContents, MemorySamples, StoredRows
+from edgecl.memory.file import (
+    MEMORY_FORMAT,
+    MEMORY_FORMAT_VERSION,
+    MemoryFileError,
+    decode_file,
+    encode_file,
+    header_growth,
+)
 from edgecl.memory.policy import (
     GROUPINGS,
     balanced_quotas,
@@ -27,16 +34,8 @@ from edgecl.memory.stats import MemoryStats
 from edgecl.units import BudgetError, format_bytes
 from edgecl.vectors import row_cosines
 
-MEMORY_FORMAT = "edgecl-memory"
-# 2: the metadata is one compact JSON object (1, still read: a JSON object of JSON strings, 100-200 bytes longer)
-MEMORY_FORMAT_VERSION = 2
-_META_KEY = "edgecl"
 _ROW_BYTES = 2 + 1 + 4  # label uint16, domain uint8, id uint32 beside each code
 MAX_CLASSES, MAX_DOMAINS = 65535, 255
-
-
-class MemoryFileError(EdgeclError):
-    """A memory file is corrupted, truncated or not a memory file."""
 
 
 @dataclass(frozen=True)
@@ -59,65 +58,6 @@ class MemoryConfig:
             raise EdgeclError(f"MemoryConfig.selection must be 'random' or 'herding', got {self.selection!r}")
         if self.groups not in GROUPINGS:
             raise EdgeclError(f"unknown groups {self.groups!r}; choose one of {', '.join(GROUPINGS)}")
-
-
-@dataclass(frozen=True)
-class StoredRows:
-    """The memory's rows, aligned by index: codes (N, B) uint8, class index (N,) uint16, domain index (N,) uint8 and
-    stable id (N,) uint32 (the 7 bytes beside each code, _ROW_BYTES)."""
-
-    codes: np.ndarray
-    labels: np.ndarray
-    domains: np.ndarray
-    ids: np.ndarray
-
-    @classmethod
-    def empty(cls, bytes_per_vector: int = 0) -> StoredRows:
-        return cls(np.zeros((0, bytes_per_vector), np.uint8), np.zeros(0, np.uint16), np.zeros(0, np.uint8),
-                   np.zeros(0, np.uint32))  # fmt: skip
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def take(self, keep: np.ndarray) -> StoredRows:
-        return StoredRows(self.codes[keep], self.labels[keep], self.domains[keep], self.ids[keep])
-
-    def then(self, other: StoredRows) -> StoredRows:
-        """These rows followed by `other`'s."""
-        codes = np.concatenate([self.codes, other.codes]) if len(self) else other.codes
-        return StoredRows(codes, np.concatenate([self.labels, other.labels]).astype(np.uint16),
-                          np.concatenate([self.domains, other.domains]).astype(np.uint8),
-                          np.concatenate([self.ids, other.ids]).astype(np.uint32))  # fmt: skip
-
-    def tensors(self) -> dict[str, np.ndarray]:
-        """As the memory file names them."""
-        return {"codes": self.codes, "labels": self.labels, "domains": self.domains, "ids": self.ids}
-
-
-@dataclass(frozen=True)
-class MemoryContents:
-    """Everything a memory holds besides its config. A memory changes only by replacing this whole value (its lists
-    and dicts are never changed in place), so a failed add leaves the memory as it was."""
-
-    codec: Codec | None
-    classes: list[str]
-    domains: list[str]
-    rows: StoredRows
-    next_id: int = 0
-    supplied: dict[tuple[str, str], int] = field(default_factory=dict)  # samples ever offered per (class, domain)
-    recon: dict[str, Any] = field(default_factory=lambda: {"count": 0, "cosine_sum": 0.0})  # running cosines
-
-
-@dataclass(frozen=True)
-class MemorySamples:
-    """Decoded memory contents, aligned by row."""
-
-    embeddings: np.ndarray  # (N, D) f32
-    labels: np.ndarray  # (N,) int64 index into classes
-    domains: np.ndarray  # (N,) int64 index into domains
-    ids: np.ndarray  # (N,) int64 stable sample ids
-    classes: tuple[str, ...]
-    domain_names: tuple[str, ...]
 
 
 class ReplayMemory:
@@ -147,18 +87,6 @@ class ReplayMemory:
     @property
     def next_id(self) -> int:
         return self.contents.next_id
-
-    @property
-    def codes(self) -> np.ndarray:
-        return self.rows.codes
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self.rows.labels
-
-    @property
-    def domain_idx(self) -> np.ndarray:
-        return self.rows.domains
 
     @property
     def ids(self) -> np.ndarray:
@@ -218,7 +146,7 @@ class ReplayMemory:
         if self.codec is codec or len(self.rows) == 0:
             return self.rows
         assert self.codec is not None
-        return replace(self.rows, codes=codec.encode(self.codec.decode(self.codes)))
+        return replace(self.rows, codes=codec.encode(self.codec.decode(self.rows.codes)))
 
     def _codec_for(self, grown: MemoryContents, x: np.ndarray) -> Codec:
         """The codec for the memory's contents `grown` (the current codec unless `auto` must move down)."""
@@ -245,7 +173,7 @@ class ReplayMemory:
     def _fitted_pq(self, x: np.ndarray, grown: MemoryContents) -> Codec:
         """A PQ codec trained once, on what the memory holds now plus the new batch: the most bits per sub-code
         whose codebook takes at most half the budget and still leaves room for one sample per group."""
-        stored = [self.codec.decode(self.codes)] if self.codec is not None and len(self.codes) else []
+        stored = [self.codec.decode(self.rows.codes)] if self.codec is not None and len(self.rows.codes) else []
         data = np.concatenate([*stored, x])
         n_groups = group_count(self.config.groups, len(grown.classes), len(grown.domains))
         top = pq_bits_for_budget(self.dim, self.config.budget_bytes)
@@ -260,7 +188,7 @@ class ReplayMemory:
     def _fixed_bytes(self, codec: Codec, contents: MemoryContents) -> int:
         """File bytes besides the rows: the exact size with empty arrays plus a bound on header growth."""
         empty = replace(contents, codec=codec, rows=StoredRows.empty(codec.bytes_per_vector), next_id=10**12)
-        return len(self._serialize(empty)) + _header_growth(4 + len(codec.state()), self.config.budget_bytes)
+        return len(self._serialize(empty)) + header_growth(4 + len(codec.state()), self.config.budget_bytes)
 
     def _capacity(self, codec: Codec, contents: MemoryContents) -> int:
         """Rows that fit the budget with this codec."""
@@ -314,17 +242,17 @@ class ReplayMemory:
     def samples(self, rows: np.ndarray | None = None) -> MemorySamples:
         """Decode everything stored, or only the stored rows `rows` (indices into `ids`)."""
         pick = slice(None) if rows is None else np.asarray(rows, np.int64)
-        codes = self.codes[pick]
+        codes = self.rows.codes[pick]
         emb = self.codec.decode(codes) if self.codec is not None and len(codes) else np.zeros((0, self.dim), np.float32)
-        return MemorySamples(np.asarray(emb, np.float32), self.labels[pick].astype(np.int64),
-                             self.domain_idx[pick].astype(np.int64), self.ids[pick].astype(np.int64),
+        return MemorySamples(np.asarray(emb, np.float32), self.rows.labels[pick].astype(np.int64),
+                             self.rows.domains[pick].astype(np.int64), self.ids[pick].astype(np.int64),
                              tuple(self.classes), tuple(self.domains))  # fmt: skip
 
     def stats(self) -> MemoryStats:
         """Bytes used and budget, codec, samples per class (and per class/domain), mean reconstruction cosine."""
-        per_class = {c: int((self.labels == i).sum()) for i, c in enumerate(self.classes)}
+        per_class = {c: int((self.rows.labels == i).sum()) for i, c in enumerate(self.classes)}
         per_group = {
-            f"{c}|{d}": int(((self.labels == i) & (self.domain_idx == j)).sum())
+            f"{c}|{d}": int(((self.rows.labels == i) & (self.rows.domains == j)).sum())
             for i, c in enumerate(self.classes) for j, d in enumerate(self.domains)
         }  # fmt: skip
         count = self.contents.recon["count"]
@@ -342,8 +270,6 @@ class ReplayMemory:
 
     # ---- serialisation -------------------------------------------------------------------------------------
     def _serialize(self, contents: MemoryContents) -> bytes:
-        from safetensors.numpy import save
-
         codec, recon = contents.codec, contents.recon
         tensors = contents.rows.tensors()
         if codec is not None:
@@ -356,12 +282,7 @@ class ReplayMemory:
             "recon": {"count": recon["count"], "cosine_sum": round(recon["cosine_sum"], 4)},
             "supplied": sorted([c, d, n] for (c, d), n in contents.supplied.items()),
         }  # fmt: skip
-        meta["checksum"] = _checksum(meta, tensors)
-        # One metadata key: safetensors writes a map's keys in arbitrary order, one key keeps files reproducible.
-        return save(
-            {k: np.ascontiguousarray(v) for k, v in tensors.items()},
-            metadata={_META_KEY: json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=False)},
-        )
+        return encode_file(tensors, meta)
 
     def _config_json(self) -> dict[str, Any]:
         c = self.config
@@ -385,7 +306,7 @@ class ReplayMemory:
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "memory") -> ReplayMemory:
-        tensors, meta = _parse(data, source)
+        tensors, meta = decode_file(data, source)
         try:
             cfg = meta["config"]
             config = MemoryConfig(int(cfg["budget_bytes"]), cfg["codec"], cfg["selection"], int(cfg["seed"]),
@@ -440,50 +361,3 @@ def pq_bits_for_budget(dim: int, budget_bytes: int) -> int:
 
 def _precision_rank(name: str) -> int:
     return {"fp16": 0, "int8": 1, "int4": 2, "pq": 3}[name]
-
-
-def _header_growth(n_tensors: int, budget_bytes: int) -> int:
-    """Bound on how much the safetensors header of a file within `budget_bytes` outgrows the estimate made with
-    empty row arrays: each tensor's shape and two offsets (3 numbers, none above the budget) plus the 8-byte
-    alignment padding."""
-    return n_tensors * 3 * len(str(budget_bytes)) + 8
-
-
-_V1_JSON_FIELDS = ("codec_config", "config", "classes", "domains", "recon", "supplied")
-
-
-def _from_v1(meta: dict[str, Any]) -> dict[str, Any]:
-    """Format 1 metadata (every value a string, the structured ones JSON inside JSON) in format 2's types."""
-    native = {k: json.loads(v) if k in _V1_JSON_FIELDS else v for k, v in meta.items()}
-    return native | {"format_version": int(meta["format_version"]), "dim": int(meta["dim"]),
-                     "next_id": int(meta["next_id"])}  # fmt: skip
-
-
-def _checksum(meta: dict[str, Any], tensors: dict[str, np.ndarray]) -> str:
-    digest = hashlib.sha256(json.dumps({k: v for k, v in meta.items() if k != "checksum"}, sort_keys=True).encode())
-    for name in sorted(tensors):
-        arr = np.ascontiguousarray(tensors[name])
-        digest.update(f"{name}|{arr.dtype.str}|{arr.shape}".encode())
-        digest.update(arr.tobytes())
-    return digest.hexdigest()
-
-
-def _parse(data: bytes, source: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read a memory file's tensors and metadata, verifying format and checksum; never unpickles."""
-    from safetensors import safe_open  # noqa: F401  (import check: the format library is present)
-    from safetensors.numpy import load
-
-    fix = "the file is damaged: restore it from a backup or start a new memory"
-    try:
-        tensors = load(data)
-        header_len = int.from_bytes(data[:8], "little")
-        meta = json.loads(json.loads(data[8 : 8 + header_len])["__metadata__"][_META_KEY])
-    except Exception as exc:  # safetensors raises its own error types for every kind of damage
-        raise MemoryFileError(f"{source}: not a readable memory file ({type(exc).__name__}); {fix}") from exc
-    check_file_format(meta, MEMORY_FORMAT, MEMORY_FORMAT_VERSION, source, MemoryFileError)
-    if meta.get("checksum") != _checksum(meta, tensors):
-        raise MemoryFileError(f"{source}: checksum mismatch; {fix}")
-    try:
-        return tensors, _from_v1(meta) if int(meta["format_version"]) == 1 else meta
-    except (KeyError, ValueError, TypeError) as exc:
-        raise MemoryFileError(f"{source}: memory file is inconsistent ({exc})") from exc
