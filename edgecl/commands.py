@@ -271,7 +271,7 @@ def _learn_report(learner: Any, meta: dict[str, Any], opts: LearnOptions, result
                   skipped: list[dict[str, str]], encode_plan: BatchPlan, root: Path, host: int,
                   start: float) -> LearnReport:  # fmt: skip
     """`edgecl learn --json` (README: JSON contracts)."""
-    stats, training = learner.memory.stats(), result.training
+    stats, training = result.memory or learner.memory.stats(), result.training  # a method without memory: empty
     batches = Batches(encode_plan.summary(), training.batch if training else None,
                       training.replayed_rows if training else None,
                       training.replay_rows_available if training else None)  # fmt: skip

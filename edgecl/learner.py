@@ -68,6 +68,8 @@ class _Heads:
 
 @dataclass(frozen=True)
 class _Fitted:
+    """What training on a task produced, not yet committed to the learner."""
+
     training: Training | None  # None: the method trains nothing
     heads: _Heads | None
     prototype_weight: float

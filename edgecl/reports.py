@@ -43,21 +43,7 @@ class TaskResult:
         return self.training.seconds if self.training else 0.0
 
     def to_json(self) -> dict[str, Any]:
-        """A flat dict: the training figures beside the rest (train_seconds, loss, steps, train_batch, ...); keys of
-        what did not happen (no training, no images) are left out."""
-        out: dict[str, Any] = {"new_classes": self.new_classes, "classes": self.classes, "method": self.method,
-                               "memory": self.memory.to_json() if self.memory else None,
-                               "train_seconds": self.train_seconds, "loss": [], "class_weights": []}  # fmt: skip
-        if self.training:
-            t = self.training
-            out.update(loss=t.loss, steps=t.steps, class_weights=t.class_weights, train_batch=t.batch,
-                       replayed_rows=t.replayed_rows, replay_rows_available=t.replay_rows_available,
-                       train_precision=t.precision)  # fmt: skip
-            if t.held_out_rows is not None:
-                out["held_out_rows"] = t.held_out_rows
-        optional = {"prototype_weight": self.prototype_weight, "encode_seconds": self.encode_seconds,
-                    "seconds_total": self.seconds_total}  # fmt: skip
-        return out | {k: v for k, v in optional.items() if v is not None}
+        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,8 @@ from edgecl.units import parse_bytes
 OPTIMIZERS = ("adamw", "adamw8bit")  # adamw8bit: bitsandbytes' 8-bit AdamW
 PRECISIONS = ("fp32", "bf16", "fp16")  # the heads' forward pass under torch.autocast; losses stay fp32
 DEFAULT_ENCODE_BATCH = 16  # images per encoder batch: INT8 throughput saturates at 16 on 2 cores (cpu profile)
-TRAIN_THREADS = (
-    1  # torch threads for the adapter heads: PERF_NOTES, 2 torch threads can collapse on a loaded 2-core box
-)
+# torch threads for the adapter heads: PERF_NOTES, 2 torch threads can collapse on a loaded 2-core box
+TRAIN_THREADS = 1
 
 
 @dataclass(frozen=True)

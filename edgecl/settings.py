@@ -74,10 +74,6 @@ class LearnerConfig:
         return cls(method=settings.get("method", DEFAULT_METHOD), seed=int(settings.get("seed", 0)),
                    memory=MemoryConfig(**memory), **{k: PARTS[k](**v) for k, v in parts.items()})  # fmt: skip
 
-    def with_flat(self, settings: Mapping[str, Any]) -> LearnerConfig:
-        """This config with some settings changed by their flat names (see from_flat)."""
-        return LearnerConfig.from_flat({**self.flat(), **settings})
-
     def flat(self) -> dict[str, Any]:
         """The settings by their flat names (see from_flat)."""
         parts = self.to_json()

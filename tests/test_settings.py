@@ -26,7 +26,6 @@ def test_the_config_round_trips_and_reads_the_flat_form() -> None:
     assert config.memory.seed == 4 and config.memory.auto_pq and config.groups == "domain"
     assert LearnerConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
     assert LearnerConfig.from_flat(config.flat()) == config
-    assert config.with_flat({"epochs": 3}).train.epochs == 3
     assert "seed" not in config.to_json()["memory"]  # the learner's seed, not a second copy
     with pytest.raises(EdgeclError, match="unknown setting 'batch_size'"):
         LearnerConfig.from_flat({"batch_size": 8})

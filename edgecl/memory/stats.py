@@ -1,5 +1,5 @@
 """What a replay memory holds, as one typed value: bytes against the budget, codec, samples per class and per
-(class, domain), the mean reconstruction cosine. `to_json()` is the form `edgecl learn/status --json` build on."""
+(class, domain), the mean reconstruction cosine. `edgecl learn --json` and `edgecl status --json` report a subset."""
 
 from __future__ import annotations
 
