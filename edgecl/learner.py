@@ -416,8 +416,7 @@ class Learner:
         peft adapters are loaded when training resumes."""
         from edgecl.learn.merged import MergedHead
 
-        meta = json.loads((folder / "learner.json").read_text())
-        config = LearnerConfig.from_json(meta["config"], int(meta.get("config_version", 1)))
+        meta, config = _read_learner_json(folder / "learner.json")
         learner = cls(config, int(meta["dim"]), encoder, runtime)
         learner.classes, learner.tasks = list(meta["classes"]), list(meta["tasks"])
         learner.memory = ReplayMemory.load(folder / "memory.safetensors")
@@ -448,3 +447,15 @@ def _class_indices(classes: list[str], stored: Any) -> np.ndarray:
     """(N,) index into `classes` of each decoded memory row (the memory numbers its classes its own way)."""
     to_class = np.array([classes.index(c) for c in stored.classes], dtype=np.int64)
     return to_class[stored.labels] if len(to_class) else np.zeros(0, np.int64)
+
+
+def _read_learner_json(path: Path) -> tuple[dict[str, Any], LearnerConfig]:
+    """learner.json and its config; a damaged one is a one-line error, not a traceback."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        config = LearnerConfig.from_json(meta["config"], int(meta.get("config_version", 1)))
+        int(meta["dim"]), list(meta["classes"]), list(meta["tasks"])  # the other keys load_from reads
+    except (OSError, ValueError, KeyError, TypeError, EdgeclError) as exc:
+        raise EdgeclError(f"{path}: damaged learner file ({type(exc).__name__}: {exc}); restore the state "
+                          "directory from a backup or start a new --state-dir") from None  # fmt: skip
+    return meta, config

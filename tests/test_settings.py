@@ -66,3 +66,16 @@ def test_device_settings_are_not_saved_and_a_loaded_state_trains_with_this_devic
     again = loaded.learn_embeddings(x[~rows], ["c2"] * int((~rows).sum()), text={"c2": text[2]})
     assert (again.training.batch, again.training.precision) == (16, "bf16")
     assert loaded.config == learner.config
+
+
+def test_a_damaged_learner_file_is_a_one_line_error(tmp_path: Path) -> None:
+    x, y, text = clustered(2, 5, 0)
+    learner = Learner(LearnerConfig(method="zeroshot", memory=MemoryConfig(8_000, "int8")), DIM)
+    learner.learn_embeddings(x, [f"c{c}" for c in y], text={f"c{c}": text[c] for c in (0, 1)})
+    learner.save_to(tmp_path / "s")
+    path = tmp_path / "s" / "learner.json"
+    saved = json.loads(path.read_text())
+    for damaged in ("{", json.dumps({**saved, "config": {"method": "gdro"}}), json.dumps({**saved, "dim": None})):
+        path.write_text(damaged)
+        with pytest.raises(EdgeclError, match="learner.json: damaged learner file"):
+            Learner.load_from(tmp_path / "s")
