@@ -50,12 +50,13 @@ def _same_export(manifest: ModelManifest, backbone_id: str, options: ExportOptio
     return manifest.backbone == backbone_id and manifest.data.get("export_options") == options.to_dict()
 
 
-def _recipes(kind: str, forced: str | None) -> tuple[Any, ...]:
-    from export.quantize import RECIPES
+def _recipes(kind: str, forced: str | None, learned: str | None) -> tuple[Any, ...]:
+    """The recipes to try in order: the forced one alone, else this CPU kind's known recipe first (recipe_order)."""
+    from export.quantize import RECIPES, recipe_order
 
     recipes = RECIPES[kind]
     if forced is None:
-        return recipes
+        return recipe_order(kind, cpu_int8_isa(), learned)
     match = tuple(r for r in recipes if r.name == forced)
     if not match:
         raise ExportError(f"unknown {kind} recipe {forced!r}; known: {', '.join(r.name for r in recipes)}")
@@ -72,18 +73,25 @@ class TowerJob:
     agreement: Agreement
     calibration: np.ndarray | None = None  # static recipes only
     postprocess: Callable[[np.ndarray], np.ndarray] = lambda x: x
+    reference: np.ndarray | None = None  # the fp32 tower's outputs on `feeds`, when already computed
 
 
-def _quantize_tower(job: TowerJob, work: Path, options: ExportOptions, progress: Progress) -> dict[str, Any]:
-    """Quantise work/<name>.fp32.onnx to work/<name>.int8.onnx; return the tower's manifest entry."""
+def _quantize_tower(job: TowerJob, work: Path, options: ExportOptions, learned: dict[str, str],
+                    progress: Progress) -> tuple[dict[str, Any], np.ndarray]:  # fmt: skip
+    """Quantise work/<name>.fp32.onnx to work/<name>.int8.onnx; return the tower's manifest entry and the INT8
+    tower's outputs on the job's feeds. `learned`: the recipe an earlier export on this CPU kind chose per tower
+    (tried first)."""
     from export.quantize import AGREEMENT_TARGETS, COSINE_TARGETS, Targets, choose_recipe, preprocess_for_quantization
 
     prepared = work / f"{job.name}.prep.onnx"
     preprocess_for_quantization(work / f"{job.name}.fp32.onnx", prepared)
-    report = choose_recipe(
-        prepared, work / f"{job.name}.int8.onnx", _recipes(job.kind, getattr(options, f"{job.name}_recipe")),
+    recipes = _recipes(job.kind, getattr(options, f"{job.name}_recipe"), learned.get(job.name))
+    tries = iter(range(1, len(recipes) + 1))
+    report, outputs = choose_recipe(
+        prepared, work / f"{job.name}.int8.onnx", recipes,
         job.feeds, job.calibration, Targets(COSINE_TARGETS[job.kind], AGREEMENT_TARGETS[job.name]), job.postprocess,
-        lambda recipe: progress(f"quantising {job.name} tower: {recipe}"), job.agreement,
+        lambda recipe: progress(f"quantising the {job.name} tower to INT8, recipe {next(tries)} of at most "
+                                f"{len(recipes)} ({recipe})"), job.agreement, job.reference,
     )  # fmt: skip
     prepared.unlink()
     files = {"int8": f"{job.name}.int8.onnx"}
@@ -91,7 +99,7 @@ def _quantize_tower(job: TowerJob, work: Path, options: ExportOptions, progress:
         files["fp32"] = f"{job.name}.fp32.onnx"
     else:
         (work / f"{job.name}.fp32.onnx").unlink()
-    return {"files": files, "inputs": list(job.feeds), "quantization": report}
+    return {"files": files, "inputs": list(job.feeds), "quantization": report}, outputs
 
 
 def _bridged(built: Any, text_outputs: np.ndarray) -> np.ndarray:
@@ -141,24 +149,24 @@ def _image_agreement(text_fp32: np.ndarray, text_int8: np.ndarray, rows: np.ndar
     return agreement
 
 
-def _write_check_set(work: Path, pixels: np.ndarray, images_fp32: np.ndarray, texts: tuple[np.ndarray, ...]) -> None:
+def _write_check_set(work: Path, images_fp32: np.ndarray, images_int8: np.ndarray,
+                     texts: tuple[np.ndarray, ...]) -> None:  # fmt: skip
     """What a CPU with other int8 kernels re-measures the INT8 towers on at first use (edgecl/int8_check.py): the
-    labelled Fashion-MNIST evaluation images (raw; `pixels`: preprocessed), the fp32 towers' embeddings, and the
-    figures of this CPU's INT8 towers on them. `texts`: the class prompts' unit embeddings, fp32 and INT8."""
+    labelled Fashion-MNIST evaluation images (raw), the fp32 towers' embeddings, and the figures of this CPU's INT8
+    towers on them. `images_*`: both image towers' outputs on those images; `texts`: the class prompts' unit
+    embeddings, fp32 and INT8."""
     from edgecl import datasets
     from edgecl.int8_check import CHECK_FILE, check_arrays, figures, save_check_set
     from edgecl.vectors import unit_rows
     from export.calibration import AGREEMENT_CLASSES, evaluation_prompts
-    from export.onnx_export import IMAGE_INPUT
-    from export.quantize import run_batched, session
 
-    images = datasets.fashion_mnist("test")[0][: len(pixels)]  # the same images, in order, as the labelled rows
+    images = datasets.fashion_mnist("test")[0][: len(images_fp32)]  # the same images, in order, as the labelled rows
     arrays = check_arrays(images, evaluation_prompts()[AGREEMENT_CLASSES], unit_rows(images_fp32), texts[0])
-    images_int8 = unit_rows(run_batched(session(work / "image.int8.onnx"), {IMAGE_INPUT: pixels}))
-    save_check_set(work / CHECK_FILE, arrays, figures(images_int8, texts[1], arrays))
+    save_check_set(work / CHECK_FILE, arrays, figures(unit_rows(images_int8), texts[1], arrays))
 
 
 def _export_towers(built: Any, work: Path, options: ExportOptions, progress: Progress) -> dict[str, Any]:
+    from export import recipe_memory
     from export.calibration import AGREEMENT_SOURCE, calibration_sets, evaluation_prompts
     from export.onnx_export import IMAGE_INPUT, export_image_tower, export_text_tower
     from export.quantize import run_batched, session
@@ -170,17 +178,21 @@ def _export_towers(built: Any, work: Path, options: ExportOptions, progress: Pro
     calib_dir = Path(options.calibration_dir) if options.calibration_dir else None
     calib, evaluate, source, sources = calibration_sets(built.preprocess, calib_dir)
     rows, classes = _labelled(sources)
-    images_fp32 = run_batched(session(work / "image.fp32.onnx"), {IMAGE_INPUT: evaluate[rows]})
+    evaluated_fp32 = run_batched(session(work / "image.fp32.onnx"), {IMAGE_INPUT: evaluate})  # every evaluation image
+    images_fp32 = evaluated_fp32[rows]
     text_fp32 = _prompt_anchors(built, work / "text.fp32.onnx")
     text_job = TowerJob("text", "text", dict(built.tokenize(evaluation_prompts())),
                         _text_agreement(images_fp32, classes), postprocess=lambda x: _bridged(built, x))  # fmt: skip
-    text = _quantize_tower(text_job, work, options, progress)
+    learned = recipe_memory.learned(built.backbone_id)
+    text, _ = _quantize_tower(text_job, work, options, learned, progress)
     text_int8 = _prompt_anchors(built, work / "text.int8.onnx")
     image_job = TowerJob("image", built.image_arch, {IMAGE_INPUT: evaluate},
-                         _image_agreement(text_fp32, text_int8, rows, classes), calibration=calib)  # fmt: skip
-    image = _quantize_tower(image_job, work, options, progress)
+                         _image_agreement(text_fp32, text_int8, rows, classes), calibration=calib,
+                         reference=evaluated_fp32)  # fmt: skip
+    image, image_int8 = _quantize_tower(image_job, work, options, learned, progress)
+    recipe_memory.remember(built.backbone_id, {"text": text["quantization"], "image": image["quantization"]})
     if calib_dir is None and (sources == AGREEMENT_SOURCE).any():
-        _write_check_set(work, evaluate[rows], images_fp32, (text_fp32[classes], text_int8[classes]))
+        _write_check_set(work, images_fp32, image_int8[rows], (text_fp32[classes], text_int8[classes]))
     image["quantization"]["data"] = source
     text["quantization"]["data"] = "evaluation prompts: " + ", ".join(evaluation_prompts()[:3]) + ", ..."
     return {"image": image, "text": text}
@@ -240,7 +252,8 @@ def export_model(
         raise ExportError(f"{out_dir} exists and is not a folder; choose another --out")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST_NAME).is_file() and not force:
         raise ExportError(f"{out_dir} is not empty and holds no export; choose another --out or pass --force")
-    progress(f"building {backbone_id}")
+    progress(f"one-time build of {backbone_id} into {out_dir} (ONNX export and INT8 quantisation; "
+             "later runs reuse it)")
     with contextlib.redirect_stdout(io.StringIO()):  # some model packages print on load
         built = build_backbone(backbone_id)
     out_dir.parent.mkdir(parents=True, exist_ok=True)

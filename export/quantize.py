@@ -79,6 +79,30 @@ RECIPES: dict[str, tuple[QuantRecipe, ...]] = {
         QuantRecipe("weight-only-b32", "weight-only", int8_tables=True, block_size=32),
     ),
 }
+# The recipe each tower kind needed on a CPU kind's int8 kernels when it was last measured (`int8_isa`, README
+# "First learn"): an export tries it first and stops there when it meets every target, so a first learn does not
+# spend minutes on recipes that this CPU kind is known to fail; the fixed order above follows when it does not.
+# avx2: u8 x s8 products saturate without VNNI, the bundled tower needs its first 40 convs in fp32 and ViT-B-32
+# 7-bit weights; amx and VNNI kernels do not saturate (measured on AMX; the VNNI-only kinds by the same kernels).
+ISA_FIRST: dict[str, dict[str, str]] = {
+    "conv": {"avx2": "static-keep-stem40", "avx512": "static-keep-stem40", "amx": "static-rr-keep-stem24",
+             "avx512-vnni": "static-rr-keep-stem24", "avx-vnni": "static-rr-keep-stem24"},
+    "transformer": {"avx2": "static-rr", "avx512": "static-rr"},
+    # the dynamic text recipes missed the targets even on AMX (README "Quantisation recipes"): any CPU ("*")
+    "text": {"*": "weight-only"},
+}
+
+
+def recipe_order(kind: str, isa: str, learned: str | None = None) -> tuple[QuantRecipe, ...]:
+    """RECIPES[kind] with the recipe this CPU kind is known to need first: `learned` (what an earlier export on this
+    machine chose), else ISA_FIRST's entry; the rest keep their fixed order."""
+    recipes = RECIPES[kind]
+    known = ISA_FIRST.get(kind, {})
+    first = next((name for name in (learned, known.get(isa, known.get("*"))) if name in {r.name for r in recipes}),
+                 None)  # fmt: skip
+    return tuple(sorted(recipes, key=lambda r: r.name != first))
+
+
 # Activations feeding these ops take the range after the activation function (ReLU6 in EfficientNet).
 STATIC_OPS = ("Conv", "MatMul", "Gemm", "Clip", "Relu")
 DYNAMIC_OPS = ("MatMul", "Gemm")
@@ -228,30 +252,33 @@ def choose_recipe(
     postprocess: Callable[[np.ndarray], np.ndarray] = lambda x: x,
     on_try: Callable[[str], None] = lambda name: None,
     agreement: Agreement | None = None,
-) -> dict[str, Any]:
+    reference: np.ndarray | None = None,
+) -> tuple[dict[str, Any], np.ndarray]:
     """Quantise with each recipe in order until one reaches the mean cosine target and, given `agreement`, the
-    agreement target; else keep the best (by agreement up to its target, then cosine)."""
-    reference = postprocess(run_batched(session(fp32_path), feeds_eval))
+    agreement target; else keep the best (by agreement up to its target, then cosine). Returns the report and the
+    kept model's postprocessed outputs on `feeds_eval`. `reference`: the fp32 tower's postprocessed outputs on
+    them when the caller has them already (else they are computed here)."""
+    if reference is None:
+        reference = postprocess(run_batched(session(fp32_path), feeds_eval))
     input_name = next(iter(feeds_eval))
     tried: list[dict[str, Any]] = []
-    best: tuple[tuple[float, float], Path, dict[str, Any]] | None = None
+    best: tuple[tuple[float, float], Path, dict[str, Any], np.ndarray] | None = None
     with tempfile.TemporaryDirectory(prefix="edgecl-quant-", dir=out_path.parent) as tmp:
         for index, recipe in enumerate(recipes):
             on_try(recipe.name)
             candidate = Path(tmp) / f"{index}.onnx"
             quantize(fp32_path, candidate, recipe, calibration, input_name)
-            entry = _measure(recipe, candidate, reference, postprocess(run_batched(session(candidate), feeds_eval)),
-                             agreement)  # fmt: skip
+            output = postprocess(run_batched(session(candidate), feeds_eval))
+            entry = _measure(recipe, candidate, reference, output, agreement)
             tried.append(entry)
             score = (min(entry.get("agreement", 1.0), targets.agreement), entry["cosine_mean"])
-            if best is None or score > best[0]:
-                best = (score, candidate, entry)
+            if best is None or score > best[0] or all(_meets(entry, targets)):
+                best = (score, candidate, entry, output)
             if all(_meets(entry, targets)):
-                best = (score, candidate, entry)
                 break
         assert best is not None
         shutil.move(str(best[1]), out_path)
-    return _report(best[2], tried, targets, agreement is not None, out_path.name)
+    return _report(best[2], tried, targets, agreement is not None, out_path.name), best[3]
 
 
 def _measure(recipe: QuantRecipe, path: Path, reference: np.ndarray, output: np.ndarray,
