@@ -23,10 +23,10 @@ from edgecl.learn.methods import METHODS as METHOD_TABLE
 from edgecl.learn.methods import Method
 from edgecl.learn.prototypes import (
     DEFAULT_WEIGHT,
-    OLD_ROWS_PER_CLASS,
     ClassMeans,
     holdout_mask,
     measure_weight,
+    validation_rows,
 )
 from edgecl.memory import ReplayMemory
 from edgecl.memory.policy import group_keys, group_parts
@@ -231,13 +231,11 @@ class Learner:
         return holdout_mask(y, np.random.default_rng(self.config.seed + 7919 * len(self.tasks)))
 
     def _measured_weight(self, task: _Task, held: np.ndarray, data: Any, heads: _Heads) -> float:
-        """The prototype weight that classifies best the held-out rows of this task plus up to OLD_ROWS_PER_CLASS
-        replayed rows of each earlier class, with class means from the rows that trained (no peeking)."""
+        """The prototype weight that classifies best the held-out rows of this task plus a few replayed rows of each
+        earlier class (prototypes.validation_rows), with class means from the rows that trained (no peeking)."""
         x, y = task.x, task.y
         means = self.class_means.updated(x[~held], y[~held], task.domain)
-        replay_y = data.y[data.n_new :]
-        old = np.concatenate([np.flatnonzero(replay_y == c)[:OLD_ROWS_PER_CLASS] for c in np.unique(replay_y)]
-                             or [np.zeros(0, np.int64)]) + data.n_new  # fmt: skip
+        old = validation_rows(data.y[data.n_new :]) + data.n_new
         val_x = np.concatenate([x[held], data.x[old]])
         val_y = np.concatenate([y[held], data.y[old]])
         head = heads.merged(val_x) @ _text_prototypes(heads.merged_text, task.text).T  # (V, C)

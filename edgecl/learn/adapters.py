@@ -16,12 +16,21 @@ from edgecl.learn.merged import MergedHead
 TARGET = "proj"
 
 
+class ZeroLinear(nn.Linear):
+    """A Linear whose weight and bias are zero and stay frozen: its output is zeros, produced without the (D, D)
+    matrix product (which was about half of every training step). peft wraps it like any nn.Linear."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out) zeros, in autocast's dtype
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+        return torch.zeros((*x.shape[:-1], self.out_features), dtype=dtype)
+
+
 class ResidualHead(nn.Module):
     """z = normalize(e + proj(e)) with proj a frozen zero Linear: exactly the frozen embedding until LoRA learns."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.proj = nn.Linear(dim, dim)
+        self.proj = ZeroLinear(dim, dim)
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 

@@ -11,6 +11,7 @@ A loss object owns its estimators across tasks: `state_arrays()` / `from_arrays(
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Self
 
@@ -27,7 +28,12 @@ EPS = 1e-8
 class LossOutput:
     objective: torch.Tensor  # scalar to backpropagate
     per_sample: torch.Tensor  # (B,) detached loss values
-    class_weights: dict[int, float] | None = None
+    weights_of: Callable[[], dict[int, float]] | None = None  # gdro: its q, computed only when asked for
+
+    @property
+    def class_weights(self) -> dict[int, float] | None:
+        """gdro's q over every group after this step (group key -> weight); None for other losses."""
+        return self.weights_of() if self.weights_of is not None else None
 
 
 def cross_entropy(z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, cfg: LossConfig,
@@ -85,6 +91,27 @@ class BalancedCrossEntropyLoss(CrossEntropyLoss):
         return LossOutput(class_means.mean(), per_sample.detach())
 
 
+TEXT_NEGATIVES = 128  # classes whose texts a step scores; with more learned classes the rest are sampled
+
+
+def _text_negatives(y: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The text columns one step scores for g1, sorted, with each one's weight in the mean over negatives: every
+    class while there are at most TEXT_NEGATIVES (weight 1: the exact mean), else the batch's own classes (weight 1)
+    and a uniform sample of the others, each weighted by (others) / (sampled) so that the mean stays unbiased. This
+    keeps a step's cost flat in the classes learned (README "Learn time")."""
+    if n_classes <= TEXT_NEGATIVES:
+        return torch.arange(n_classes), torch.ones(n_classes)
+    own = torch.unique(y)
+    others = torch.ones(n_classes, dtype=torch.bool)
+    others[own] = False
+    pool = others.nonzero().squeeze(1)
+    take = max(1, TEXT_NEGATIVES - len(own))
+    sampled = pool[torch.randperm(len(pool))[:take]]  # torch's generator, seeded by the trainer
+    columns, order = torch.sort(torch.cat([own, sampled]))
+    weights = torch.cat([torch.ones(len(own)), torch.full((len(sampled),), len(pool) / len(sampled))])[order]
+    return columns, weights
+
+
 class GlobalContrastiveLoss:
     """GCL with a moving-average estimator u2 per sample id (image negatives); text negatives are exact."""
 
@@ -112,13 +139,16 @@ class GlobalContrastiveLoss:
         """Per-sample estimators stay valid when a class goes."""
 
     def terms(self, z: torch.Tensor, text: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """g1 (B,) exact over seen classes, g2 (B,) in-batch estimate over images of other classes."""
+        """g1 (B,) over the seen classes' texts (exact up to TEXT_NEGATIVES classes, beyond that an unbiased
+        estimate, see _text_negatives), g2 (B,) in-batch estimate over images of other classes."""
         tau = self.cfg.temperature
-        sim = z @ text.T  # (B, C)
-        pos = sim.gather(1, y[:, None])  # (B, 1) s(z_i, t_{y_i})
-        other_class = torch.ones_like(sim, dtype=torch.bool).scatter_(1, y[:, None], False)
-        g1 = (torch.exp((sim - pos) / tau) * other_class).sum(1) / other_class.sum(1).clamp(min=1)
-        cross = sim[:, y].T  # (B, B): cross[i, j] = s(z_j, t_{y_i})
+        columns, weights = _text_negatives(y, len(text))  # (S,) class indices, (S,) their weight in the mean
+        sim = z @ text[columns].T  # (B, S); all C columns in order when S == C
+        y_col = y if len(columns) == len(text) else torch.searchsorted(columns, y)  # (B,) each row's own column
+        pos = sim.gather(1, y_col[:, None])  # (B, 1) s(z_i, t_{y_i})
+        other_class = torch.ones_like(sim).scatter_(1, y_col[:, None], 0.0) * weights  # y_i's own column: 0
+        g1 = (torch.exp((sim - pos) / tau) * other_class).sum(1) / max(1, len(text) - 1)
+        cross = sim[:, y_col].T  # (B, B): cross[i, j] = s(z_j, t_{y_i})
         negatives = (y[:, None] != y[None, :]).to(z.dtype)  # j is a negative of i when y_j != y_i
         g2 = (torch.exp((cross - pos) / tau) * negatives).sum(1) / negatives.sum(1).clamp(min=1)
         return g1, g2
@@ -184,28 +214,38 @@ class GroupDROLoss:
         parts = [(group_parts(groups, k), v) for k, v in self.v.items()]
         self.v = {int(group_keys(groups, c - (c > index), d or 0)): v for (c, d), v in parts if c != index}
 
-    def class_weights(self, seen: list[int]) -> dict[int, float]:
-        """q over the seen groups with a uniform prior (groups without an estimate yet count as v = 0)."""
-        v = torch.tensor([self.v.get(c, 0.0) for c in seen], dtype=torch.float64)
+    def class_weights(self, seen: list[int], v_of: dict[int, float] | None = None) -> dict[int, float]:
+        """q over the seen groups with a uniform prior (groups without an estimate yet count as v = 0); `v_of`: the
+        estimators to use (default: the current ones)."""
+        v_of = self.v if v_of is None else v_of
+        v = torch.tensor([v_of.get(c, 0.0) for c in seen], dtype=torch.float64)
         q = torch.softmax(v / self.cfg.dro_lambda, dim=0)  # log(pi) is constant for a uniform prior
         return {c: float(w) for c, w in zip(seen, q.tolist(), strict=False)}
 
     def __call__(self, z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
                  candidates: torch.Tensor | None = None, groups: torch.Tensor | None = None) -> LossOutput:  # fmt: skip
         surrogate, value = self.gcl.per_sample(z, text, y, ids)
-        g = y if groups is None else groups
-        batch_groups = sorted(set(g.tolist()))
-        for k in batch_groups:
-            mean_value = float(value[g == k].mean())
+        keys, index = torch.unique(y if groups is None else groups, sorted=True, return_inverse=True)  # (K,), (B,)
+        batch_groups = keys.tolist()
+        # a fixed number of tensor ops per step, whatever the number of groups in the batch (learn time stays flat
+        # in the classes learned: a loop of masks per group cost more the more classes a batch held)
+        for k, mean_value in zip(batch_groups, _group_means(value, index, len(keys)).tolist(), strict=True):
             prev = self.v.get(k)
             self.v[k] = (
                 mean_value if prev is None else (1 - self.cfg.dro_gamma) * prev + self.cfg.dro_gamma * mean_value
             )
-        q = self.class_weights(sorted(set(self.v) | set(batch_groups)))
-        weights = torch.tensor([q[k] for k in batch_groups], dtype=z.dtype)
-        group_means = torch.stack([surrogate[g == k].mean() for k in batch_groups])
-        objective = (weights * group_means).sum() / weights.sum()
-        return LossOutput(objective, value, q)
+        # q restricted to the batch's groups: the softmax's normaliser over every group cancels in the ratio below
+        v = torch.tensor([self.v[k] for k in batch_groups], dtype=torch.float64) / self.cfg.dro_lambda
+        weights = torch.softmax(v, dim=0).to(z.dtype)
+        objective = (weights * _group_means(surrogate, index, len(keys))).sum() / weights.sum()
+        seen = dict(self.v)  # the estimators as of this step, for a report that asks for q
+        return LossOutput(objective, value, lambda: self.class_weights(sorted(seen), seen))
+
+
+def _group_means(values: torch.Tensor, index: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """(K,) mean of `values` (B,) over the rows of each group (`index` (B,) in [0, K)), with gradient."""
+    sums = torch.zeros(n_groups, dtype=values.dtype).index_add(0, index, values)
+    return sums / torch.bincount(index, minlength=n_groups).to(values.dtype)
 
 
 LOSSES = {"ce": CrossEntropyLoss, "ce_balanced": BalancedCrossEntropyLoss, "gcl": GlobalContrastiveLoss,

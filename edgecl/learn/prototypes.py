@@ -16,7 +16,8 @@ DOMAIN_WEIGHT = 2.0  # once a learner has seen two domains: chosen by benchmarks
 HOLDOUT_FRACTION = 0.2  # of each class's new rows, for classes with at least MIN_ROWS_TO_HOLD_OUT
 MIN_ROWS_TO_HOLD_OUT = 3
 MAX_HELD_OUT_PER_CLASS = 25  # a slice this big already measures the weight; the rest trains the head
-OLD_ROWS_PER_CLASS = 25  # memory rows per earlier class in the validation slice
+OLD_ROWS_PER_CLASS = 25  # memory rows per earlier class in the validation slice...
+OLD_ROWS_IN_ALL = 500  # ...fewer per class (at least 1) once the earlier classes would pass this many in all
 NCM_TEXT_WEIGHT = 0.1  # ncm: how much of a class's text embedding joins the mean of its memory rows
 
 
@@ -91,11 +92,26 @@ class ClassMeans:
         """(N, n_classes) per class, the best cosine of each raw embedding with one of the class's group means
         (0 for a class never seen)."""
         cos = unit_rows(np.asarray(x, np.float32)) @ unit_rows(self.means).T  # (N, G)
-        out = np.full((len(cos), n_classes), -np.inf, np.float32)
-        for g, c in enumerate(self.classes):
-            np.maximum(out[:, c], cos[:, g], out=out[:, c])
-        out[np.isinf(out)] = 0.0
+        out = np.zeros((len(cos), n_classes), np.float32)
+        if not len(self.classes):
+            return out
+        order = np.argsort(self.classes, kind="stable")  # groups of one class side by side
+        by_class = self.classes[order]
+        starts = np.flatnonzero(np.r_[True, by_class[1:] != by_class[:-1]])
+        out[:, by_class[starts]] = np.maximum.reduceat(cos[:, order], starts, axis=1)  # (N, classes seen)
         return out
+
+
+def validation_rows(y: np.ndarray) -> np.ndarray:
+    """Indices of the first rows of each class in `y` (N,) (replayed memory rows): OLD_ROWS_PER_CLASS per class, or
+    as many as keep the slice near OLD_ROWS_IN_ALL when there are many classes, so measuring the weight does not
+    grow with the square of the classes learned. In class order, each class's rows in their order in `y`."""
+    order = np.argsort(y, kind="stable")
+    by_class = y[order]
+    n_classes = len(np.unique(y))
+    per_class = max(1, min(OLD_ROWS_PER_CLASS, OLD_ROWS_IN_ALL // max(1, n_classes)))
+    starts = np.searchsorted(by_class, by_class)  # the first position of each row's class in `order`
+    return order[np.arange(len(y)) - starts < per_class]
 
 
 def holdout_mask(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -112,7 +128,8 @@ def holdout_mask(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def balanced_accuracy(scores: np.ndarray, y: np.ndarray) -> float:
     """Mean over the classes present in y of the share of their rows whose best score is their class."""
     hit = scores.argmax(1) == y
-    return float(np.mean([hit[y == c].mean() for c in np.unique(y)]))
+    _, index = np.unique(y, return_inverse=True)
+    return float(np.mean(np.bincount(index, weights=hit) / np.bincount(index)))
 
 
 def measure_weight(head_scores: np.ndarray, prototype_scores: np.ndarray, y: np.ndarray, prior: float) -> float:
