@@ -28,14 +28,17 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 demo: install
 	$(VENV)/bin/edgecl demo
 
+# Two workers (pytest-xdist), work stealing so that the long tests do not all end up on one.
+XDIST := -n 2 --dist worksteal
+
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(XDIST)
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q $(XDIST) -m "not slow"
 
 test-slow: install
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q $(XDIST) -m slow
 
 bench: install
 	$(PY) benchmarks/encoder_speed.py

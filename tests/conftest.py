@@ -41,11 +41,24 @@ def tiny_export(tmp_path_factory: pytest.TempPathFactory, tiny_config: Path) -> 
 
 @pytest.fixture(scope="session")
 def bundled_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled backbone exported once per test run: the first pytest-xdist worker exports it (under a file lock)
+    into a folder all workers share, and each copies it to where `edgecl learn --backbone bundled` looks under its
+    own test EDGECL_HOME."""
+    import shutil
+
+    from filelock import FileLock
+
     from edgecl.paths import default_model_dir
     from export import ExportOptions, export_model
 
-    out = default_model_dir("bundled")  # where `edgecl learn --backbone bundled` looks, under the test EDGECL_HOME
-    export_model("bundled", out, ExportOptions(keep_fp32=True))
+    out = default_model_dir("bundled")
+    base = tmp_path_factory.getbasetemp()
+    shared_root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # one per run, shared by workers
+    shared = shared_root / "shared-bundled-export"
+    with FileLock(str(shared_root / "shared-bundled-export.lock")):
+        export_model("bundled", shared, ExportOptions(keep_fp32=True))  # reused when another worker made it
+    if not out.is_dir():
+        shutil.copytree(shared, out)
     return out
 
 

@@ -17,13 +17,15 @@ runner = CliRunner()
 
 
 def test_suite_smoke(tmp_path: Path, bundled_export: Path) -> None:
-    """The quick suite's stream, methods and reports at one budget instead of three and fewer images (the full quick
-    suite takes about 2 minutes): every method, accuracy matrices, plots and the Markdown report."""
+    """The quick suite's stream, methods and reports at one budget instead of three, fewer images and 20 training
+    steps a task (the full quick suite takes about 2 minutes): every method, accuracy matrices, plots and the
+    Markdown report."""
     from dataclasses import replace
 
     from edgecl.bench.suite import SUITES, run_suite
 
-    suite = replace(SUITES["quick"], budget_sweep=("64KB",), train_per_class=20, test_per_class=10)
+    suite = replace(SUITES["quick"], budget_sweep=("64KB",), train_per_class=20, test_per_class=10,
+                    learner_settings=(("min_steps", 20), ("max_steps", 20)))  # fmt: skip
     data = run_suite("quick", tmp_path / "out", suite=suite)
     methods = {r["method"] for r in data["runs"]}
     assert methods == set(METHODS)
@@ -37,6 +39,7 @@ def test_suite_smoke(tmp_path: Path, bundled_export: Path) -> None:
         "fashion-mnist-last-accuracy-vs-budget.png", "fashion-mnist-gdro-accuracy-matrix.png",
     }  # fmt: skip
     assert "| fashion-mnist | gdro |" in (tmp_path / "out" / "report.md").read_text()
+    assert dict(data["config"]["learner_settings"]) == {"min_steps": 20, "max_steps": 20}
     result = runner.invoke(app, ["bench", "--suite", "quik", "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "unknown suite 'quik'" in result.output
 

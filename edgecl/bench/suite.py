@@ -26,6 +26,7 @@ class Suite:
     seeds: int
     train_per_class: int
     test_per_class: int
+    learner_settings: tuple[tuple[str, Any], ...] = ()  # other learner settings by flat name (LearnerConfig.from_flat)
 
 
 SUITES = {
@@ -62,7 +63,8 @@ def run_suite(name: str, out_dir: Path, data_root: Path | None = None, download:
             else text[:0]
         )
         try:
-            runs.append(run_stream(stream, RunSpec(method, parse_bytes(budget), codec, seed), text, held))
+            runs.append(run_stream(stream, RunSpec(method, parse_bytes(budget), codec, seed), text, held,
+                                   dict(suite.learner_settings)))
         except BudgetError as exc:  # e.g. fp16 at 16 KB cannot hold one sample per class: a result, not a crash
             notes.append(f"{stream_name} {method} {budget} {codec}: not run, {exc}")
         progress(f"{stream_name} {method} {budget} {codec} seed {seed}", i + 1, len(jobs))
