@@ -144,3 +144,25 @@ def test_gdro_weighs_the_groups_it_is_given() -> None:
     expected = torch.softmax(torch.tensor([(v[0] + v[1]) / 2, v[2]]) / 0.5, dim=0).tolist()
     assert out.class_weights is not None and sorted(out.class_weights) == [7, 9]
     assert [out.class_weights[7], out.class_weights[9]] == pytest.approx(expected)
+
+
+def test_text_negatives_beyond_the_cap_are_an_unbiased_sample_of_the_exact_mean() -> None:
+    """Above TEXT_NEGATIVES classes g1 scores a sample of the texts whose average is the exact g1; g2 is unchanged;
+    a batch that holds every class scores them all."""
+    from edgecl.learn.losses import TEXT_NEGATIVES, _text_negatives
+
+    torch.manual_seed(0)
+    n, dim, rows = 4 * TEXT_NEGATIVES, 32, 40
+    text = torch.nn.functional.normalize(torch.randn(n, dim), dim=-1)
+    y = torch.randint(0, n, (rows,))
+    z = torch.nn.functional.normalize(text[y] + 0.5 * torch.randn(rows, dim), dim=-1)
+    loss = GlobalContrastiveLoss(LossConfig(temperature=0.5))
+    sim = z @ text.T
+    exact = ((torch.exp((sim - sim.gather(1, y[:, None])) / 0.5)).sum(1) - 1) / (n - 1)
+    g1s, g2s = zip(*(loss.terms(z, text, y) for _ in range(400)), strict=True)
+    assert torch.allclose(torch.stack(g1s).mean(0), exact, rtol=0.02)
+    assert all(torch.equal(g2, g2s[0]) for g2 in g2s)
+    columns, weights = _text_negatives(y, n)
+    assert len(columns) == TEXT_NEGATIVES and set(y.tolist()) <= set(columns.tolist())
+    every = torch.arange(TEXT_NEGATIVES + 1)
+    assert torch.equal(_text_negatives(every, len(every))[0], every)  # all classes in the batch: exact

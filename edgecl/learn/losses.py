@@ -105,6 +105,8 @@ def _text_negatives(y: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torc
     others = torch.ones(n_classes, dtype=torch.bool)
     others[own] = False
     pool = others.nonzero().squeeze(1)
+    if not len(pool):  # the batch holds every class: the exact mean
+        return torch.arange(n_classes), torch.ones(n_classes)
     take = max(1, TEXT_NEGATIVES - len(own))
     sampled = pool[torch.randperm(len(pool))[:take]]  # torch's generator, seeded by the trainer
     columns, order = torch.sort(torch.cat([own, sampled]))
@@ -113,7 +115,8 @@ def _text_negatives(y: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torc
 
 
 class GlobalContrastiveLoss:
-    """GCL with a moving-average estimator u2 per sample id (image negatives); text negatives are exact."""
+    """GCL with a moving-average estimator u2 per sample id (image negatives); text negatives exact up to
+    TEXT_NEGATIVES classes, an unbiased sample beyond."""
 
     def __init__(self, cfg: LossConfig) -> None:
         self.cfg = cfg
