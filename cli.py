@@ -253,9 +253,20 @@ def learn(
                f"{len(report.classes)} classes in all")  # fmt: skip
     typer.echo(f"memory: {report.samples_stored} samples, {format_bytes(report.memory_bytes)} of "
                f"{format_bytes(report.budget_bytes)} ({report.codec}); {report.seconds:.1f} s")  # fmt: skip
+    _echo_validation(report.validation)
     for item in report.skipped:
         typer.echo(f"skipped {item['path']}: {item['reason']}", err=True)
     _warn_ram_limits(report.batches)
+
+
+def _echo_validation(validation: dict[str, Any] | None) -> None:
+    """`held out: bag 100%, sneaker 95%` and a hint line per class that needs more photos."""
+    if not validation or not validation["per_class"]:
+        return
+    per_class = ", ".join(f"{name} {100 * v['accuracy']:.0f}%" for name, v in validation["per_class"].items())
+    typer.echo(f"held-out estimate ({validation['estimate']}): {per_class}")
+    for hint in validation["hints"]:
+        typer.echo(f"hint: {hint}")
 
 
 def _warn_ram_limits(batches: Batches) -> None:
@@ -274,25 +285,45 @@ def _warn_ram_limits(batches: Batches) -> None:
 @handles_errors
 def classify(
     images: list[str] = typer.Argument(..., help="Image files and/or folders (walked)."),
-    top_k: int = typer.Option(5, "--top-k", min=1, help="Labels per image."),
-    labels: str = typer.Option("", help="Extra labels, comma-separated, scored zero-shot beside learned classes."),
+    top_k: int = typer.Option(5, "--top-k", min=1, help="Candidates listed per image."),
+    labels: str = typer.Option("", help="Extra labels, comma-separated, never learned: scored zero-shot on the same "
+                               "probability scale as the learned classes, for images unlike any learned class."),
+    min_confidence: float | None = typer.Option(
+        None, "--min-confidence", min=0.0, max=1.0,
+        help="Answer `unknown` below this confidence (0: never). Default: the state's device profile's "
+        "min_confidence (0.45 in the shipped profiles)."),
     state_dir: StateDir = None,
     as_json: AsJson = False,
 ) -> None:
-    """Classify images with what was learned (no torch on this path)."""
+    """Classify images with what was learned (no torch on this path).
+
+    Each image gets an answer: a learned class (or a --labels label) with a calibrated confidence, or `unknown` when
+    the confidence is below --min-confidence (an image unlike everything learned).
+
+    Examples:
+      edgecl classify photo.jpg
+      edgecl classify ./camera/ --json --top-k 3
+      edgecl classify cat.jpg --labels "cat,dog,rocket" --min-confidence 0.6
+    """
     from edgecl.commands import classify as run_classify
 
-    results, skipped = run_classify(images, state_dir, top_k, labels.split(","))
+    results, skipped = run_classify(images, state_dir, top_k, labels.split(","), min_confidence=min_confidence)
     for item in skipped:
         typer.echo(f"warning: skipped {item['path']}: {item['reason']}", err=True)
     if as_json:
         _print_json(results)
         return
     for row in results:
-        best = ", ".join(
-            f"{p['label']} {100 * p['probability']:.0f}% (score {p['score']:.3f})" for p in row["predictions"]
-        )
-        typer.echo(f"{row['image']}: {best}")
+        typer.echo(f"{row['image']}: {answer_line(row)}")
+
+
+def answer_line(row: dict[str, Any]) -> str:
+    """`sneaker 87% (bag 5%, ...)` or `unknown (closest: sneaker 41%)`."""
+    best, *others = row["predictions"]
+    if row["unknown"]:
+        return f"unknown (closest: {best['label']} {100 * best['probability']:.0f}%)"
+    rest = ", ".join(f"{p['label']} {100 * p['probability']:.0f}%" for p in others)
+    return f"{row['label']} {100 * row['confidence']:.0f}%" + (f" (then {rest})" if rest else "")
 
 
 @app.command()
@@ -345,8 +376,9 @@ def forget(
 def bench(
     suite: str = typer.Option(
         "quick",
-        help="quick (about 2 min on 2 cores once embeddings are cached), default (3 seeds, sweeps) or task-size "
-        "(images per class x classes per task, and a budget sweep at 100 images per class).",
+        help="quick (about 2 min on 2 cores once embeddings are cached), default (3 seeds, sweeps), task-size "
+        "(images per class x classes per task, and a budget sweep at 100 images per class) or open-set (known vs "
+        "unknown images: confidence, unknown, --labels).",
     ),
     out: Path = typer.Option(Path("bench-results"), help="Folder for results.json, report.md and PNG plots."),
     data_root: Path | None = typer.Option(None, help="Folder holding CIFAR-100 / DomainNet, when you have them."),
@@ -354,20 +386,24 @@ def bench(
     as_json: AsJson = False,
 ) -> None:
     """Continual-learning benchmark: all methods side by side at equal byte budgets (bundled backbone)."""
+    from edgecl.bench.open_set import OPEN_SET_SUITES, open_set_markdown, run_open_set
     from edgecl.bench.size_suite import SIZE_SUITES, run_size_suite, size_markdown
     from edgecl.bench.suite import SUITES, markdown, run_suite
 
-    if suite not in SUITES and suite not in SIZE_SUITES:
-        raise EdgeclError(f"unknown suite {suite!r}; choose {', '.join([*SUITES, *SIZE_SUITES])}")
+    if suite not in SUITES and suite not in SIZE_SUITES and suite not in OPEN_SET_SUITES:
+        raise EdgeclError(f"unknown suite {suite!r}; choose {', '.join([*SUITES, *SIZE_SUITES, *OPEN_SET_SUITES])}")
     with _Bar(not as_json) as bar:
         if suite in SIZE_SUITES:
             results = run_size_suite(SIZE_SUITES[suite], out, suite, bar)
+        elif suite in OPEN_SET_SUITES:
+            results = run_open_set(OPEN_SET_SUITES[suite], out, suite, bar)
         else:
             results = run_suite(suite, out, data_root, download, bar)
     if as_json:
         _print_json(results)
         return
-    typer.echo(size_markdown(results) if suite in SIZE_SUITES else markdown(results))
+    render = size_markdown if suite in SIZE_SUITES else open_set_markdown if suite in OPEN_SET_SUITES else markdown
+    typer.echo(render(results))
     typer.echo(f"wrote {out / 'results.json'}, {out / 'report.md'} and plots in {out}")
 
 

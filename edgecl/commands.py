@@ -190,10 +190,12 @@ def _check_same(snapshot: Snapshot, learner: Any, opts: LearnOptions) -> None:
 
 def _check_same_profile(meta: dict[str, Any], opts: LearnOptions) -> None:
     """An identical --device / --profile-file is accepted; a different one is refused naming the first difference."""
-    from edgecl.profiles import get_profile
+    from edgecl.profiles import OPTIONAL_KEYS, get_profile
 
     given, saved = get_profile(opts.device, opts.profile_file).to_dict(), meta.get("profile") or {}
     for key in sorted(set(given) | set(saved)):
+        if key not in saved and key in OPTIONAL_KEYS:  # a state made before this optional key existed
+            continue
         if given.get(key) != saved.get(key):
             raise EdgeclError(
                 f"this state uses device profile {meta.get('device')} and yours differs in {key} "
@@ -285,6 +287,7 @@ def _learn_report(learner: Any, meta: dict[str, Any], opts: LearnOptions, result
         peak_rss_bytes=peak_rss_bytes(), ram_cap_bytes=learner.runtime.ram_cap_bytes, host_rss_bytes=host,
         batches=batches, train_precision=training.precision if training else None,
         train_steps=training.steps if training else None, prototype_weight=result.prototype_weight,
+        validation=result.validation,
     )  # fmt: skip
 
 
@@ -328,17 +331,31 @@ def _current(state_dir: str | None) -> Snapshot:
 
 
 def classify(images: Sequence[str], state_dir: str | None = None, top_k: int = 5, labels: Sequence[str] = (),
-             progress: Progress = _quiet) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:  # fmt: skip
-    """Top-k labels per image; returns (results, skipped). Imports numpy and onnxruntime only."""
+             progress: Progress = _quiet, min_confidence: float | None = None,
+             ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:  # fmt: skip
+    """Per image its answer (label or unknown, confidence) and top-k candidates; returns (results, skipped).
+    `min_confidence`: None takes the state's device profile's. Imports numpy and onnxruntime only."""
     if top_k < 1:
         raise EdgeclError("--top-k must be at least 1")
-    learner = _load_learner(_current(state_dir))
+    if min_confidence is not None and not 0 <= min_confidence <= 1:
+        raise EdgeclError(f"--min-confidence must be from 0 to 1 (0 turns unknown off), got {min_confidence}")
+    snapshot = _current(state_dir)
+    threshold = min_confidence if min_confidence is not None else state_min_confidence(snapshot.meta)
+    learner = _load_learner(snapshot)
     paths = collect_images(list(images))
     x, kept, skipped = encode_files(learner.encoder, paths, progress)
     if not kept:
         raise EdgeclError(f"no readable image among {len(paths)} given ({skipped[0]['reason']})")
-    predictions = learner.classify_embeddings(x, top_k, [label.strip() for label in labels if label.strip()])
-    return [{"image": display(paths[i]), "predictions": p} for i, p in zip(kept, predictions, strict=True)], skipped
+    extra = [label.strip() for label in labels if label.strip()]
+    answers = learner.classify_embeddings(x, top_k, extra, threshold)
+    return [{"image": display(paths[i]), **a} for i, a in zip(kept, answers, strict=True)], skipped
+
+
+def state_min_confidence(meta: dict[str, Any]) -> float:
+    """The threshold below which a state's classify answers unknown: its device profile's, else the default."""
+    from edgecl.learn.calibration import DEFAULT_MIN_CONFIDENCE
+
+    return float((meta.get("profile") or {}).get("min_confidence", DEFAULT_MIN_CONFIDENCE))
 
 
 def status(state_dir: str | None = None) -> StatusReport:

@@ -11,6 +11,7 @@ import copy
 import json
 import shutil
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,6 +20,17 @@ from typing import Any
 import numpy as np
 
 from edgecl.errors import EdgeclError
+from edgecl.learn.calibration import (
+    DEFAULT_MIN_CONFIDENCE,
+    Answer,
+    Calibration,
+    answers,
+    candidate_probabilities,
+    fit_temperature,
+    loo_cosines,
+    softmax,
+    task_validation,
+)
 from edgecl.learn.methods import METHODS as METHOD_TABLE
 from edgecl.learn.methods import Method
 from edgecl.learn.prototypes import (
@@ -92,7 +104,8 @@ class Learner:
         self.merged = MergedHead.identity(dim)
         self.merged_text = MergedHead.identity(dim)
         self.loss: Any = None  # the method's loss object with its estimators (GCL, GDRO), once trained or loaded
-        self.class_means = ClassMeans.empty(dim)  # prototypes beside the head (methods with `prototypes`)
+        self.class_means = ClassMeans.empty(dim)  # every method: familiarity; `prototypes` methods also score by them
+        self.calibration = Calibration.empty()  # what turns scores into a confidence (edgecl.learn.calibration)
         self.prototype_weight = DEFAULT_WEIGHT if config.prototypes.weight is None else config.prototypes.weight
         self.tasks: list[dict[str, Any]] = []
         self._adapter_dirs: dict[str, Path] = {}  # saved peft adapters not yet loaded (see load_from)
@@ -147,24 +160,85 @@ class Learner:
             raise EdgeclError(f"a task needs images with one class name each (got {len(x)} / {len(class_names)})")
         task = self._task(np.asarray(x, np.float32), list(class_names), domain, text)
         fitted = self._fit(task, sizes or TrainSizes(self.runtime.train_batch, None))
-        class_means = self.class_means.updated(task.x, task.y, task.domain) if self.uses_prototypes else None
+        class_means = self.class_means.updated(task.x, task.y, task.domain)
         new_classes = task.classes[len(self.classes) :]
         record = {"classes": sorted(set(class_names)), "domain": domain, "samples": len(task.x)}
-        self._commit(task, fitted, class_means, record)
+        calibration, validation = self._calibrated(task, class_means)
+        self._commit(task, fitted, class_means, calibration, record)
         return TaskResult(new_classes, list(self.classes), self.config.method,
                           self.memory.stats() if self.method.memory else None, fitted.training,
-                          self.weight_in_use if self.uses_prototypes and self.trains else None)  # fmt: skip
+                          self.weight_in_use if self.uses_prototypes and self.trains else None,
+                          validation=validation)  # fmt: skip
 
-    def _commit(self, task: _Task, fitted: _Fitted, class_means: ClassMeans | None, record: dict[str, Any]) -> None:
+    def _commit(self, task: _Task, fitted: _Fitted, class_means: ClassMeans, calibration: Calibration,
+                record: dict[str, Any]) -> None:  # fmt: skip
         """The one place learning a task changes the learner (nothing here can fail)."""
         self.classes, self.text, self.memory, self.tasks = task.classes, task.text, task.memory, [*self.tasks, record]
-        if class_means is not None:
-            self.class_means = class_means
+        self.class_means, self.calibration = class_means, calibration
         if fitted.heads is not None:
             heads = fitted.heads
             self.head, self.text_head, self.loss = heads.head, heads.text_head, heads.loss
             self.merged, self.merged_text = heads.merged, heads.merged_text
         self.prototype_weight = fitted.prototype_weight
+
+    def _calibrated(self, task: _Task, class_means: ClassMeans) -> tuple[Calibration, dict[str, Any]]:
+        """The calibration the learner will have with this task (its classes' familiarity statistics grown by the
+        leave-one-out cosines of the task's rows to their class means, `class_means`, which hold them; both
+        temperatures refitted), and the task's validation (edgecl.learn.calibration.task_validation)."""
+        group = class_means.group_of(task.y, np.full(len(task.y), task.domain))
+        loo = loo_cosines(task.x, group, class_means.means, class_means.counts)
+        measured = ~np.isnan(loo)
+        calibration = self.calibration.updated(loo[measured], task.y[measured], len(task.classes))
+        x, y, domains = self._calibration_rows(task)
+        rows_loo = loo_cosines(x, class_means.group_of(y, domains), class_means.means, class_means.counts)
+        scores = self._honest_scores(task, x, y, class_means, rows_loo)
+        temperature = self.calibration.temperature if scores is None else fit_temperature(
+            scores, y, self.calibration.temperature)  # fmt: skip
+        text = fit_temperature(unit_rows(x) @ task.text.T, y, self.calibration.text_temperature)
+        validation = self._validation(task, x, y, class_means, rows_loo, scores)
+        return calibration.with_temperatures(temperature, text), validation
+
+    def _validation(self, task: _Task, x: np.ndarray, y: np.ndarray, class_means: ClassMeans, loo: np.ndarray,
+                    scores: np.ndarray | None) -> dict[str, Any]:  # fmt: skip
+        """How well the task's classes are told apart, each image left out of its class mean (the honest scores; for
+        finetune, whose head saw every image, by class means alone)."""
+        n = len(task.x)
+        if scores is None:
+            scores = class_means.scores(x, len(task.classes))
+            measured = ~np.isnan(loo)
+            scores[measured, y[measured]] = loo[measured]
+            estimate = "leave-one-out, class means"
+        else:
+            estimate = "leave-one-out, text" if self.method.name == "zeroshot" else "leave-one-out"
+        names = [task.classes[int(c)] for c in task.y]
+        return task_validation(scores[:n], y[:n], task.classes, dict(Counter(names)), estimate)
+
+    def _honest_scores(self, task: _Task, x: np.ndarray, y: np.ndarray, class_means: ClassMeans,
+                       loo: np.ndarray) -> np.ndarray | None:  # fmt: skip
+        """(N, C) scores of rows x of classes y that did not see the row itself, for the temperature: class-mean
+        cosines with each row left out of its own class mean (methods with prototypes, whose scores they dominate,
+        and ncm), or the text cosines (zeroshot); None where no such scores exist (finetune's head trained on every
+        row)."""
+        if self.method.name == "zeroshot":
+            return unit_rows(x) @ task.text.T
+        if not (self.uses_prototypes or self.method.memory_means):
+            return None
+        measured = ~np.isnan(loo)
+        means = class_means.scores(x, len(task.classes))
+        means[measured, y[measured]] = loo[measured]
+        return means
+
+    def _calibration_rows(self, task: _Task) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(x, class index, domain index) of the task's rows, then of a few stored rows of each earlier class
+        (prototypes.validation_rows), so that the temperature is fitted over every class, not the task's alone."""
+        x, y, domains = task.x, task.y, np.full(len(task.y), task.domain)
+        if not self.method.memory or not len(self.classes):
+            return x, y, domains
+        stored = task.memory.samples(np.flatnonzero(~np.isin(task.memory.ids.astype(np.int64), task.ids)))
+        old_y = _class_indices(task.classes, stored)
+        pick = validation_rows(old_y)
+        return (np.concatenate([x, stored.embeddings[pick]]), np.concatenate([y, old_y[pick]]),
+                np.concatenate([domains, self._domain_indices(stored)[pick]]))  # fmt: skip
 
     def _task(self, x: np.ndarray, names: list[str], domain: str | None,
               text: dict[str, np.ndarray] | None) -> _Task:  # fmt: skip
@@ -195,6 +269,7 @@ class Learner:
         self.classes = [c for c in self.classes if c != name]
         self.text = np.delete(self.text, index, axis=0)
         self.class_means = self.class_means.without(index)
+        self.calibration = self.calibration.without(index)
         return freed
 
     def _text_for(self, names: list[str], given: dict[str, np.ndarray] | None) -> np.ndarray:
@@ -344,40 +419,74 @@ class Learner:
         return domains[d] if c is None else f"{classes[c]}|{domains[d]}"
 
     def scores(self, x: np.ndarray, extra_labels: Sequence[str] = ()) -> tuple[np.ndarray, list[str]]:
-        """(N, C + E) cosine scores over learned classes, then extra labels scored zero-shot (never learned)."""
-        learned = self.merged(np.asarray(x, np.float32)) @ self.prototypes().T
-        if self.uses_prototypes and len(self.class_means.counts):  # a weighted mean of the two cosines
-            w = self.weight_in_use
-            learned = (learned + w * self.class_means.scores(x, len(self.classes))) / (1 + w)
-        extra = [label for label in extra_labels if label not in self.classes]
+        """(N, C + E) cosine scores over learned classes, then the raw image-to-text cosine of each extra label
+        (never learned). The two kinds are not on one scale: `answer_embeddings` puts them on one."""
+        learned = self._learned_scores(np.asarray(x, np.float32))
+        extra = self._extra(extra_labels)
         if not extra:
             return learned, list(self.classes)
         text = self._require_encoder().encode_texts([prompt_for(n) for n in extra])
         return np.concatenate([learned, unit_rows(x) @ text.T], axis=1), list(self.classes) + extra
 
-    def classify_embeddings(
-        self, x: np.ndarray, top_k: int = 5, extra_labels: Sequence[str] = ()
-    ) -> list[list[dict[str, Any]]]:
+    def _extra(self, extra_labels: Sequence[str]) -> list[str]:
+        return list(dict.fromkeys(label for label in extra_labels if label not in self.classes))
+
+    def _learned_scores(self, x: np.ndarray, mean_scores: np.ndarray | None = None) -> np.ndarray:
+        """(N, C) the learned classes' scores: the head's cosine, with the class-mean cosines (`mean_scores`, else
+        computed) mixed in by the prototype weight for methods with prototypes."""
+        learned = self.merged(x) @ self.prototypes().T
+        if self.uses_prototypes and len(self.class_means.counts):  # a weighted mean of the two cosines
+            w = self.weight_in_use
+            means = self.class_means.scores(x, len(self.classes)) if mean_scores is None else mean_scores
+            learned = (learned + w * means) / (1 + w)
+        return learned
+
+    def answer_embeddings(self, x: np.ndarray, top_k: int = 5, extra_labels: Sequence[str] = (),
+                          min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+                          extra_text: dict[str, np.ndarray] | None = None) -> list[Answer]:  # fmt: skip
+        """Per row: the answer (a class, an extra label, or unknown below `min_confidence`), its confidence and
+        the top-k candidates on one probability scale (edgecl.learn.calibration). `extra_text` (label -> (D,)
+        text embedding) skips the text encoder for the extra labels."""
         if not self.classes and not extra_labels:
             raise EdgeclError("nothing learned yet and no --labels given: learn a task first or pass labels")
-        scores, labels = self.scores(x, extra_labels)
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
-        logits = scores / self.config.loss.temperature  # the temperature the head trained with
-        probability = np.exp(logits - logits.max(1, keepdims=True))
-        probability /= probability.sum(1, keepdims=True)  # softmax over every candidate, not only the top k
-        return [
-            [{"label": labels[j], "score": round(float(row[j]), 4), "probability": round(float(p[j]), 4)} for j in idx]
-            for row, p, idx in zip(scores, probability, order, strict=False)
-        ]
+        x = np.asarray(x, np.float32)
+        extra = self._extra(extra_labels)
+        learned = self._learned_scores(x) if self.classes else np.zeros((len(x), 0), np.float32)
+        p_learned = softmax(learned / self.calibration.temperature) if self.classes else learned
+        known = self._known(x, learned)
+        scores, zero_shot = learned, None
+        if extra:
+            text = np.concatenate([self.text, self._text_for(extra, extra_text)])
+            cosines = unit_rows(x) @ text.T
+            zero_shot = softmax(cosines / self.calibration.text_temperature)
+            scores = np.concatenate([learned, cosines[:, len(self.classes) :]], axis=1)
+        probability = candidate_probabilities(p_learned, known, zero_shot, len(self.classes))
+        return answers(probability, scores, list(self.classes) + extra, top_k, min_confidence)
 
-    def classify_images(
-        self, images: Sequence[Any], top_k: int = 5, extra_labels: Sequence[str] = ()
-    ) -> list[list[dict[str, Any]]]:
-        return self.classify_embeddings(self._require_encoder().encode_images(images), top_k, extra_labels)
+    def _known(self, x: np.ndarray, learned: np.ndarray) -> np.ndarray:
+        """(N,) the chance each row is one of the learned classes (0 with nothing learned)."""
+        if not self.classes:
+            return np.zeros(len(x))
+        if not len(self.class_means.counts):
+            return np.ones(len(x))
+        answer = learned.argmax(1)
+        means = self.class_means.scores(x, len(self.classes))
+        return self.calibration.with_classes(len(self.classes)).known(means[np.arange(len(x)), answer], answer)
+
+    def classify_embeddings(self, x: np.ndarray, top_k: int = 5, extra_labels: Sequence[str] = (),
+                            min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+                            extra_text: dict[str, np.ndarray] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+        """answer_embeddings as the JSON contract's dicts (label, unknown, confidence, predictions)."""
+        return [a.to_json() for a in self.answer_embeddings(x, top_k, extra_labels, min_confidence, extra_text)]
+
+    def classify_images(self, images: Sequence[Any], top_k: int = 5, extra_labels: Sequence[str] = (),
+                        min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> list[dict[str, Any]]:  # fmt: skip
+        return self.classify_embeddings(self._require_encoder().encode_images(images), top_k, extra_labels,
+                                        min_confidence)  # fmt: skip
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """(N,) index of the best learned class."""
-        return self.scores(x)[0].argmax(axis=1)
+        return self._learned_scores(np.asarray(x, np.float32)).argmax(axis=1)
 
     def _require_encoder(self) -> Any:
         if self.encoder is None:
@@ -395,7 +504,7 @@ class Learner:
                   "text_down": self.merged_text.down, "text_up": self.merged_text.up,
                   "class_means": self.class_means.means, "class_counts": self.class_means.counts,
                   "class_mean_classes": self.class_means.classes,
-                  "class_mean_domains": self.class_means.domains}  # fmt: skip
+                  "class_mean_domains": self.class_means.domains, **self.calibration.to_arrays()}  # fmt: skip
         np.savez(folder / "learned.npz", **arrays)
         estimators = self.loss.state_arrays() if self.loss is not None else self._estimators
         np.savez(folder / "estimators.npz", **estimators)
@@ -427,6 +536,7 @@ class Learner:
                                                  data["class_mean_classes"], data["class_mean_domains"])  # fmt: skip
             elif "class_means" in data.files:  # one mean per class, from before domains had their own
                 learner.class_means = ClassMeans.per_class(data["class_means"], data["class_counts"])
+            learner.calibration = Calibration.from_arrays(data, len(learner.classes))
         if learner.uses_prototypes and "class_means" not in data.files:  # a state from before prototypes
             learner.class_means = learner._means_from_memory()
         learner.prototype_weight = float(meta.get("prototype_weight", learner.prototype_weight))

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from edgecl.errors import EdgeclError
+from edgecl.learn.calibration import DEFAULT_MIN_CONFIDENCE
 from edgecl.runtime import OPTIMIZERS, PRECISIONS
 from edgecl.units import BudgetError, parse_bytes
 
 DEFAULT_DEVICE = "cpu"
+OPTIONAL_KEYS = {"sources", "min_confidence"}
 KNOWN_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
@@ -39,6 +41,7 @@ class DeviceProfile:
     train_precision: str
     classify_p95_ms: float
     learn_images_per_s: float
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE  # classify answers `unknown` below it (0: never); optional key
     sources: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -57,6 +60,8 @@ class DeviceProfile:
         _check(self.train_precision in PRECISIONS, "train_precision", f"must be one of {', '.join(PRECISIONS)}")
         for key in ("classify_p95_ms", "learn_images_per_s"):
             _check(isinstance(getattr(self, key), int | float) and getattr(self, key) > 0, key, "must be > 0")
+        _check(isinstance(self.min_confidence, int | float) and 0 <= self.min_confidence <= 1, "min_confidence",
+               "must be a number from 0 to 1 (0 turns unknown off)")  # fmt: skip
         from edgecl.backbones import parse_backbone_id
 
         try:
@@ -91,7 +96,7 @@ def parse_profile(data: dict[str, Any], source: str) -> DeviceProfile:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ProfileError(f"{source}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(known))}")
-    missing = sorted(known - set(data) - {"sources"})
+    missing = sorted(known - set(data) - OPTIONAL_KEYS)
     if missing:
         raise ProfileError(f"{source}: missing key {missing[0]!r}")
     values = dict(data)

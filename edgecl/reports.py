@@ -37,6 +37,7 @@ class TaskResult:
     prototype_weight: float | None = None  # the weight scores use now (methods that train with prototypes)
     encode_seconds: float | None = None  # learn_images only
     seconds_total: float | None = None  # learn_images only
+    validation: dict[str, Any] | None = None  # how well the task's classes are told apart (calibration.task_validation)
 
     @property
     def train_seconds(self) -> float:
@@ -84,6 +85,7 @@ class LearnReport:
     train_precision: str | None
     train_steps: int | None
     prototype_weight: float | None
+    validation: dict[str, Any] | None  # per class of the task: held-out accuracy, most confused with; hints
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

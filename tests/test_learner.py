@@ -209,8 +209,8 @@ def test_open_vocabulary_and_images_with_a_real_encoder(tiny_export: Path, photo
     report = learner.learn_images(photos[:6], ["cat", "dog", "cat", "dog", "cat", "dog"])
     assert report.new_classes == ["cat", "dog"] and report.encode_seconds > 0
     rows = learner.classify_images(photos[6:8], top_k=3, extra_labels=["rocket", "cat"])
-    assert all(len(r) == 3 for r in rows)
-    assert {p["label"] for p in rows[0]} == {"cat", "dog", "rocket"}  # "cat" is learned, not duplicated
+    assert all(len(r["predictions"]) == 3 for r in rows)
+    assert {p["label"] for p in rows[0]["predictions"]} == {"cat", "dog", "rocket"}  # "cat" is learned, not twice
 
 
 def test_classify_before_learning_is_a_clear_error() -> None:

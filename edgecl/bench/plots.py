@@ -82,3 +82,40 @@ def _heatmap(stream: str, runs: list[dict[str, Any]], out_dir: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_open_set(results: dict[str, Any], out_dir: Path) -> list[Path]:
+    """roc.png (confidence, known vs near and vs far, mean over runs) and reliability.png (confidence on known
+    images against their accuracy, rows pooled over runs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = results["runs"]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for kind in ("near", "far"):
+        curve = np.mean([r["roc"][kind] for r in runs], axis=0)
+        ax.plot(curve[:, 0], curve[:, 1], marker=".", label=f"known vs {kind}")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    ax.set(xlabel="unknown images accepted (FPR)", ylabel="known images accepted (TPR)", title="confidence ROC")
+    ax.legend()
+    roc = out_dir / "roc.png"
+    fig.savefig(roc, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    bins = np.array([[b["bin"], b["rows"], b["confidence"] * b["rows"], b["accuracy"] * b["rows"]]
+                     for r in runs for b in r["reliability"] if b["rows"]])  # fmt: skip
+    fig, ax = plt.subplots(figsize=(5, 5))
+    centres = np.unique(bins[:, 0])
+    rows = np.array([bins[bins[:, 0] == c, 1].sum() for c in centres])
+    accuracy = np.array([bins[bins[:, 0] == c, 3].sum() for c in centres]) / rows
+    confidence = np.array([bins[bins[:, 0] == c, 2].sum() for c in centres]) / rows
+    ax.bar(centres, accuracy, width=0.09, alpha=0.6, label="accuracy")
+    ax.plot(confidence, accuracy, marker="o", color="black", label="mean confidence → accuracy")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    ax.set(xlabel="confidence", ylabel="accuracy on known images", title="reliability")
+    ax.legend()
+    reliability = out_dir / "reliability.png"
+    fig.savefig(reliability, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return [roc, reliability]

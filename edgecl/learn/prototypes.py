@@ -78,6 +78,11 @@ class ClassMeans:
         key_array = np.array(keys, np.int64).reshape(-1, 2)
         return ClassMeans(means, counts, key_array[:, 0], key_array[:, 1])
 
+    def group_of(self, y: np.ndarray, domains: np.ndarray) -> np.ndarray:
+        """(N,) the group of each (class y, domain) row, -1 where the means hold no such group."""
+        index = {k: g for g, k in enumerate(zip(self.classes.tolist(), self.domains.tolist(), strict=True))}
+        return np.array([index.get(k, -1) for k in zip(y.tolist(), domains.tolist(), strict=True)], np.int64)
+
     def without(self, index: int) -> ClassMeans:
         """Class `index` dropped; later classes move down by one."""
         keep = self.classes != index

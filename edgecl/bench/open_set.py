@@ -1,0 +1,276 @@
+"""`edgecl bench --suite open-set`: can the answers be trusted? A state learns some classes of one data set; it is
+then shown held-out images of those classes (known), of the data set's other classes (near) and of another data
+set (far). Side by side: the product's `confidence`, the old softmax probability (MSP), the best class-mean cosine,
+the mean cosine of the 5 nearest memory rows and the energy score, as AUROC and FPR at 95% TPR; the product at its
+default threshold (known images kept, unknowns rejected, accuracy on what it accepts, calibration error); and
+`--labels` with the unlearned classes' names against zero-shot among the same names."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecl.bench.metrics import auroc, expected_calibration_error, fpr_at_tpr, reliability
+from edgecl.learn.calibration import DEFAULT_MIN_CONFIDENCE, softmax
+from edgecl.learn.methods import DEFAULT_METHOD
+from edgecl.units import parse_bytes
+from edgecl.vectors import unit_rows
+
+SCORES = ("confidence", "msp", "class_mean", "knn5", "energy")
+MSP_TEMPERATURE = 0.05  # what `probability` was before confidence: the heads' training temperature
+
+
+@dataclass(frozen=True)
+class OpenSetSuite:
+    pairs: tuple[tuple[str, str], ...]  # (data set whose classes are learned, the far data set)
+    per_class: tuple[int, ...]  # training images per learned class
+    budgets: tuple[str, ...]
+    seeds: int
+    learned_classes: int = 6  # of the data set's 10; the other 4 are the near unknowns
+    classes_per_task: int = 2
+    method: str = DEFAULT_METHOD
+    test_per_class: int = 150
+    far_per_class: int = 100
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE
+
+
+OPEN_SET_SUITES = {
+    "open-set": OpenSetSuite((("fashion-mnist", "mnist"), ("fashion-mnist", "optdigits"), ("mnist", "fashion-mnist")),
+                             (10, 25, 100), ("16KB", "64KB", "1MB"), 3),
+}  # fmt: skip
+POOL_PER_CLASS = 100  # training images per class embedded; each run draws its per_class from these
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """Embedded images and text of one data set: train pool, test split, class names and their text rows."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    labels: tuple[str, ...]
+    text: np.ndarray
+
+
+def load_data_sets(names: set[str], embed: Any, encoder: Any, test_per_class: int) -> dict[str, DataSet]:
+    """The named data sets, embedded (cached by the Embedder)."""
+    from edgecl.datasets import DIGIT_CLASSES, FASHION_MNIST_CLASSES, fashion_mnist, mnist, optdigits
+    from edgecl.prompts import prompt_for
+
+    table = {"fashion-mnist": (fashion_mnist, FASHION_MNIST_CLASSES), "mnist": (mnist, DIGIT_CLASSES),
+             "optdigits": (optdigits, DIGIT_CLASSES)}  # fmt: skip
+    out = {}
+    for name in sorted(names):
+        loader, labels = table[name]
+        (tr_x, tr_y), (te_x, te_y) = loader("train"), loader("test")
+        tr = np.concatenate([np.flatnonzero(tr_y == c)[:POOL_PER_CLASS] for c in range(10)])
+        te = np.concatenate([np.flatnonzero(te_y == c)[:test_per_class] for c in range(10)])
+        text = encoder.encode_texts([prompt_for(label) for label in labels])
+        out[name] = DataSet(embed(tr_x[tr]), tr_y[tr], embed(te_x[te]), te_y[te], labels, text)
+    return out
+
+
+def run_open_set(suite: OpenSetSuite, out_dir: Path, name: str = "open-set",
+                 progress: Callable[[str, int, int], None] = lambda s, d, t: None) -> dict[str, Any]:  # fmt: skip
+    """Every (pair, images per class, budget, seed) with the bundled backbone; writes results.json, report.md,
+    roc.png and reliability.png into out_dir."""
+    from edgecl.bench.streams import Embedder
+    from edgecl.encoder import Encoder
+    from edgecl.models import ensure_model
+
+    start = time.perf_counter()
+    encoder = Encoder(ensure_model("bundled", None, lambda m: progress(m, 0, 0)).root)
+    progress("embedding data sets (cached after the first run)", 0, 0)
+    data = load_data_sets({n for pair in suite.pairs for n in pair}, Embedder(encoder), encoder, suite.test_per_class)
+    jobs = list(itertools.product(suite.pairs, suite.per_class, suite.budgets, range(suite.seeds)))
+    runs = []
+    for i, ((known, far), per_class, budget, seed) in enumerate(jobs):
+        run = run_one(suite, data[known], data[far], per_class, parse_bytes(budget), seed)
+        runs.append({"known": known, "far": far, "per_class": per_class, "budget": budget, "seed": seed, **run})
+        progress(f"{known} vs {far}, {per_class}/class, {budget}, seed {seed}", i + 1, len(jobs))
+    results = {"suite": name, "config": asdict(suite), "backbone": "bundled", "runs": runs,
+               "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
+    write_open_set_report(results, out_dir)
+    return results
+
+
+def _learn(suite: OpenSetSuite, data: DataSet, learned: np.ndarray, per_class: int, budget: int, seed: int) -> Any:
+    """A learner that learned `learned` classes in tasks of suite.classes_per_task, per_class images each."""
+    from edgecl.learner import Learner
+    from edgecl.settings import LearnerConfig
+
+    learner = Learner(LearnerConfig.from_flat({"method": suite.method, "budget_bytes": budget, "seed": seed}),
+                      data.train_x.shape[1])  # fmt: skip
+    rng = np.random.default_rng(seed)
+    for t in range(0, len(learned), suite.classes_per_task):
+        classes = learned[t : t + suite.classes_per_task]
+        rows = np.concatenate([rng.choice(np.flatnonzero(data.train_y == c), per_class, replace=False)
+                               for c in classes])  # fmt: skip
+        learner.learn_embeddings(data.train_x[rows], [data.labels[c] for c in data.train_y[rows]], None,
+                                 {data.labels[c]: data.text[c] for c in classes})  # fmt: skip
+    return learner
+
+
+def run_one(suite: OpenSetSuite, data: DataSet, far: DataSet, per_class: int, budget: int,
+            seed: int) -> dict[str, Any]:  # fmt: skip
+    """One state, its scores on known / near / far images, and the product's answers."""
+    order = np.random.default_rng(1000 + seed).permutation(10)
+    learned, near = order[: suite.learned_classes], order[suite.learned_classes :]
+    learner = _learn(suite, data, learned, per_class, budget, seed)
+    known_rows, near_rows = np.isin(data.test_y, learned), np.isin(data.test_y, near)
+    far_rows = np.concatenate([np.flatnonzero(far.test_y == c)[: suite.far_per_class] for c in range(10)])
+    sets = {"known": data.test_x[known_rows], "near": data.test_x[near_rows], "far": far.test_x[far_rows]}
+    truth = [data.labels[c] for c in data.test_y[known_rows]]
+    scored = {k: _scores(learner, x, suite.min_confidence) for k, x in sets.items()}
+    run: dict[str, Any] = {}
+    for score in SCORES:
+        k = scored["known"][score]
+        run[score] = {f"{metric}_{kind}": fn(k, scored[kind][score]) for kind in ("near", "far")
+                      for metric, fn in (("auroc", auroc), ("fpr95", fpr_at_tpr))}  # fmt: skip
+    answers = scored["known"]["answers"]
+    correct = np.array([a.predictions[0]["label"] == t for a, t in zip(answers, truth, strict=True)])
+    accepted = ~np.array([a.unknown for a in answers])
+    confidence = scored["known"]["confidence"]
+    run["at_threshold"] = {
+        "known_accepted": float(accepted.mean()),
+        "near_rejected": float(np.mean([a.unknown for a in scored["near"]["answers"]])),
+        "far_rejected": float(np.mean([a.unknown for a in scored["far"]["answers"]])),
+        "accuracy": float(correct.mean()),
+        "accepted_accuracy": float(correct[accepted].mean()) if accepted.any() else 0.0,
+        "ece": expected_calibration_error(confidence, correct), "ece_msp": expected_calibration_error(
+            scored["known"]["msp"], correct)}  # fmt: skip
+    run["reliability"] = reliability(confidence, correct)
+    run["roc"] = {s: _roc(scored["known"]["confidence"], scored[s]["confidence"]) for s in ("near", "far")}
+    run["labels"] = _open_vocabulary(learner, data, near, sets, data.test_y[near_rows], truth, correct,
+                                     suite.min_confidence)  # fmt: skip
+    return run
+
+
+def _scores(learner: Any, x: np.ndarray, min_confidence: float) -> dict[str, Any]:
+    """Every score of SCORES for rows x (N,), and the product's answers."""
+    answers = learner.answer_embeddings(x, 1, (), min_confidence)
+    learned = learner._learned_scores(x)
+    stored = unit_rows(learner.memory.samples().embeddings)
+    cos = unit_rows(x) @ stored.T
+    knn = np.sort(cos, 1)[:, -min(5, cos.shape[1]) :].mean(1) if cos.shape[1] else np.zeros(len(x))
+    logits = learned / MSP_TEMPERATURE
+    top = logits.max(1)
+    return {"answers": answers, "confidence": np.array([a.confidence for a in answers]),
+            "msp": softmax(logits).max(1), "class_mean": learner.class_means.scores(x, len(learner.classes)).max(1),
+            "knn5": knn, "energy": MSP_TEMPERATURE * (top + np.log(np.exp(logits - top[:, None]).sum(1)))}  # fmt: skip
+
+
+def _roc(known: np.ndarray, unknown: np.ndarray, points: int = 21) -> list[list[float]]:
+    """[FPR, TPR] at `points` thresholds spread over the known scores' quantiles."""
+    out = []
+    for q in np.linspace(0, 1, points):
+        t = np.quantile(known, q)
+        out.append([float((unknown >= t).mean()), float((known >= t).mean())])
+    return out
+
+
+def _open_vocabulary(learner: Any, data: DataSet, near: np.ndarray, sets: dict[str, np.ndarray],
+                     near_y: np.ndarray, truth: list[str], correct: np.ndarray,
+                     min_confidence: float) -> dict[str, float]:  # fmt: skip
+    """Each unlearned class X in turn given as the one extra label (`--labels X`): how often X's images are answered
+    X (the answer, and the top candidate) against zero-shot among the same names (learned + X), and the learned
+    classes' accuracy (top candidate) with X given."""
+    answered, top, zero_shot, known_hits = [], [], [], []
+    for c in near:
+        label = data.labels[c]
+        x = sets["near"][near_y == c]
+        given = learner.answer_embeddings(x, 1, [label], min_confidence, {label: data.text[c]})
+        answered += [a.label == label for a in given]
+        top += [a.predictions[0]["label"] == label for a in given]
+        names = [*learner.classes, label]
+        text = np.stack([data.text[data.labels.index(n)] for n in names])
+        zero_shot += list((unit_rows(x) @ text.T).argmax(1) == len(names) - 1)
+        known = learner.answer_embeddings(sets["known"], 1, [label], min_confidence, {label: data.text[c]})
+        known_hits.append(np.mean([a.predictions[0]["label"] == t for a, t in zip(known, truth, strict=True)]))
+    return {"extra_answer": float(np.mean(answered)), "extra_top": float(np.mean(top)),
+            "zero_shot": float(np.mean(zero_shot)), "known_accuracy": float(correct.mean()),
+            "known_accuracy_with_labels": float(np.mean(known_hits))}  # fmt: skip
+
+
+def _mean(runs: list[dict[str, Any]], *path: str) -> float:
+    values = []
+    for run in runs:
+        value: Any = run
+        for key in path:
+            value = value[key]
+        values.append(float(value))
+    return statistics.mean(values)
+
+
+def open_set_markdown(results: dict[str, Any]) -> str:
+    cfg, runs = results["config"], results["runs"]
+    lines = [f"# edgecl bench — suite `{results['suite']}`", "",
+             f"Bundled backbone, method {cfg['method']}; {cfg['learned_classes']} of 10 classes learned in tasks of "
+             f"{cfg['classes_per_task']}, the other {10 - cfg['learned_classes']} are near unknowns; {cfg['seeds']} "
+             f"seeds; default threshold {cfg['min_confidence']}; mean over seeds; {results['seconds']:.0f} s.", "",
+             "AUROC near / far (FPR at 95% TPR near / far), per score:", "",
+             "| learned vs far | images/class | budget | " + " | ".join(SCORES) + " |",
+             "|---|---|---|" + "---|" * len(SCORES)]  # fmt: skip
+    cells = sorted({(r["known"], r["far"], r["per_class"], parse_bytes(r["budget"]), r["budget"]) for r in runs})
+    groups = [(c, [r for r in runs if (r["known"], r["far"], r["per_class"], r["budget"]) == (c[0], c[1], c[2], c[4])])
+              for c in cells]  # fmt: skip
+    for (known, far, per_class, _, budget), rs in groups:
+        row = [f"{_mean(rs, s, 'auroc_near'):.2f} / {_mean(rs, s, 'auroc_far'):.2f} "
+               f"({_mean(rs, s, 'fpr95_near'):.2f} / {_mean(rs, s, 'fpr95_far'):.2f})" for s in SCORES]  # fmt: skip
+        lines.append(f"| {known} vs {far} | {per_class} | {budget} | " + " | ".join(row) + " |")
+    lines += ["", "The product at its default threshold, and `--labels` with the unlearned classes' names:", "",
+              "| learned vs far | images/class | budget | known kept | near rejected | far rejected | accuracy: all "
+              "/ accepted | ECE confidence (MSP) | extra label answered / top / zero-shot | known acc with labels |",
+              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for (known, far, per_class, _, budget), rs in groups:
+        t, v = "at_threshold", "labels"
+        lines.append(
+            f"| {known} vs {far} | {per_class} | {budget} | {100 * _mean(rs, t, 'known_accepted'):.1f} | "
+            f"{100 * _mean(rs, t, 'near_rejected'):.1f} | {100 * _mean(rs, t, 'far_rejected'):.1f} | "
+            f"{100 * _mean(rs, t, 'accuracy'):.1f} / {100 * _mean(rs, t, 'accepted_accuracy'):.1f} | "
+            f"{_mean(rs, t, 'ece'):.3f} ({_mean(rs, t, 'ece_msp'):.3f}) | {100 * _mean(rs, v, 'extra_answer'):.1f} / "
+            f"{100 * _mean(rs, v, 'extra_top'):.1f} / {100 * _mean(rs, v, 'zero_shot'):.1f} | "
+            f"{100 * _mean(rs, v, 'known_accuracy_with_labels'):.1f} "
+            f"(without {100 * _mean(rs, v, 'known_accuracy'):.1f}) |")  # fmt: skip
+    lines += ["", "Over every cell:", ""] + [f"- {line}" for line in summary_lines(runs)]
+    return "\n".join(lines) + "\n"
+
+
+def summary_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """Means over every run, and the worst cell, of the figures the acceptance names."""
+    t, v = "at_threshold", "labels"
+    return [
+        f"confidence AUROC near {_mean(runs, 'confidence', 'auroc_near'):.3f}, "
+        f"far {_mean(runs, 'confidence', 'auroc_far'):.3f}"
+        f" (MSP {_mean(runs, 'msp', 'auroc_near'):.3f} / {_mean(runs, 'msp', 'auroc_far'):.3f})",
+        f"known kept {100 * _mean(runs, t, 'known_accepted'):.1f}%, "
+        f"near rejected {100 * _mean(runs, t, 'near_rejected'):.1f}%, "
+        f"far rejected {100 * _mean(runs, t, 'far_rejected'):.1f}%",
+        f"accuracy on accepted known {100 * _mean(runs, t, 'accepted_accuracy'):.1f}% vs all known "
+        f"{100 * _mean(runs, t, 'accuracy'):.1f}%",
+        f"ECE of confidence {_mean(runs, t, 'ece'):.3f} (worst run {max(r[t]['ece'] for r in runs):.3f}; MSP "
+        f"{_mean(runs, t, 'ece_msp'):.3f})",
+        f"extra label answered on its images {100 * _mean(runs, v, 'extra_answer'):.1f}% (top candidate "
+        f"{100 * _mean(runs, v, 'extra_top'):.1f}%) vs zero-shot among the same names "
+        f"{100 * _mean(runs, v, 'zero_shot'):.1f}%",
+        f"known accuracy with labels given {100 * _mean(runs, v, 'known_accuracy_with_labels'):.1f}% vs without "
+        f"{100 * _mean(runs, v, 'known_accuracy'):.1f}%",
+    ]  # fmt: skip
+
+
+def write_open_set_report(results: dict[str, Any], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    (out_dir / "report.md").write_text(open_set_markdown(results))
+    from edgecl.bench.plots import plot_open_set
+
+    plot_open_set(results, out_dir)
