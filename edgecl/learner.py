@@ -163,7 +163,7 @@ class Learner:
         class_means = self.class_means.updated(task.x, task.y, task.domain)
         new_classes = task.classes[len(self.classes) :]
         record = {"classes": sorted(set(class_names)), "domain": domain, "samples": len(task.x)}
-        calibration, validation = self._calibrated(task, class_means)
+        calibration, validation = self._calibrated(task, fitted, class_means, record)
         self._commit(task, fitted, class_means, calibration, record)
         return TaskResult(new_classes, list(self.classes), self.config.method,
                           self.memory.stats() if self.method.memory else None, fitted.training,
@@ -181,7 +181,8 @@ class Learner:
             self.merged, self.merged_text = heads.merged, heads.merged_text
         self.prototype_weight = fitted.prototype_weight
 
-    def _calibrated(self, task: _Task, class_means: ClassMeans) -> tuple[Calibration, dict[str, Any]]:
+    def _calibrated(self, task: _Task, fitted: _Fitted, class_means: ClassMeans,
+                    record: dict[str, Any]) -> tuple[Calibration, dict[str, Any]]:  # fmt: skip
         """The calibration the learner will have with this task (its classes' familiarity statistics grown by the
         leave-one-out cosines of the task's rows to their class means, `class_means`, which hold them; both
         temperatures refitted), and the task's validation (edgecl.learn.calibration.task_validation)."""
@@ -192,8 +193,10 @@ class Learner:
         x, y, domains = self._calibration_rows(task)
         rows_loo = loo_cosines(x, class_means.group_of(y, domains), class_means.means, class_means.counts)
         scores = self._honest_scores(task, x, y, class_means, rows_loo)
-        temperature = self.calibration.temperature if scores is None else fit_temperature(
-            scores, y, self.calibration.temperature)  # fmt: skip
+        temperature = self.calibration.temperature
+        if scores is not None:
+            temperature = fit_temperature(scores, y, temperature) * self._spread_ratio(task, fitted, class_means,
+                                                                                        record, x)  # fmt: skip
         text = fit_temperature(unit_rows(x) @ task.text.T, y, self.calibration.text_temperature)
         validation = self._validation(task, x, y, class_means, rows_loo, scores)
         return calibration.with_temperatures(temperature, text), validation
@@ -212,6 +215,19 @@ class Learner:
             estimate = "leave-one-out, text" if self.method.name == "zeroshot" else "leave-one-out"
         names = [task.classes[int(c)] for c in task.y]
         return task_validation(scores[:n], y[:n], task.classes, dict(Counter(names)), estimate)
+
+    def _spread_ratio(self, task: _Task, fitted: _Fitted, class_means: ClassMeans, record: dict[str, Any],
+                      x: np.ndarray) -> float:  # fmt: skip
+        """How much more the learner's scores of rows x spread over the classes than their class-mean cosines do
+        (the honest scores the temperature is fitted on): the head's cosine adds margin, so the temperature grows by
+        this ratio (1 for zeroshot, whose honest scores are its scores). Measured on rows the learner saw, where it
+        matches held-out rows within 0.01 (README, "Answers")."""
+        if self.method.name == "zeroshot":
+            return 1.0
+        view = copy.copy(self)  # the learner as it will be with the task; `self` stays as it is
+        view._commit(task, fitted, class_means, self.calibration, record)
+        spread = class_means.scores(x, len(task.classes)).std(1).mean()
+        return float(view._learned_scores(x).std(1).mean() / spread) if spread > 0 else 1.0
 
     def _honest_scores(self, task: _Task, x: np.ndarray, y: np.ndarray, class_means: ClassMeans,
                        loo: np.ndarray) -> np.ndarray | None:  # fmt: skip
