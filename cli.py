@@ -407,6 +407,48 @@ def bench(
     typer.echo(f"wrote {out / 'results.json'}, {out / 'report.md'} and plots in {out}")
 
 
+@app.command()
+@handles_errors
+def serve(
+    state_dir: StateDir = None,
+    host: str = typer.Option("127.0.0.1", help="Address to bind; another than loopback needs --token."),
+    port: int = typer.Option(8130, min=0, max=65535, help="TCP port (0: any free one; the start-up line says)."),
+    token: str | None = typer.Option(None, envvar="EDGECL_TOKEN", help="Every request then needs "
+                                     "`Authorization: Bearer TOKEN` (also from $EDGECL_TOKEN)."),
+    max_upload: str = typer.Option("20MB", "--max-upload", help="Largest request body; bigger ones get a 413."),
+    as_json: AsJson = False,
+) -> None:
+    """Serve classify, learn, forget and status over HTTP from one loaded state (FastAPI + uvicorn).
+
+    Endpoints: GET /v2/health/live, GET /v2/health/ready (503 until something is learned), POST /v1/classify
+    (multipart `image`, form `top_k`, `labels`, `min_confidence`), POST /v1/vision/custom/{model} (the DeepStack /
+    CodeProject.AI shape Frigate and Home Assistant use), POST /v1/learn (`image` files + `label`), GET /v1/status,
+    DELETE /v1/classes/{name}, GET /metrics. A learn by the CLI in another shell is served within a few seconds.
+
+    Examples:
+      edgecl serve
+      curl -F image=@cat.jpg http://127.0.0.1:8130/v1/classify
+      EDGECL_TOKEN=secret edgecl serve --host 0.0.0.0 --port 8130
+    """
+    from edgecl.api import State
+    from edgecl.serve import check_bind, run
+    from edgecl.units import parse_bytes
+
+    limit = parse_bytes(max_upload)
+    check_bind(host, token)
+    state = State(state_dir)
+
+    def started(address: str) -> None:
+        if as_json:
+            typer.echo(json.dumps({"address": address, "state_dir": str(state.root), "snapshot": state.snapshot,
+                                   "ready": state.ready, "auth": bool(token)}))  # fmt: skip
+        else:
+            typer.echo(f"edgecl serving {state.root} at {address}" + ("" if state.ready else " (nothing learned yet)"))
+        sys.stdout.flush()
+
+    run(state, host, port, token, limit, started)
+
+
 fleet_app = typer.Typer(help="Fleet learning on Flower: devices share what they learned, never their images.",
                         no_args_is_help=True)  # fmt: skip
 app.add_typer(fleet_app, name="fleet")

@@ -1,0 +1,208 @@
+"""The Python API that stays loaded: `edgecl.open(state_dir)` gives a `State` whose classify answers from one loaded
+snapshot at a time, picks up a commit made by another process (the CLI, another server) and learns or forgets
+through the same code as the CLI (the state's writer lock, an atomic commit). Safe to share between threads: the
+served snapshot is one immutable reference, replaced whole, so no call ever sees a mix of two snapshots.
+
+    import edgecl
+    state = edgecl.open("~/.edgecl")
+    state.learn("./new_photos")                  # class folders, as `edgecl learn --task-dir`
+    for answer in state.classify(["cam/frame1.jpg"]):
+        print(answer["label"], answer["confidence"])
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgecl.errors import EdgeclError
+
+log = logging.getLogger("edgecl")
+RELOAD_CHECK_S = 0.5  # how often a classify looks at the state pointer for another process's commit
+
+
+@dataclass(frozen=True)
+class Served:
+    """One loaded snapshot: never changed after it is built, only replaced whole."""
+
+    snapshot: str  # the snapshot folder's name (the state pointer's `snapshot`)
+    learner: Any  # edgecl.learner.Learner loaded from it (numpy only; never trained in place)
+    min_confidence: float  # the state's device profile's threshold
+
+
+class State:
+    """A state directory, loaded once and kept current. `classify`, `learn`, `forget` and `status` mirror the CLI
+    commands and return their `--json` forms (learn and status as typed reports with to_json())."""
+
+    def __init__(self, state_dir: str | Path | None = None) -> None:
+        from edgecl.state import state_root
+
+        self.root = state_root(str(state_dir) if state_dir is not None else None)
+        self._served: Served | None = None
+        self._encoder: Any = None
+        self._checked = 0.0
+        self._failed: str | None = None  # a snapshot that failed to load (logged once)
+        self._load_lock = threading.Lock()  # one reload at a time; readers never wait for it
+        self._learn_lock = threading.Lock()  # one learn or forget at a time in this process
+        self.reload()
+
+    # ---- serving -------------------------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        """Whether a snapshot is loaded (nothing learned yet: not ready)."""
+        return self._served is not None
+
+    @property
+    def snapshot(self) -> str | None:
+        served = self._served
+        return served.snapshot if served else None
+
+    def reload(self) -> bool:
+        """Load the state's current snapshot if it is not the one served; True when a new one is now served. A
+        snapshot that fails to load keeps the old one serving (logged once)."""
+        from edgecl.state import read_state
+
+        with self._load_lock:
+            self._checked = time.monotonic()
+            snapshot = read_state(self.root)
+            if snapshot is None or snapshot.folder.name == self.snapshot or snapshot.folder.name == self._failed:
+                return False
+            try:
+                self._served = self._load(snapshot)
+            except Exception as exc:  # noqa: BLE001 - whatever a damaged snapshot raises, the old one keeps serving
+                self._failed = snapshot.folder.name
+                log.warning("edgecl: snapshot %s failed to load, still serving %s: %s", snapshot.folder.name,
+                            self.snapshot, exc)  # fmt: skip
+                return False
+            self._failed = None
+            return True
+
+    def _load(self, snapshot: Any) -> Served:
+        from edgecl.commands import _encoder, _runtime, state_min_confidence
+        from edgecl.learner import Learner
+
+        runtime = _runtime(snapshot.meta)
+        if self._encoder is None or str(self._encoder.manifest.root.resolve()) != snapshot.meta["model_dir"]:
+            self._encoder = _encoder(snapshot.meta["model_dir"], runtime)
+        learner = Learner.load_from(snapshot.folder, self._encoder, runtime)
+        return Served(snapshot.folder.name, learner, state_min_confidence(snapshot.meta))
+
+    def _current(self) -> Served:
+        if time.monotonic() - self._checked > RELOAD_CHECK_S:
+            self.reload()
+        served = self._served
+        if served is None:
+            raise EdgeclError(f"{self.root}: nothing learned yet; learn a task first")
+        return served
+
+    def classify(self, images: Sequence[str | Path], top_k: int = 5, labels: Sequence[str] = (),
+                 min_confidence: float | None = None) -> list[dict[str, Any]]:  # fmt: skip
+        """Answers for image files (classify --json's list); unreadable files are an error naming them."""
+        results, skipped = self.classify_files([Path(p) for p in images], top_k, labels, min_confidence)
+        if skipped:
+            raise EdgeclError(f"{skipped[0]['path']}: {skipped[0]['reason']}")
+        return results
+
+    def classify_files(self, paths: Sequence[Path], top_k: int = 5, labels: Sequence[str] = (),
+                       min_confidence: float | None = None,
+                       ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:  # fmt: skip
+        """(answers for the readable files, the unreadable ones with the reason), from one snapshot."""
+        from edgecl.commands import encode_files
+        from edgecl.tasks import display
+
+        _check_request(top_k, min_confidence)
+        served = self._current()
+        x, kept, skipped = encode_files(served.learner.encoder, list(paths), lambda s, d, t: None)
+        threshold = served.min_confidence if min_confidence is None else min_confidence
+        extra = [label.strip() for label in labels if label.strip()]
+        answers = served.learner.classify_embeddings(x, top_k, extra, threshold) if kept else []
+        return [{"image": display(paths[i]), **a} for i, a in zip(kept, answers, strict=True)], skipped
+
+    # ---- learning ------------------------------------------------------------------------------------------
+    def learn(self, folder: str | Path | None = None, *, images: Sequence[str | Path] = (),
+              labels: Sequence[str] = (), domain: str | None = None, **options: Any) -> Any:  # fmt: skip
+        """Learn a task folder (class sub-folders, as `edgecl learn --task-dir`), or image files with one label
+        each; `options` are edgecl.commands.LearnOptions fields (budget, method, backbone, ...). Returns the
+        LearnReport; the new snapshot is served when this returns."""
+        from edgecl.commands import LearnOptions, learn
+
+        with self._learn_lock, _task_folder(folder, images, labels) as task_dir:
+            report = learn(LearnOptions(task_dir=str(task_dir), state_dir=str(self.root), domain=domain, **options))
+        self.reload()
+        return report
+
+    def forget(self, name: str) -> dict[str, Any]:
+        from edgecl.commands import forget
+
+        with self._learn_lock:
+            result = forget(name, str(self.root))
+        self.reload()
+        return result
+
+    def status(self) -> Any:
+        from edgecl.commands import status
+
+        return status(str(self.root))
+
+
+def open(state_dir: str | Path | None = None) -> State:  # noqa: A001 - the API's name: edgecl.open(...)
+    """The state at `state_dir` (default $EDGECL_HOME, else ~/.edgecl), loaded and kept current."""
+    return State(state_dir)
+
+
+def _check_request(top_k: int, min_confidence: float | None) -> None:
+    if top_k < 1:
+        raise EdgeclError("top_k must be at least 1")
+    if min_confidence is not None and not 0 <= min_confidence <= 1:
+        raise EdgeclError(f"min_confidence must be from 0 to 1 (0 turns unknown off), got {min_confidence}")
+
+
+class _task_folder:  # noqa: N801 - used as a context manager, like tempfile's
+    """The folder to learn: the one given, or a temporary one with `images` linked or copied under their labels
+    (removed afterwards: images are not kept, only their embeddings)."""
+
+    def __init__(self, folder: str | Path | None, images: Sequence[str | Path], labels: Sequence[str]) -> None:
+        if (folder is None) == (not images):
+            raise EdgeclError("learn needs a task folder or images with labels, not both")
+        if images and len(images) != len(labels):
+            raise EdgeclError(f"learn needs one label per image (got {len(images)} images, {len(labels)} labels)")
+        self.folder, self.images, self.labels = folder, list(images), list(labels)
+        self._tmp: str | None = None
+
+    def __enter__(self) -> Path:
+        if self.folder is not None:
+            return Path(self.folder)
+        self._tmp = tempfile.mkdtemp(prefix="edgecl-task-")
+        for i, (image, label) in enumerate(zip(self.images, self.labels, strict=True)):
+            target = Path(self._tmp) / class_folder_name(label)
+            target.mkdir(exist_ok=True)
+            shutil.copyfile(image, target / f"{i}{safe_suffix(str(image))}")
+        return Path(self._tmp)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def class_folder_name(label: str) -> str:
+    """A label as a class folder name; a label that cannot be one (empty, a path, dots) is an error."""
+    name = label.strip()
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise EdgeclError(f"label {label!r} cannot name a class: use letters, digits, spaces, '_' or '-'")
+    return name
+
+
+def safe_suffix(filename: str) -> str:
+    """The file name's image extension (lower case) when it is one edgecl reads, else '.img': a client's file
+    name never becomes a path."""
+    from edgecl.tasks import IMAGE_SUFFIXES
+
+    suffix = Path(filename).suffix.lower()
+    return suffix if suffix in IMAGE_SUFFIXES else ".img"

@@ -1,0 +1,265 @@
+"""`edgecl serve`: a resident HTTP service over one state (FastAPI + uvicorn), for apps, NVRs and cameras.
+
+Endpoints (README, "Serve"): KServe v2 health, `POST /v1/classify` (classify --json), the DeepStack / CodeProject.AI
+shape `POST /v1/vision/custom/{model}` that Frigate, Blue Iris and Home Assistant speak, `POST /v1/learn`,
+`GET /v1/status`, `DELETE /v1/classes/{name}` and Prometheus `GET /metrics`. Every answer comes from one loaded
+snapshot (edgecl.api.State); a commit by another process is served within a second; uploads are read into a
+temporary folder under names the server makes and removed after the request (embeddings only are kept).
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from edgecl.errors import EdgeclError
+
+DEFAULT_PORT = 8130
+DEFAULT_MAX_UPLOAD = "20MB"
+RELOAD_POLL_S = 1.0  # the watcher's look at the state pointer (a CLI commit is served within this plus a load)
+SHUTDOWN_GRACE_S = 8  # SIGTERM: in-flight requests get this long, then the process ends (under 10 s)
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """A non-loopback address without a token is refused (one line): anyone on the network could teach it."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not token:
+        raise EdgeclError(f"--host {host} is reachable from the network: pass --token T (or set EDGECL_TOKEN) so "
+                          "that every request needs `Authorization: Bearer T`, or bind 127.0.0.1")  # fmt: skip
+
+
+class Metrics:
+    """Request counts and latency sums per route, learns, for GET /metrics (Prometheus text format)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests: dict[tuple[str, int], int] = {}
+        self.seconds: dict[str, float] = {}
+        self.learns = 0
+
+    def record(self, route: str, status: int, seconds: float) -> None:
+        with self._lock:
+            self.requests[(route, status)] = self.requests.get((route, status), 0) + 1
+            self.seconds[route] = self.seconds.get(route, 0.0) + seconds
+
+    def text(self, snapshot: str | None) -> str:
+        with self._lock:
+            lines = ["# TYPE edgecl_requests_total counter"]
+            lines += [f'edgecl_requests_total{{route="{r}",status="{s}"}} {n}'
+                      for (r, s), n in sorted(self.requests.items())]
+            lines += ["# TYPE edgecl_request_seconds_total counter"]
+            lines += [f'edgecl_request_seconds_total{{route="{r}"}} {v:.6f}' for r, v in sorted(self.seconds.items())]
+            lines += ["# TYPE edgecl_learns_total counter", f"edgecl_learns_total {self.learns}",
+                      "# TYPE edgecl_snapshot_loaded gauge",
+                      f"edgecl_snapshot_loaded {int(snapshot is not None)}"]  # fmt: skip
+        return "\n".join(lines) + "\n"
+
+
+class UploadLimit:
+    """ASGI middleware: a request body over `limit` bytes is answered 413 before it is read whole (by its
+    Content-Length, or by counting a chunked body as it arrives)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict]], send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            return await _too_large(send, self.limit)
+        seen = 0
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await _too_large(send, self.limit)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Callable, limit: int) -> None:
+    import json
+
+    body = json.dumps({"success": False, "error": f"upload larger than --max-upload ({limit} bytes)"}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(state: Any, token: str | None = None, max_upload_bytes: int = 20_000_000) -> Any:
+    """The FastAPI application over an edgecl.api.State."""
+    app = FastAPI(title="edgecl", docs_url=None, redoc_url=None, openapi_url=None)
+    metrics = Metrics()
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable) -> Any:
+        start = time.perf_counter()
+        if token and request.url.path not in ("/v2/health/live", "/v2/health/ready") and not _authorised(
+                request.headers.get("authorization", ""), token):  # fmt: skip
+            response = JSONResponse({"success": False, "error": "missing or wrong `Authorization: Bearer <token>`"},
+                                    status_code=401, headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        else:
+            response = await call_next(request)
+        route = request.scope.get("route")
+        metrics.record(getattr(route, "path", "unmatched"), response.status_code, time.perf_counter() - start)
+        return response
+
+    @app.exception_handler(EdgeclError)
+    async def edgecl_error(request: Request, exc: EdgeclError) -> JSONResponse:
+        return JSONResponse({"success": False, "error": str(exc)}, status_code=400)
+
+    @app.get("/v2/health/live")
+    def live() -> dict[str, bool]:
+        return {"live": True}
+
+    @app.get("/v2/health/ready")
+    def ready() -> JSONResponse:
+        return JSONResponse({"ready": state.ready, "snapshot": state.snapshot}, status_code=200 if state.ready else 503)
+
+    @app.post("/v1/classify")
+    def classify(image: list[UploadFile] = File(...), top_k: int = Form(5), labels: str = Form(""),
+                 min_confidence: float | None = Form(None)) -> Any:  # fmt: skip
+        return _answers(state, image, top_k, labels, min_confidence)
+
+    @app.post("/v1/vision/custom/{model}")
+    def deepstack(model: str, image: list[UploadFile] = File(...), top_k: int = Form(5), labels: str = Form(""),
+                  min_confidence: float | None = Form(None)) -> Any:  # fmt: skip
+        try:
+            (answer,) = _answers(state, image[:1], top_k, labels, min_confidence)
+        except EdgeclError as exc:
+            return JSONResponse({"success": False, "error": str(exc)}, status_code=400)
+        predictions = [{"label": p["label"], "confidence": p["probability"]} for p in answer["predictions"]]
+        return {"success": True, "label": answer["label"], "confidence": answer["confidence"],
+                "unknown": answer["unknown"], "predictions": predictions, "model": model}  # fmt: skip
+
+    @app.post("/v1/learn")
+    def learn(image: list[UploadFile] = File(...), label: str = Form(...), domain: str | None = Form(None)) -> Any:
+        from edgecl.api import class_folder_name
+
+        name = class_folder_name(label)
+        with _uploaded(image) as paths:
+            report = state.learn(images=paths, labels=[name] * len(paths), domain=domain or None)
+        metrics.learns += 1
+        return report.to_json()
+
+    @app.get("/v1/status")
+    def status() -> Any:
+        return state.status().to_json()
+
+    @app.delete("/v1/classes/{name}")
+    def forget(name: str) -> Any:
+        return state.forget(name)
+
+    @app.get("/metrics")
+    def prometheus() -> PlainTextResponse:
+        return PlainTextResponse(metrics.text(state.snapshot))
+
+    return UploadLimit(app, max_upload_bytes)
+
+
+def _authorised(header: str, token: str) -> bool:
+    scheme, _, given = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def _answers(state: Any, files: list[Any], top_k: int, labels: str, min_confidence: float | None) -> list[dict]:
+    """classify --json's list for uploaded files, `image` being each upload's file name; an unreadable upload is a
+    400 naming it."""
+    with _uploaded(files) as paths:
+        results, skipped = state.classify_files(paths, top_k, labels.split(","), min_confidence)
+    names = {str(p): f.filename or f"image {i}" for i, (p, f) in enumerate(zip(paths, files, strict=True))}
+    if skipped:
+        bad = skipped[0]
+        raise EdgeclError(f"{names.get(bad['path'], bad['path'])}: {bad['reason']}")
+    by_path = {r["image"]: r for r in results}
+    return [{**by_path[str(p)], "image": names[str(p)]} for p in paths]
+
+
+class _uploaded:  # noqa: N801 - a context manager
+    """Uploaded files written to a temporary folder under names made here (never the client's), removed after."""
+
+    def __init__(self, files: list[Any]) -> None:
+        self.files = files
+        self.folder = ""
+
+    def __enter__(self) -> list[Path]:
+        from edgecl.api import safe_suffix
+
+        if not self.files:
+            raise EdgeclError("no `image` file in the request")
+        self.folder = tempfile.mkdtemp(prefix="edgecl-upload-")
+        paths = []
+        for i, upload in enumerate(self.files):
+            path = Path(self.folder) / f"{i}{safe_suffix(upload.filename or '')}"
+            with path.open("wb") as out:
+                shutil.copyfileobj(upload.file, out)
+            paths.append(path)
+        return paths
+
+    def __exit__(self, *exc: object) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def watch(state: Any, stop: threading.Event) -> threading.Thread:
+    """A daemon thread that reloads the state when another process commits (so the first request after a CLI
+    learn does not pay for the load)."""
+
+    def loop() -> None:
+        while not stop.wait(RELOAD_POLL_S):
+            try:
+                state.reload()
+            except Exception:  # noqa: BLE001, S110 - a damaged pointer is reported by the next request; keep serving
+                pass
+
+    thread = threading.Thread(target=loop, name="edgecl-reload", daemon=True)
+    thread.start()
+    return thread
+
+
+def run(state: Any, host: str, port: int, token: str | None, max_upload_bytes: int,
+        on_started: Callable[[str], None]) -> None:  # fmt: skip
+    """Serve until SIGTERM / SIGINT (in-flight requests get SHUTDOWN_GRACE_S)."""
+    import uvicorn
+
+    check_bind(host, token)
+    stop = threading.Event()
+    watch(state, stop)
+    config = uvicorn.Config(create_app(state, token, max_upload_bytes), host=host, port=port, log_level="warning",
+                            access_log=False, timeout_graceful_shutdown=SHUTDOWN_GRACE_S, lifespan="off")  # fmt: skip
+    server = uvicorn.Server(config)
+    original = server.startup
+
+    async def startup(sockets: Any = None) -> None:
+        await original(sockets)
+        bound = server.servers[0].sockets[0].getsockname() if server.servers else (host, port)
+        on_started(f"http://{bound[0]}:{bound[1]}")
+
+    server.startup = startup  # type: ignore[method-assign]
+    try:
+        server.run()
+    finally:
+        stop.set()
