@@ -26,6 +26,8 @@ from edgecl.errors import EdgeclError
 
 log = logging.getLogger("edgecl")
 RELOAD_CHECK_S = 0.5  # how often a classify looks at the state pointer for another process's commit
+RETRY_FAILED_S = 30.0  # a snapshot that failed to load is tried again after this long
+MAX_LABEL_CHARS = 100
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class State:
         self._served: Served | None = None
         self._encoder: Any = None
         self._checked = 0.0
-        self._failed: str | None = None  # a snapshot that failed to load (logged once)
+        self._failed: tuple[str, float] | None = None  # a snapshot that failed to load, and when (logged once)
         self._load_lock = threading.Lock()  # one reload at a time; readers never wait for it
         self._learn_lock = threading.Lock()  # one learn or forget at a time in this process
         self.reload()
@@ -67,22 +69,30 @@ class State:
     def reload(self) -> bool:
         """Load the state's current snapshot if it is not the one served; True when a new one is now served. A
         snapshot that fails to load keeps the old one serving (logged once)."""
+        with self._load_lock:
+            return self._reload_locked()
+
+    def _reload_locked(self) -> bool:
         from edgecl.state import read_state
 
-        with self._load_lock:
-            self._checked = time.monotonic()
-            snapshot = read_state(self.root)
-            if snapshot is None or snapshot.folder.name == self.snapshot or snapshot.folder.name == self._failed:
-                return False
-            try:
-                self._served = self._load(snapshot)
-            except Exception as exc:  # noqa: BLE001 - whatever a damaged snapshot raises, the old one keeps serving
-                self._failed = snapshot.folder.name
+        self._checked = time.monotonic()
+        snapshot = read_state(self.root)
+        if snapshot is None or snapshot.folder.name == self.snapshot or self._failed_recently(snapshot.folder.name):
+            return False
+        try:
+            self._served = self._load(snapshot)
+        except Exception as exc:  # noqa: BLE001 - whatever a damaged snapshot raises, the old one keeps serving
+            if self._failed is None or self._failed[0] != snapshot.folder.name:
                 log.warning("edgecl: snapshot %s failed to load, still serving %s: %s", snapshot.folder.name,
                             self.snapshot, exc)  # fmt: skip
-                return False
-            self._failed = None
-            return True
+            self._failed = (snapshot.folder.name, time.monotonic())
+            return False
+        self._failed = None
+        return True
+
+    def _failed_recently(self, name: str) -> bool:
+        return self._failed is not None and self._failed[0] == name and (
+            time.monotonic() - self._failed[1] < RETRY_FAILED_S)  # fmt: skip
 
     def _load(self, snapshot: Any) -> Served:
         from edgecl.commands import _encoder, _runtime, state_min_confidence
@@ -94,9 +104,18 @@ class State:
         learner = Learner.load_from(snapshot.folder, self._encoder, runtime)
         return Served(snapshot.folder.name, learner, state_min_confidence(snapshot.meta))
 
+    @property
+    def min_confidence(self) -> float:
+        """The served state's default threshold (its device profile's)."""
+        return self._current().min_confidence
+
     def _current(self) -> Served:
-        if time.monotonic() - self._checked > RELOAD_CHECK_S:
-            self.reload()
+        """The served snapshot, after a look for a newer one when due; a reader never waits for another's load."""
+        if time.monotonic() - self._checked > RELOAD_CHECK_S and self._load_lock.acquire(blocking=False):
+            try:
+                self._reload_locked()
+            finally:
+                self._load_lock.release()
         served = self._served
         if served is None:
             raise EdgeclError(f"{self.root}: nothing learned yet; learn a task first")
@@ -179,11 +198,16 @@ class _task_folder:  # noqa: N801 - used as a context manager, like tempfile's
     def __enter__(self) -> Path:
         if self.folder is not None:
             return Path(self.folder)
+        names = [class_folder_name(label) for label in self.labels]
         self._tmp = tempfile.mkdtemp(prefix="edgecl-task-")
-        for i, (image, label) in enumerate(zip(self.images, self.labels, strict=True)):
-            target = Path(self._tmp) / class_folder_name(label)
-            target.mkdir(exist_ok=True)
-            shutil.copyfile(image, target / f"{i}{safe_suffix(str(image))}")
+        try:
+            for i, (image, name) in enumerate(zip(self.images, names, strict=True)):
+                target = Path(self._tmp) / name
+                target.mkdir(exist_ok=True)
+                shutil.copyfile(image, target / f"{i}{image_suffix(Path(image))}")
+        except OSError as exc:
+            self.__exit__()
+            raise EdgeclError(f"could not stage the images to learn ({exc}); check the free disk space") from None
         return Path(self._tmp)
 
     def __exit__(self, *exc: object) -> None:
@@ -194,15 +218,26 @@ class _task_folder:  # noqa: N801 - used as a context manager, like tempfile's
 def class_folder_name(label: str) -> str:
     """A label as a class folder name; a label that cannot be one (empty, a path, dots) is an error."""
     name = label.strip()
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
-        raise EdgeclError(f"label {label!r} cannot name a class: use letters, digits, spaces, '_' or '-'")
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name or len(name) > MAX_LABEL_CHARS:
+        raise EdgeclError(f"label {label[:40]!r} cannot name a class: use up to {MAX_LABEL_CHARS} letters, digits, "
+                          "spaces, '_' or '-'")  # fmt: skip
     return name
 
 
-def safe_suffix(filename: str) -> str:
-    """The file name's image extension (lower case) when it is one edgecl reads, else '.img': a client's file
-    name never becomes a path."""
+def image_suffix(path: Path, filename: str | None = None) -> str:
+    """An image extension edgecl reads for the file at `path`: that of `filename` (or the path's name) when it is
+    one, else the one of the format PIL finds in the file, else '.img' (not an image: the scan says so). A
+    client's file name never becomes a path."""
     from edgecl.tasks import IMAGE_SUFFIXES
 
-    suffix = Path(filename).suffix.lower()
-    return suffix if suffix in IMAGE_SUFFIXES else ".img"
+    suffix = Path(filename if filename is not None else path.name).suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return suffix
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            found = f".{(image.format or '').lower()}".replace(".jpeg", ".jpg")
+    except Exception:  # noqa: BLE001 - anything PIL cannot open is not an image we read
+        return ".img"
+    return found if found in IMAGE_SUFFIXES else ".img"

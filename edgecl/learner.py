@@ -192,20 +192,21 @@ class Learner:
         calibration = self.calibration.updated(loo[measured], task.y[measured], len(task.classes))
         x, y, domains = self._calibration_rows(task)
         rows_loo = loo_cosines(x, class_means.group_of(y, domains), class_means.means, class_means.counts)
+        fit = ~np.isnan(rows_loo)  # rows of a class without a class mean (or alone in it) say nothing honest
+        x, y, rows_loo, n_new = x[fit], y[fit], rows_loo[fit], int(fit[: len(task.x)].sum())
         scores = self._honest_scores(task, x, y, class_means, rows_loo)
         temperature = self.calibration.temperature
         if scores is not None:
             temperature = fit_temperature(scores, y, temperature) * self._spread_ratio(task, fitted, class_means,
                                                                                         record, x)  # fmt: skip
         text = fit_temperature(unit_rows(x) @ task.text.T, y, self.calibration.text_temperature)
-        validation = self._validation(task, x, y, class_means, rows_loo, scores)
+        validation = self._validation(task, x, y, class_means, rows_loo, scores, n_new)
         return calibration.with_temperatures(temperature, text), validation
 
     def _validation(self, task: _Task, x: np.ndarray, y: np.ndarray, class_means: ClassMeans, loo: np.ndarray,
-                    scores: np.ndarray | None) -> dict[str, Any]:  # fmt: skip
+                    scores: np.ndarray | None, n: int) -> dict[str, Any]:  # fmt: skip
         """How well the task's classes are told apart, each image left out of its class mean (the honest scores; for
-        finetune, whose head saw every image, by class means alone)."""
-        n = len(task.x)
+        finetune, whose head saw every image, by class means alone); the first `n` rows are the task's."""
         if scores is None:
             scores = class_means.scores(x, len(task.classes))
             measured = ~np.isnan(loo)
@@ -553,8 +554,8 @@ class Learner:
             elif "class_means" in data.files:  # one mean per class, from before domains had their own
                 learner.class_means = ClassMeans.per_class(data["class_means"], data["class_counts"])
             learner.calibration = Calibration.from_arrays(data, len(learner.classes))
-        if learner.uses_prototypes and "class_means" not in data.files:  # a state from before prototypes
-            learner.class_means = learner._means_from_memory()
+        if learner.method.memory and len(learner.classes) and not len(learner.class_means.counts):
+            learner.class_means = learner._means_from_memory()  # saved before every method kept class means
         learner.prototype_weight = float(meta.get("prototype_weight", learner.prototype_weight))
         with np.load(folder / "estimators.npz", allow_pickle=False) as data:
             learner._estimators = {k: data[k] for k in data.files}

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edgecl.errors import EdgeclError
 
@@ -55,6 +57,10 @@ class Metrics:
             self.requests[(route, status)] = self.requests.get((route, status), 0) + 1
             self.seconds[route] = self.seconds.get(route, 0.0) + seconds
 
+    def learned(self) -> None:
+        with self._lock:
+            self.learns += 1
+
     def text(self, snapshot: str | None) -> str:
         with self._lock:
             lines = ["# TYPE edgecl_requests_total counter"]
@@ -81,24 +87,31 @@ class UploadLimit:
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
             return await _too_large(send, self.limit)
-        seen = 0
-
-        async def counted() -> dict:
-            nonlocal seen
+        body, size, more = [], 0, True  # read and count the body (chunked too) before the app sees it
+        while more:
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise _TooLarge()
-            return message
-
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await _too_large(send, self.limit)
+            if message["type"] != "http.request":
+                return await self.app(scope, _replay([message]), send)
+            body.append(message.get("body", b""))
+            size, more = size + len(body[-1]), message.get("more_body", False)
+            if size > self.limit:
+                return await _too_large(send, self.limit)
+        await self.app(scope, _replay([{"type": "http.request", "body": b"".join(body), "more_body": False}]), send)
 
 
-class _TooLarge(Exception):
-    pass
+def _replay(messages: list[dict]) -> Callable[[], Awaitable[dict]]:
+    """An ASGI receive that gives `messages`, then waits as for a client that sent everything."""
+    pending = list(messages)
+
+    async def receive() -> dict:
+        if pending:
+            return pending.pop(0)
+        import asyncio
+
+        await asyncio.Event().wait()  # never set: like a client that has nothing more to send
+        return {"type": "http.disconnect"}
+
+    return receive
 
 
 async def _too_large(send: Callable, limit: int) -> None:
@@ -118,8 +131,7 @@ def create_app(state: Any, token: str | None = None, max_upload_bytes: int = 20_
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable) -> Any:
         start = time.perf_counter()
-        if token and request.url.path not in ("/v2/health/live", "/v2/health/ready") and not _authorised(
-                request.headers.get("authorization", ""), token):  # fmt: skip
+        if token and not _authorised(request.headers.get("authorization", ""), token):
             response = JSONResponse({"success": False, "error": "missing or wrong `Authorization: Bearer <token>`"},
                                     status_code=401, headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
         else:
@@ -131,6 +143,17 @@ def create_app(state: Any, token: str | None = None, max_upload_bytes: int = 20_
     @app.exception_handler(EdgeclError)
     async def edgecl_error(request: Request, exc: EdgeclError) -> JSONResponse:
         return JSONResponse({"success": False, "error": str(exc)}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+        return JSONResponse({"success": False, "error": f"{where or 'request'}: {first.get('msg', 'invalid')}"},
+                            status_code=400)  # fmt: skip
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"success": False, "error": str(exc.detail)}, status_code=exc.status_code)
 
     @app.get("/v2/health/live")
     def live() -> dict[str, bool]:
@@ -152,7 +175,9 @@ def create_app(state: Any, token: str | None = None, max_upload_bytes: int = 20_
             (answer,) = _answers(state, image[:1], top_k, labels, min_confidence)
         except EdgeclError as exc:
             return JSONResponse({"success": False, "error": str(exc)}, status_code=400)
-        predictions = [{"label": p["label"], "confidence": p["probability"]} for p in answer["predictions"]]
+        threshold = state.min_confidence if min_confidence is None else min_confidence
+        predictions = [{"label": p["label"], "confidence": p["probability"]} for p in answer["predictions"]
+                       if not answer["unknown"] and p["probability"] >= threshold]  # DeepStack: only those above it
         return {"success": True, "label": answer["label"], "confidence": answer["confidence"],
                 "unknown": answer["unknown"], "predictions": predictions, "model": model}  # fmt: skip
 
@@ -163,7 +188,7 @@ def create_app(state: Any, token: str | None = None, max_upload_bytes: int = 20_
         name = class_folder_name(label)
         with _uploaded(image) as paths:
             report = state.learn(images=paths, labels=[name] * len(paths), domain=domain or None)
-        metrics.learns += 1
+        metrics.learned()
         return report.to_json()
 
     @app.get("/v1/status")
@@ -207,17 +232,21 @@ class _uploaded:  # noqa: N801 - a context manager
         self.folder = ""
 
     def __enter__(self) -> list[Path]:
-        from edgecl.api import safe_suffix
+        from edgecl.api import image_suffix
 
         if not self.files:
             raise EdgeclError("no `image` file in the request")
         self.folder = tempfile.mkdtemp(prefix="edgecl-upload-")
         paths = []
-        for i, upload in enumerate(self.files):
-            path = Path(self.folder) / f"{i}{safe_suffix(upload.filename or '')}"
-            with path.open("wb") as out:
-                shutil.copyfileobj(upload.file, out)
-            paths.append(path)
+        try:
+            for i, upload in enumerate(self.files):
+                raw = Path(self.folder) / f"{i}.upload"
+                with raw.open("wb") as out:
+                    shutil.copyfileobj(upload.file, out)
+                paths.append(raw.rename(raw.with_suffix(image_suffix(raw, upload.filename or ""))))
+        except OSError as exc:
+            self.__exit__()
+            raise EdgeclError(f"could not store the upload ({exc}); check the server's free disk space") from None
         return paths
 
     def __exit__(self, *exc: object) -> None:

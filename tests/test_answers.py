@@ -187,3 +187,33 @@ def test_min_confidence_out_of_range_is_refused_before_any_work(tmp_path: Path) 
     with pytest.raises(EdgeclError, match="--min-confidence must be from 0 to 1"):
         classify(["x.png"], str(tmp_path / "none"), min_confidence=-0.1)
     assert 0 < DEFAULT_MIN_CONFIDENCE < 1
+
+
+def test_a_state_saved_before_calibration_answers_known_images_after_its_next_learn(tmp_path: Path) -> None:
+    """An ncm state from before every method kept class means (no class means, no calibration in learned.npz):
+    its class means come back from its memory rows, so old classes are neither unknown nor mis-calibrated."""
+    learner, centres, test = _learned("ncm")
+    learner.save_to(tmp_path / "s")
+    with np.load(tmp_path / "s" / "learned.npz") as data:
+        old = {k: data[k] for k in data.files if not k.startswith(("class_mean", "class_count", "calibration"))}
+    np.savez(tmp_path / "s" / "learned.npz", **old)
+    loaded = Learner.load_from(tmp_path / "s")
+    assert len(loaded.class_means.counts) == 4
+    _, rows = _clusters(0, 6, 30)
+    loaded.learn_embeddings(rows[4 * 30 : 5 * 30], ["c4"] * 30, text={"c4": centres[4]})
+    answers = loaded.classify_embeddings(test[: 4 * 40], top_k=1)
+    assert np.mean([not a["unknown"] for a in answers]) >= 0.85
+
+
+def test_the_open_set_bench_writes_its_report_and_plots(tmp_path: Path, bundled_export: Path) -> None:
+    from edgecl.bench.open_set import OpenSetSuite, run_open_set
+
+    suite = OpenSetSuite((("fashion-mnist", "mnist"),), (10,), ("64KB",), 1, test_per_class=20, far_per_class=20,
+                         pool_per_class=12)  # fmt: skip
+    results = run_open_set(suite, tmp_path / "out")
+    (run,) = results["runs"]
+    assert 0.5 < run["confidence"]["auroc_far"] <= 1 and 0 <= run["at_threshold"]["ece"] <= 1
+    assert set(run["labels"]) == {"extra_answer", "extra_top", "zero_shot", "known_accuracy",
+                                  "known_accuracy_with_labels"}  # fmt: skip
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"results.json", "report.md", "roc.png", "reliability.png"}
+    assert "AUROC near / far" in (tmp_path / "out" / "report.md").read_text()

@@ -292,3 +292,18 @@ def test_a_learner_saved_by_the_previous_release_loads_and_keeps_learning(tmp_pa
     learner.save_to(tmp_path / "s")
     again = Learner.load_from(tmp_path / "s")
     assert again.classes[-1] == "c4" and set(again.memory.stats().per_class) == set(again.classes)
+
+
+def test_learning_leaves_the_host_processes_torch_seed_and_threads_as_they_were() -> None:
+    """An app (or `edgecl serve`) that learns in its own process keeps its torch RNG stream and thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    torch.manual_seed(1234)
+    expected = torch.rand(4)
+    torch.manual_seed(1234)
+    learner, _ = _stream("gdro")
+    assert torch.get_num_threads() == 3
+    torch.testing.assert_close(torch.rand(4), expected)
+    again, _ = _stream("gdro")
+    np.testing.assert_array_equal(again.merged.up, learner.merged.up)  # seeded training still reproduces
+    torch.set_num_threads(before)

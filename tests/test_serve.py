@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.test_cli_learn import ROOT, edgecl, write_task
 
@@ -106,6 +107,13 @@ def test_classify_learn_forget_and_limits_over_http(server: Server, learned: Pat
     reply = json.loads(body)
     assert code == 200 and reply["success"] is True and reply["label"] == "trouser"
     assert reply["predictions"][0] == {"label": "trouser", "confidence": reply["confidence"]}
+    assert all(p["confidence"] >= 0.45 for p in reply["predictions"])  # DeepStack lists only those above it
+    digit = tmp_path / "digit.png"
+    from edgecl.datasets import mnist
+
+    Image.fromarray(mnist("test")[0][0]).save(digit)
+    code, body = request(server.url + "/v1/vision/custom/fashion", "POST", [("d.png", digit.read_bytes())])
+    assert code == 200 and json.loads(body)["unknown"] is True and json.loads(body)["predictions"] == []
 
     code, body = request(server.url + "/v1/classify", "POST", [("notes.png", b"not an image")])
     assert code == 400 and "notes.png" in json.loads(body)["error"]
@@ -115,11 +123,21 @@ def test_classify_learn_forget_and_limits_over_http(server: Server, learned: Pat
     assert code == 413 and "max-upload" in json.loads(body)["error"]
     code, _ = request(server.url + "/v1/classify", "POST", files[:1], {"top_k": "0"})
     assert code == 400
+    code, body = request(server.url + "/v1/classify", "POST", files[:1], {"top_k": "many"})
+    assert code == 400 and json.loads(body)["success"] is False and "top_k" in json.loads(body)["error"]
+    code, body = request(server.url + "/v1/classify", "POST", [], {"top_k": "1"})
+    assert code == 400 and "image" in json.loads(body)["error"]
+    chunked = urllib.request.Request(server.url + "/v1/classify", data=iter([b"0" * 100_000] * 4), method="POST",
+                                     headers={"Content-Type": "multipart/form-data; boundary=x",
+                                              "Transfer-Encoding": "chunked"})  # fmt: skip
+    with pytest.raises(urllib.error.HTTPError) as too_big:
+        urllib.request.urlopen(chunked, timeout=60)
+    assert too_big.value.code == 413
     code, _ = request(server.url + "/v1/classify", "POST", files[:1], {"min_confidence": "2"})
     assert code == 400
 
     sneakers = write_task(tmp_path / "t2", {"sneaker": 7}, n=10)
-    upload = [(f"{i}.png", _png(p)) for i, p in enumerate(sorted((sneakers / "sneaker").iterdir()))]
+    upload = [(f"blob{i}", _png(p)) for i, p in enumerate(sorted((sneakers / "sneaker").iterdir()))]  # no extension
     code, body = request(server.url + "/v1/learn", "POST", upload, {"label": "sneaker"})
     assert code == 200, body
     assert json.loads(body)["new_classes"] == ["sneaker"]
@@ -174,8 +192,9 @@ def test_token_bind_and_an_empty_state(tmp_path: Path, bundled_export: Path) -> 
     server = Server("--state-dir", str(tmp_path / "empty"), "--token", "s3cret")
     try:
         assert server.info["ready"] is False and server.info["auth"] is True
-        assert request(server.url + "/v2/health/live")[0] == 200
-        assert request(server.url + "/v2/health/ready")[0] == 503
+        assert request(server.url + "/v2/health/live")[0] == 401  # every request needs the token
+        assert request(server.url + "/v2/health/live", token="s3cret")[0] == 200
+        assert request(server.url + "/v2/health/ready", token="s3cret")[0] == 503
         assert request(server.url + "/v1/status")[0] == 401
         assert request(server.url + "/v1/status", token="wrong")[0] == 401
         code, body = request(server.url + "/v1/classify", "POST", [("a.png", b"x")], token="s3cret")

@@ -40,13 +40,13 @@ class OpenSetSuite:
     test_per_class: int = 150
     far_per_class: int = 100
     min_confidence: float = DEFAULT_MIN_CONFIDENCE
+    pool_per_class: int = 100  # training images per class embedded; each run draws its per_class from these
 
 
 OPEN_SET_SUITES = {
     "open-set": OpenSetSuite((("fashion-mnist", "mnist"), ("fashion-mnist", "optdigits"), ("mnist", "fashion-mnist")),
                              (10, 25, 100), ("16KB", "64KB", "1MB"), 3),
 }  # fmt: skip
-POOL_PER_CLASS = 100  # training images per class embedded; each run draws its per_class from these
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,8 @@ class DataSet:
     text: np.ndarray
 
 
-def load_data_sets(names: set[str], embed: Any, encoder: Any, test_per_class: int) -> dict[str, DataSet]:
+def load_data_sets(names: set[str], embed: Any, encoder: Any, test_per_class: int,
+                   pool_per_class: int = 100) -> dict[str, DataSet]:  # fmt: skip
     """The named data sets, embedded (cached by the Embedder)."""
     from edgecl.datasets import DIGIT_CLASSES, FASHION_MNIST_CLASSES, fashion_mnist, mnist, optdigits
     from edgecl.prompts import prompt_for
@@ -72,7 +73,7 @@ def load_data_sets(names: set[str], embed: Any, encoder: Any, test_per_class: in
     for name in sorted(names):
         loader, labels = table[name]
         (tr_x, tr_y), (te_x, te_y) = loader("train"), loader("test")
-        tr = np.concatenate([np.flatnonzero(tr_y == c)[:POOL_PER_CLASS] for c in range(10)])
+        tr = np.concatenate([np.flatnonzero(tr_y == c)[:pool_per_class] for c in range(10)])
         te = np.concatenate([np.flatnonzero(te_y == c)[:test_per_class] for c in range(10)])
         text = encoder.encode_texts([prompt_for(label) for label in labels])
         out[name] = DataSet(embed(tr_x[tr]), tr_y[tr], embed(te_x[te]), te_y[te], labels, text)
@@ -90,7 +91,8 @@ def run_open_set(suite: OpenSetSuite, out_dir: Path, name: str = "open-set",
     start = time.perf_counter()
     encoder = Encoder(ensure_model("bundled", None, lambda m: progress(m, 0, 0)).root)
     progress("embedding data sets (cached after the first run)", 0, 0)
-    data = load_data_sets({n for pair in suite.pairs for n in pair}, Embedder(encoder), encoder, suite.test_per_class)
+    data = load_data_sets({n for pair in suite.pairs for n in pair}, Embedder(encoder), encoder, suite.test_per_class,
+                          suite.pool_per_class)  # fmt: skip
     jobs = list(itertools.product(suite.pairs, suite.per_class, suite.budgets, range(suite.seeds)))
     runs = []
     for i, ((known, far), per_class, budget, seed) in enumerate(jobs):

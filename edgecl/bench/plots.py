@@ -97,12 +97,8 @@ def plot_open_set(results: dict[str, Any], out_dir: Path) -> list[Path]:
     for kind in ("near", "far"):
         curve = np.mean([r["roc"][kind] for r in runs], axis=0)
         ax.plot(curve[:, 0], curve[:, 1], marker=".", label=f"known vs {kind}")
-    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
-    ax.set(xlabel="unknown images accepted (FPR)", ylabel="known images accepted (TPR)", title="confidence ROC")
-    ax.legend()
-    roc = out_dir / "roc.png"
-    fig.savefig(roc, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    roc = _square_figure(fig, ax, ("unknown images accepted (FPR)", "known images accepted (TPR)", "confidence ROC"),
+                         out_dir / "roc.png")  # fmt: skip
     bins = np.array([[b["bin"], b["rows"], b["confidence"] * b["rows"], b["accuracy"] * b["rows"]]
                      for r in runs for b in r["reliability"] if b["rows"]])  # fmt: skip
     fig, ax = plt.subplots(figsize=(5, 5))
@@ -112,10 +108,18 @@ def plot_open_set(results: dict[str, Any], out_dir: Path) -> list[Path]:
     confidence = np.array([bins[bins[:, 0] == c, 2].sum() for c in centres]) / rows
     ax.bar(centres, accuracy, width=0.09, alpha=0.6, label="accuracy")
     ax.plot(confidence, accuracy, marker="o", color="black", label="mean confidence → accuracy")
-    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
-    ax.set(xlabel="confidence", ylabel="accuracy on known images", title="reliability")
-    ax.legend()
-    reliability = out_dir / "reliability.png"
-    fig.savefig(reliability, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    reliability = _square_figure(fig, ax, ("confidence", "accuracy on known images", "reliability"),
+                                 out_dir / "reliability.png")  # fmt: skip
     return [roc, reliability]
+
+
+def _square_figure(fig: Any, ax: Any, titles: tuple[str, str, str], path: Path) -> Path:
+    """The diagonal, the axis labels and title, the legend; saved to `path` and closed."""
+    import matplotlib.pyplot as plt
+
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    ax.set(xlabel=titles[0], ylabel=titles[1], title=titles[2])
+    ax.legend()
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path

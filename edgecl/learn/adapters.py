@@ -61,10 +61,12 @@ def _peft() -> ModuleType:
 
 def lora_head(dim: int, cfg: AdapterConfig, seed: int = 0) -> nn.Module:
     """A ResidualHead wrapped by peft.get_peft_model with LoRA on its projection (B = 0 at start)."""
+    from edgecl.learn.trainer import torch_globals
+
     peft = _peft()
-    torch.manual_seed(seed)
     config = peft.LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=[TARGET])
-    return peft.get_peft_model(ResidualHead(dim), config)
+    with torch_globals(seed):  # the host process's torch RNG is left as it was
+        return peft.get_peft_model(ResidualHead(dim), config)
 
 
 def save_adapter(model: nn.Module, folder: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -110,10 +111,30 @@ def make_loss(cfg: TrainConfig) -> Any:
 def train(head: torch.nn.Module, text_head: torch.nn.Module | None, data: TrainData, cfg: TrainConfig,
           loss: Callable[..., LossOutput] | None = None) -> TrainReport:  # fmt: skip
     """Train the heads in place with `loss` (its estimators, GCL's and GDRO's, are updated in place: the learner
-    keeps the object across tasks; None: a fresh loss); raise TrainingDivergedError on a NaN or exploding loss."""
+    keeps the object across tasks; None: a fresh loss); raise TrainingDivergedError on a NaN or exploding loss.
+    Torch's global seed and thread count are set for the run and restored afterwards (a host process, such as
+    `edgecl serve` or an app using edgecl.open, keeps its own)."""
+    with torch_globals(cfg.seed, cfg.runtime.train_threads):
+        return _train(head, text_head, data, cfg, loss)
+
+
+@contextlib.contextmanager
+def torch_globals(seed: int, threads: int | None = None) -> Iterator[None]:
+    """Torch's global RNG seeded with `seed` (and its thread count set) inside the block, both as they were after."""
+    before = torch.get_num_threads()
+    with torch.random.fork_rng(devices=[]):
+        if threads is not None:
+            torch.set_num_threads(threads)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+
+def _train(head: torch.nn.Module, text_head: torch.nn.Module | None, data: TrainData, cfg: TrainConfig,
+           loss: Callable[..., LossOutput] | None) -> TrainReport:  # fmt: skip
     start = time.perf_counter()
-    torch.set_num_threads(cfg.runtime.train_threads)
-    torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     params = [p for m in (head, text_head) if m is not None for p in m.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, cfg)
