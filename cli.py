@@ -29,7 +29,8 @@ METHOD_NAMES = ", ".join(METHODS)
 
 # Options that several commands share, declared once.
 StateDir = Annotated[str | None, typer.Option(help="State directory. Default: $EDGECL_HOME or ~/.edgecl.")]
-WaitSeconds = Annotated[float, typer.Option(help="Seconds to wait for another edgecl process writing the same state.")]
+WaitSeconds = Annotated[float, typer.Option(min=0.0, help="Seconds to wait for another edgecl process writing the same "
+                                            "state (0: do not wait).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON (README: JSON contracts).")]
 DeviceName = Annotated[str | None, typer.Option(help="Device profile (see `edgecl devices`; default cpu).")]
 ProfileFile = Annotated[str | None, typer.Option(help="Your own device profile TOML instead of --device.")]
@@ -70,9 +71,19 @@ def _print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2))
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        import edgecl
+
+        typer.echo(f"edgecl {edgecl.__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details to stderr."),
+    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                 help="Print the version and exit."),
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if not verbose:  # third-party warnings (bitsandbytes via peft, onnxruntime's shape inference) stay off stderr
@@ -231,7 +242,8 @@ def learn(
     groups: str | None = typer.Option(
         None, help=f"What the memory balances and gdro weighs: {', '.join(GROUPINGS)} (default {DEFAULT_GROUPS})."
     ),
-    seed: int = typer.Option(0, help="Random seed (memory selection, training)."),
+    seed: int | None = typer.Option(None, min=0, help="Random seed (memory selection, training) of a new state "
+                                    "(default 0); a later learn keeps the state's and refuses another."),
     wait: WaitSeconds = 300.0,
     as_json: AsJson = False,
 ) -> None:
@@ -464,7 +476,7 @@ def fleet_simulate(
     budget: str = typer.Option("64KB", help="Each device's replay-memory budget."),
     train_per_class: int = typer.Option(100, min=1, help="Training images per class, dealt out to the devices."),
     test_per_class: int = typer.Option(100, min=1, help="Test images per class."),
-    seed: int = typer.Option(0, help="Seed of the split and of learning."),
+    seed: int = typer.Option(0, min=0, help="Seed of the split and of learning."),
     keep: Path | None = typer.Option(None, help="Keep the devices' state directories here (default: temporary)."),
     as_json: AsJson = False,
 ) -> None:

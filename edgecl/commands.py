@@ -48,7 +48,7 @@ class LearnOptions:
     backbone: str | None = None
     device: str | None = None
     codec: str | None = None
-    seed: int = 0
+    seed: int | None = None  # None: 0 for a new state; a later learn keeps the state's (another is refused)
     lock_timeout_s: float = 300.0
     profile_file: str | None = None
     force: bool = False
@@ -136,7 +136,7 @@ def _new_learner(opts: LearnOptions, progress: Progress) -> tuple[Any, dict[str,
 
     profile = get_profile(opts.device, opts.profile_file)
     settings = resolve(profile, method=opts.method, budget_bytes=parse_bytes(opts.budget) if opts.budget else None,
-                       codec=opts.codec, groups=opts.groups, seed=opts.seed)  # fmt: skip
+                       codec=opts.codec, groups=opts.groups, seed=opts.seed or 0)  # fmt: skip
     budget = settings.config.memory.budget_bytes
     if budget > profile.max_budget_bytes and not opts.force:
         raise EdgeclError(
@@ -186,6 +186,8 @@ def _check_same(snapshot: Snapshot, learner: Any, opts: LearnOptions) -> None:
         raise EdgeclError(f"this state's memory codec is {cfg.memory.codec}; omit --codec or use a new --state-dir")
     if opts.groups and opts.groups != cfg.groups:
         raise EdgeclError(f"this state balances --groups {cfg.groups}; omit --groups or use a new --state-dir")
+    if opts.seed is not None and opts.seed != cfg.seed:
+        raise EdgeclError(f"this state learns with --seed {cfg.seed}; omit --seed or use a new --state-dir")
 
 
 def _check_same_profile(meta: dict[str, Any], opts: LearnOptions) -> None:
@@ -224,8 +226,12 @@ def learn(
 
 
 def _refuse_bad_options_early(opts: LearnOptions) -> None:
-    """A bad budget string, an unknown --method / --groups / --device or a bad profile file fails before anything
-    else happens (before any backbone notice or export)."""
+    """A bad budget string, seed or wait, an unknown --method / --groups / --device or a bad profile file fails
+    before anything else happens (before any backbone notice or export)."""
+    if opts.seed is not None and opts.seed < 0:
+        raise EdgeclError(f"--seed must be 0 or more, got {opts.seed}")
+    if opts.lock_timeout_s < 0:
+        raise EdgeclError(f"--wait must be 0 or more seconds, got {opts.lock_timeout_s}")
     if opts.budget is not None:
         parse_bytes(opts.budget)
     if opts.method or opts.groups:

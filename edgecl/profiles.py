@@ -48,8 +48,10 @@ class DeviceProfile:
         _check(bool(self.name.strip()), "name", "must not be empty")
         _check(bool(self.providers) and all(p in KNOWN_PROVIDERS for p in self.providers), "providers",
                f"must list execution providers from {', '.join(KNOWN_PROVIDERS)}")  # fmt: skip
-        for key in ("threads", "encode_batch", "train_batch", "adapter_rank"):
-            _check(isinstance(getattr(self, key), int) and getattr(self, key) >= 1, key, "must be an integer >= 1")
+        for key, low, high in (("threads", 1, 1024), ("encode_batch", 1, 65536), ("train_batch", 2, 1 << 20),
+                               ("adapter_rank", 1, 1024)):  # what Runtime and AdapterConfig accept
+            value = getattr(self, key)
+            _check(isinstance(value, int) and low <= value <= high, key, f"must be an integer from {low} to {high}")
         for key in ("default_budget", "max_budget", "ram_cap"):
             try:
                 parse_bytes(getattr(self, key))

@@ -17,7 +17,7 @@ from edgecl.learn.configs import TrainSchedule
 from edgecl.learner import Learner
 from edgecl.memory import MemoryConfig
 from edgecl.settings import LearnerConfig
-from tests.test_cli_learn import invoke, write_task
+from tests.test_cli_learn import edgecl, invoke, write_task
 
 DIM = 32
 ANSWER_KEYS = {"image", "label", "unknown", "confidence", "predictions"}
@@ -217,3 +217,36 @@ def test_the_open_set_bench_writes_its_report_and_plots(tmp_path: Path, bundled_
                                   "known_accuracy_with_labels"}  # fmt: skip
     assert {p.name for p in (tmp_path / "out").iterdir()} == {"results.json", "report.md", "roc.png", "reliability.png"}
     assert "AUROC near / far" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_out_of_range_seed_wait_and_profile_values_are_refused_before_any_work(tmp_path: Path) -> None:
+    """Issue 25's (seen) items: one `error:` line, exit 2, nothing created."""
+    task = write_task(tmp_path / "t", {"bag": 8}, n=2)
+    state = tmp_path / "state"
+    for flag, value in (("--seed", "-1"), ("--wait", "-1")):
+        result = edgecl("learn", "--task-dir", str(task), flag, value, "--state-dir", str(state))
+        err = result.stderr
+        assert result.returncode == 2 and flag in err and len(err.strip().splitlines()) == 1, (flag, err)
+    cpu = (Path(__file__).resolve().parents[1] / "device_profiles" / "cpu.toml").read_text()
+    for key, bad in (("train_batch", "1"), ("adapter_rank", "5000")):
+        profile = tmp_path / f"{key}.toml"
+        profile.write_text("\n".join(f"{key} = {bad}" if line.startswith(f"{key} =") else line
+                                     for line in cpu.splitlines()))  # fmt: skip
+        code, _, err = invoke("learn", "--task-dir", str(task), "--profile-file", str(profile), "--state-dir",
+                              str(state))  # fmt: skip
+        assert code == 2 and key in err and "error:" in err and len(err.strip().splitlines()) == 1, (key, err)
+    assert not state.exists()
+    code, out, _ = invoke("--version")
+    assert code == 0 and out.startswith("edgecl ")
+
+
+def test_a_later_learn_refuses_another_seed(tmp_path: Path, bundled_export: Path) -> None:
+    task = write_task(tmp_path / "t", {"bag": 8}, n=4)
+    state = str(tmp_path / "state")
+    code, _, err = invoke("learn", "--task-dir", str(task), "--budget", "32KB", "--backbone", "bundled", "--seed",
+                          "3", "--state-dir", state)  # fmt: skip
+    assert code == 0, err
+    code, _, err = invoke("learn", "--task-dir", str(task), "--seed", "4", "--state-dir", state)
+    assert code == 2 and "--seed 3" in err
+    code, _, err = invoke("learn", "--task-dir", str(task), "--seed", "3", "--state-dir", state)
+    assert code == 0, err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -15,8 +16,11 @@ from edgecl.model_dir import read_manifest
 from export import ExportOptions, export_model
 
 
-def test_export_is_deterministic(tiny_export: Path, tiny_config: Path, tmp_path: Path) -> None:
-    again = export_model(f"openclip:{tiny_config}", tmp_path / "again", ExportOptions(keep_fp32=True))
+def test_export_is_deterministic(tiny_export: Path, tiny_config: Path, tmp_path: Path,
+                                 caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="edgecl"):
+        again = export_model(f"openclip:{tiny_config}", tmp_path / "again", ExportOptions(keep_fp32=True))
+    assert any("RANDOM weights" in r.getMessage() and ":random" in r.getMessage() for r in caplog.records)
     assert again.data["files"] == read_manifest(tiny_export).data["files"]
     assert (tmp_path / "again" / "manifest.json").read_bytes() == (tiny_export / "manifest.json").read_bytes()
 

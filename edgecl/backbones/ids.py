@@ -35,7 +35,8 @@ def parse_backbone_id(backbone_id: str) -> BackboneRef:
         rest = text[len(OPENCLIP_PREFIX) :]
         arch, _, weights = rest.partition(":")
         if not arch:
-            raise BackboneUnavailableError("backbone 'openclip:' needs an architecture, e.g. openclip:ViT-B-32")
+            raise BackboneUnavailableError(f"backbone 'openclip:' needs an architecture and weights, e.g. "
+                                           f"{DEFAULT_ONLINE_BACKBONE}")  # fmt: skip
         return BackboneRef("openclip", arch, weights)
     raise BackboneUnavailableError(
         f"unknown backbone {backbone_id!r}; use 'bundled' (offline) or "

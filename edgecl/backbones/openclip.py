@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -101,8 +102,14 @@ def _any_cached_openclip_weights() -> bool:
 
 
 def _resolve_weights(open_clip: Any, ref: BackboneRef, probe: HubProbe) -> str | None:
-    """None for random weights, else a local path or a hub tag that can be fetched now."""
+    """None for random weights, else a local path or a hub tag that can be fetched now. Random weights without an
+    explicit `:random` are said loudly: an id without a tag is an easy slip for the real CLIP."""
     if ref.weights in ("", "random"):
+        if ref.weights == "":
+            logging.getLogger("edgecl").warning(
+                "%s names no weights, so it exports RANDOM weights (useless for classifying); for CLIP "
+                "give a tag, e.g. %s:laion2b_s34b_b79k, or say %s:random to mean it", ref.canonical,
+                ref.canonical, ref.canonical)  # fmt: skip
         return None
     if not _is_hub_tag(ref.weights):
         if not Path(ref.weights).is_file():
