@@ -197,7 +197,9 @@ class _Bar:
             MofNCompleteColumn(),
             TimeElapsedColumn(),
         )
-        self.progress = Progress(*columns, console=_stderr(), disable=not enabled, transient=True)
+        console = _stderr()  # not a terminal (a pipe, a log file): no bar, and no blank line where it was
+        self.progress = Progress(*columns, console=console, disable=not (enabled and console.is_terminal),
+                                 transient=True)  # fmt: skip
         self.tasks: dict[str, Any] = {}
 
     def __enter__(self) -> _Bar:
@@ -318,15 +320,18 @@ def classify(
       edgecl classify cat.jpg --labels "cat,dog,rocket" --min-confidence 0.6
     """
     from edgecl.commands import classify as run_classify
+    from edgecl.tasks import MISSING
 
     results, skipped = run_classify(images, state_dir, top_k, labels.split(","), min_confidence=min_confidence)
     for item in skipped:
         typer.echo(f"warning: skipped {item['path']}: {item['reason']}", err=True)
     if as_json:
         _print_json(results)
-        return
-    for row in results:
-        typer.echo(f"{row['image']}: {answer_line(row)}")
+    else:
+        for row in results:
+            typer.echo(f"{row['image']}: {answer_line(row)}")
+    if any(item["reason"] == MISSING for item in skipped):  # the others were answered; the exit status says not all
+        raise typer.Exit(1)
 
 
 def answer_line(row: dict[str, Any]) -> str:
@@ -547,6 +552,13 @@ def profile(
         )
 
 
+def _said_once(message: str) -> str:
+    """Click and typer both append "Did you mean 'x'?" to an unknown command: keep each sentence once."""
+    import re
+
+    return " ".join(dict.fromkeys(re.split(r"(?<=[.?!])\s+", message.strip())))
+
+
 def main() -> None:
     """Console-script entry point."""
     from edgecl.ram import count_whole_process
@@ -562,7 +574,7 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except usage.UsageError as exc:  # a missing or bad option: one line, like every other error
         where = exc.ctx.command_path if exc.ctx else "edgecl"
-        typer.echo(f"error: {exc.format_message()} (see '{where} --help')", err=True)
+        typer.echo(f"error: {_said_once(exc.format_message())} (see '{where} --help')", err=True)
         sys.exit(exc.exit_code)
     except usage.ClickException as exc:
         typer.echo(f"error: {exc.format_message()}", err=True)

@@ -348,8 +348,9 @@ def classify(images: Sequence[str], state_dir: str | None = None, top_k: int = 5
     snapshot = _current(state_dir)
     threshold = min_confidence if min_confidence is not None else state_min_confidence(snapshot.meta)
     learner = _load_learner(snapshot)
-    paths = collect_images(list(images))
+    paths, missing = collect_images(list(images))
     x, kept, skipped = encode_files(learner.encoder, paths, progress)
+    skipped = missing + skipped
     if not kept:
         raise EdgeclError(f"no readable image among {len(paths)} given ({skipped[0]['reason']})")
     extra = [label.strip() for label in labels if label.strip()]

@@ -128,9 +128,14 @@ def _suffixes() -> str:
     return ", ".join(sorted(s.lstrip(".") for s in IMAGE_SUFFIXES))
 
 
-def collect_images(arguments: list[str]) -> list[Path]:
-    """Files and folders given on the command line to image paths (folders are walked)."""
+MISSING = "no such file or folder"
+
+
+def collect_images(arguments: list[str]) -> tuple[list[Path], list[dict[str, str]]]:
+    """Files and folders given on the command line to image paths (folders are walked), and the arguments that
+    name nothing ({path, reason: MISSING}: skipped like unreadable files); none found at all is an error."""
     paths: list[Path] = []
+    missing: list[dict[str, str]] = []
     for arg in arguments:
         path = Path(arg)
         if path.is_dir():
@@ -138,7 +143,9 @@ def collect_images(arguments: list[str]) -> list[Path]:
         elif path.exists():
             paths.append(path)
         else:
-            raise TaskDirError(f"{display(path)}: no such file or folder")
+            missing.append({"path": display(path), "reason": MISSING})
     if not paths:
-        raise TaskDirError(f"no images found in {', '.join(arguments)} (extensions: {_suffixes()})")
-    return paths
+        named = f"{missing[0]['path']}: {MISSING}" if len(missing) == len(arguments) == 1 else (
+            f"no images found in {', '.join(arguments)} (extensions: {_suffixes()})")  # fmt: skip
+        raise TaskDirError(named)
+    return paths, missing

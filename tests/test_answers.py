@@ -250,3 +250,23 @@ def test_a_later_learn_refuses_another_seed(tmp_path: Path, bundled_export: Path
     assert code == 2 and "--seed 3" in err
     code, _, err = invoke("learn", "--task-dir", str(task), "--seed", "3", "--state-dir", state)
     assert code == 0, err
+
+
+def test_a_missing_path_is_skipped_and_said_and_the_cli_says_things_once(tmp_path: Path, bundled_export: Path) -> None:
+    """Issue 25's (seen) items: one missing path no longer aborts the batch (the others are answered, exit 1);
+    "Did you mean" once; no blank line opening a learn's stderr on a non-terminal."""
+    task = write_task(tmp_path / "t", {"bag": 8, "trouser": 1}, n=4)
+    state = str(tmp_path / "state")
+    learned = edgecl("learn", "--task-dir", str(task), "--budget", "32KB", "--backbone", "bundled", "--state-dir",
+                     state)  # fmt: skip
+    assert learned.returncode == 0 and not learned.stderr.startswith("\n"), learned.stderr
+    image = str(task / "bag" / "0.png")
+    result = edgecl("classify", image, str(tmp_path / "nope.png"), "--json", "--state-dir", state)
+    assert result.returncode == 1
+    (answer,) = json.loads(result.stdout)
+    assert answer["image"].endswith("bag/0.png") and answer["label"] == "bag"
+    assert "nope.png: no such file or folder" in result.stderr and result.stderr.count("\n") == 1
+    alone = edgecl("classify", str(tmp_path / "nope.png"), "--state-dir", state)
+    assert alone.returncode == 2 and "nope.png: no such file or folder" in alone.stderr
+    typo = edgecl("lern")
+    assert typo.returncode == 2 and typo.stderr.count("Did you mean 'learn'?") == 1
