@@ -163,7 +163,10 @@ class Encoder:
         return unit_rows(emb @ bridge if bridge is not None else emb)
 
     def encode_labels(self, labels: Sequence[str], templates: Sequence[str] = (DEFAULT_PROMPT,)) -> np.ndarray:
-        """Class names -> (C, D) f32 unit-norm text prototypes, averaged over prompt templates."""
-        prompts = [t.format(label) for label in labels for t in templates]
+        """Class names -> (C, D) f32 unit-norm text prototypes, averaged over prompt templates; names are read as the
+        learner reads them (`ankle_boot` -> "ankle boot", edgecl.prompts.prompt_name)."""
+        from edgecl.prompts import prompt_name
+
+        prompts = [t.format(prompt_name(label)) for label in labels for t in templates]
         emb = self.encode_texts(prompts).reshape(len(labels), len(templates), -1)
         return unit_rows(emb.mean(axis=1))

@@ -7,12 +7,14 @@ this code, the replay memory and its byte budget. Training works on frozen embed
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import shutil
 import time
+import zipfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -534,33 +536,48 @@ class Learner:
                 "classes": self.classes, "tasks": self.tasks, "prototype_weight": self.prototype_weight}  # fmt: skip
         (folder / "learner.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
 
+    def _read_learned(self, data: Any) -> None:
+        """learned.npz's arrays: text rows, merged heads, class means (three layouts over time), calibration."""
+        from edgecl.learn.merged import MergedHead
+
+        self.text = data["text"]
+        self.merged = MergedHead(data["down"], data["up"])
+        self.merged_text = MergedHead(data["text_down"], data["text_up"])
+        if "class_mean_classes" in data.files:
+            self.class_means = ClassMeans(data["class_means"], data["class_counts"], data["class_mean_classes"],
+                                          data["class_mean_domains"])  # fmt: skip
+        elif "class_means" in data.files:  # one mean per class, from before domains had their own
+            self.class_means = ClassMeans.per_class(data["class_means"], data["class_counts"])
+        self.calibration = Calibration.from_arrays(data, len(self.classes))
+
     @classmethod
     def load_from(cls, folder: Path, encoder: Any = None, runtime: Runtime | None = None) -> Learner:
         """Read what save_to wrote; `runtime`: this device's (the saved learner records none). Uses numpy only; the
         peft adapters are loaded when training resumes."""
-        from edgecl.learn.merged import MergedHead
-
         meta, config = _read_learner_json(folder / "learner.json")
         learner = cls(config, int(meta["dim"]), encoder, runtime)
         learner.classes, learner.tasks = list(meta["classes"]), list(meta["tasks"])
         learner.memory = ReplayMemory.load(folder / "memory.safetensors")
-        with np.load(folder / "learned.npz", allow_pickle=False) as data:
-            learner.text = data["text"]
-            learner.merged = MergedHead(data["down"], data["up"])
-            learner.merged_text = MergedHead(data["text_down"], data["text_up"])
-            if "class_mean_classes" in data.files:
-                learner.class_means = ClassMeans(data["class_means"], data["class_counts"],
-                                                 data["class_mean_classes"], data["class_mean_domains"])  # fmt: skip
-            elif "class_means" in data.files:  # one mean per class, from before domains had their own
-                learner.class_means = ClassMeans.per_class(data["class_means"], data["class_counts"])
-            learner.calibration = Calibration.from_arrays(data, len(learner.classes))
+        with _damaged_is_an_error(folder / "learned.npz"), np.load(folder / "learned.npz", allow_pickle=False) as data:
+            learner._read_learned(data)
         if learner.method.memory and len(learner.classes) and not len(learner.class_means.counts):
             learner.class_means = learner._means_from_memory()  # saved before every method kept class means
         learner.prototype_weight = float(meta.get("prototype_weight", learner.prototype_weight))
-        with np.load(folder / "estimators.npz", allow_pickle=False) as data:
+        estimators = folder / "estimators.npz"
+        with _damaged_is_an_error(estimators), np.load(estimators, allow_pickle=False) as data:
             learner._estimators = {k: data[k] for k in data.files}
         learner._adapter_dirs = {n: folder / n for n in ("adapter", "text_adapter") if (folder / n).is_dir()}
         return learner
+
+
+@contextlib.contextmanager
+def _damaged_is_an_error(path: Path) -> Iterator[None]:
+    """A missing, truncated or damaged state array file is a one-line error naming it, not a traceback."""
+    try:
+        yield
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise EdgeclError(f"{path}: damaged or missing state file ({type(exc).__name__}: {exc}); restore the state "
+                          "directory from a backup or start a new --state-dir") from None  # fmt: skip
 
 
 def _text_prototypes(merged_text: Any, text: np.ndarray) -> np.ndarray:

@@ -6,6 +6,10 @@ from __future__ import annotations
 DEFAULT_PROMPT = "a photo of a {}."
 
 
-def prompt_for(name: str) -> str:
+def prompt_name(name: str) -> str:
     """Folder-style names read better in prompts: underscores and dashes become spaces."""
-    return DEFAULT_PROMPT.format(name.replace("_", " ").replace("-", " ").strip())
+    return name.replace("_", " ").replace("-", " ").strip()
+
+
+def prompt_for(name: str) -> str:
+    return DEFAULT_PROMPT.format(prompt_name(name))

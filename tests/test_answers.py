@@ -270,3 +270,33 @@ def test_a_missing_path_is_skipped_and_said_and_the_cli_says_things_once(tmp_pat
     assert alone.returncode == 2 and "nope.png: no such file or folder" in alone.stderr
     typo = edgecl("lern")
     assert typo.returncode == 2 and typo.stderr.count("Did you mean 'learn'?") == 1
+
+
+def test_damaged_state_arrays_are_one_line_errors_and_a_falling_negative_loss_is_not_divergence(
+        tmp_path: Path) -> None:  # fmt: skip
+    """Issue 25: a damaged learned.npz / estimators.npz is an error naming the file, not a BadZipFile traceback;
+    GCL/GDRO losses fall below zero, which is not divergence (a rise is)."""
+    from edgecl.learn.trainer import TrainingDivergedError, _check_divergence
+
+    learner, _, _ = _learned("ncm")
+    for name in ("learned.npz", "estimators.npz"):
+        folder = tmp_path / name
+        learner.save_to(folder)
+        (folder / name).write_bytes(b"PK\x03\x04 truncated")
+        with pytest.raises(EdgeclError, match=f"{name}: damaged or missing state file"):
+            Learner.load_from(folder)
+        (folder / name).unlink()
+        with pytest.raises(EdgeclError, match=f"{name}: damaged or missing"):
+            Learner.load_from(folder)
+    cfg = type("Cfg", (), {"method": "gdro"})()
+    _check_divergence([0.5, -0.2, -800.0], cfg)  # falling far below zero: fine
+    with pytest.raises(TrainingDivergedError):
+        _check_divergence([0.5, 0.7, 900.0], cfg)
+
+
+def test_label_prompts_read_folder_names_as_the_learner_does(tiny_export: Path) -> None:
+    from edgecl.encoder import Encoder
+
+    encoder = Encoder(tiny_export)
+    expected = encoder.encode_texts(["a photo of a ankle boot.", "a photo of a t shirt."])
+    np.testing.assert_allclose(encoder.encode_labels(["ankle_boot", "t-shirt"]), expected, atol=1e-6)

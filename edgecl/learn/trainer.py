@@ -198,7 +198,8 @@ def _forward(head: torch.nn.Module, text_head: torch.nn.Module | None, x: torch.
 
 def _check_divergence(epoch_loss: list[float], cfg: TrainConfig) -> None:
     latest = epoch_loss[-1]
-    if not math.isfinite(latest) or abs(latest) > DIVERGENCE_FACTOR * max(abs(epoch_loss[0]), 1e-3):
+    rise = latest - epoch_loss[0]  # GCL/GDRO losses go negative as they fall: only a rise is divergence
+    if not math.isfinite(latest) or rise > DIVERGENCE_FACTOR * max(abs(epoch_loss[0]), 1e-3):
         raise TrainingDivergedError(f"{cfg.method} training diverged (epoch losses {epoch_loss}); try a lower --lr")
 
 
