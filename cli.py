@@ -546,6 +546,7 @@ def profile(
     typer.echo(f"learn: {learn_info['images_per_s']} images/s encoded, {learn_info['train_steps_per_s']} train steps/s")
     typer.echo(f"memory entry: {mem['bytes_per_entry']} B ({mem['codec']}), {mem['entries_in_default_budget']} fit")
     typer.echo(f"peak RSS {report['peak_rss_bytes'] / 2**20:.0f} MiB; GPU {report['gpu'] or 'none'}")
+    typer.echo(f"note: {report['verdicts_note']}")
     for check in report["checks"]:
         typer.echo(
             f"{'PASS' if check['pass'] else 'FAIL'}  {check['name']}: {check['value']} (target {check['target']})"

@@ -374,7 +374,7 @@ def status(state_dir: str | None = None) -> StatusReport:
     meta = snapshot.meta
     return StatusReport(
         backbone=meta["backbone"], device=meta.get("device", DEFAULT_DEVICE), classes=list(learner.classes),
-        domains=[d for d in learner.memory.domains if d], method=learner.config.method, groups=learner.config.groups,
+        domains=[d for d in learner.domains if d], method=learner.config.method, groups=learner.config.groups,
         memory=learner.memory.stats(), tasks=meta.get("tasks", []), state_dir=str(snapshot.root),
         providers_used=meta.get("providers_used", []), forced_budget=meta.get("forced_budget", False),
         model_dir=meta["model_dir"], memory_path=str(snapshot.folder / "memory.safetensors"),

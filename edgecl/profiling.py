@@ -98,6 +98,34 @@ def _memory_entries(dim: int, profile: DeviceProfile) -> dict[str, Any]:
     return {"codec": stats.codec, "bytes_per_entry": per, "entries_in_default_budget": int(fits)}
 
 
+def measured_on(gpu: Any) -> dict[str, Any]:
+    """This machine, in the words a reader compares with the profile's device."""
+    import platform
+
+    from edgecl.model_dir import cpu_int8_isa
+
+    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines() if line.startswith("model name")),
+                 platform.processor() or platform.machine())  # fmt: skip
+    return {"machine": platform.machine(), "cpu": model, "int8_isa": cpu_int8_isa(), "cores": os.cpu_count(),
+            "gpu": gpu.get("name") if isinstance(gpu, dict) else gpu}  # fmt: skip
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def verdicts_note(profile: DeviceProfile, host: dict[str, Any], provider: str, backbone: str) -> str:
+    """What the PASS/FAIL lines mean: this machine, this backbone and provider, against the profile's targets."""
+    default = profile.default_backbone
+    return (f"measured on this machine ({host['machine']}, {host['cpu']}, int8_isa {host['int8_isa']}, "
+            f"{host['cores']} cores, GPU {host['gpu'] or 'none'}) with {backbone} on {provider}, against the "
+            f"{profile.name} profile's targets" + ("" if backbone == default else f" (set for {default})")
+            + ": the verdicts are this machine's, not the device's unless you run this on it")  # fmt: skip
+
+
 def run_profile(profile: DeviceProfile, backbone: str | None = None,
                 progress: Callable[[str], None] = lambda m: None) -> dict[str, Any]:  # fmt: skip
     """Measure everything the profile has targets for; returns the report `edgecl profile --json` prints."""
@@ -140,6 +168,8 @@ def run_profile(profile: DeviceProfile, backbone: str | None = None,
         "ram_cap_bytes": profile.ram_cap_bytes,
         "cpu_count": os.cpu_count(),
     }  # fmt: skip
+    report["measured_on"] = measured_on(report["gpu"])
+    report["verdicts_note"] = verdicts_note(profile, report["measured_on"], report["provider_used"], manifest.backbone)
     report["checks"] = [
         {"name": "classify p95", "value": cls["p95_ms"], "target": f"<= {profile.classify_p95_ms} ms",
          "pass": cls["p95_ms"] <= profile.classify_p95_ms},

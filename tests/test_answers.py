@@ -300,3 +300,15 @@ def test_label_prompts_read_folder_names_as_the_learner_does(tiny_export: Path) 
     encoder = Encoder(tiny_export)
     expected = encoder.encode_texts(["a photo of a ankle boot.", "a photo of a t shirt."])
     np.testing.assert_allclose(encoder.encode_labels(["ankle_boot", "t-shirt"]), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["zeroshot", "finetune"])
+def test_status_lists_the_domains_of_methods_without_memory(method: str, tmp_path: Path, bundled_export: Path) -> None:
+    task = write_task(tmp_path / "t", {"bag": 8, "coat": 4}, n=3)
+    state = str(tmp_path / "state")
+    for domain in ("studio", "street"):
+        code, _, err = invoke("learn", "--task-dir", str(task), "--domain", domain, "--method", method, "--budget",
+                              "32KB", "--backbone", "bundled", "--state-dir", state)  # fmt: skip
+        assert code == 0, err
+    code, out, _ = invoke("status", "--json", "--state-dir", state)
+    assert code == 0 and json.loads(out)["domains"] == ["studio", "street"]

@@ -123,6 +123,9 @@ def test_profile_json_fields_and_peak_rss_matches_time_v(bundled_export: Path) -
     assert report["memory"]["bytes_per_entry"] > 0 and report["memory"]["entries_in_default_budget"] > 0
     assert report["provider_used"] == "CPUExecutionProvider" and report["gpu"] is None
     assert {c["name"] for c in report["checks"]} == {"classify p95", "learn images/s", "peak RSS"}
+    host = report["measured_on"]  # issue 25: the verdicts say whose machine they measured
+    assert host["cores"] == os.cpu_count() and host["int8_isa"] and host["gpu"] is None
+    assert "measured on this machine" in report["verdicts_note"] and "cpu profile's targets" in report["verdicts_note"]
     outside_kib = int(next(line for line in out.stderr.splitlines() if "Maximum resident" in line).split()[-1])
     assert abs(report["peak_rss_bytes"] - outside_kib * 1024) <= 0.1 * outside_kib * 1024
 
