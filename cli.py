@@ -447,15 +447,10 @@ def serve(
       curl -F image=@cat.jpg http://127.0.0.1:8130/v1/classify
       EDGECL_TOKEN=secret edgecl serve --host 0.0.0.0 --port 8130
     """
-    from edgecl.api import State
-    from edgecl.serve import check_bind, run
+    from edgecl.serve import run
     from edgecl.units import parse_bytes
 
-    limit = parse_bytes(max_upload)
-    check_bind(host, token)
-    state = State(state_dir)
-
-    def started(address: str) -> None:
+    def started(address: str, state: Any) -> None:
         if as_json:
             typer.echo(json.dumps({"address": address, "state_dir": str(state.root), "snapshot": state.snapshot,
                                    "ready": state.ready, "auth": bool(token)}))  # fmt: skip
@@ -463,7 +458,7 @@ def serve(
             typer.echo(f"edgecl serving {state.root} at {address}" + ("" if state.ready else " (nothing learned yet)"))
         sys.stdout.flush()
 
-    run(state, host, port, token, limit, started)
+    run(state_dir, host, port, token, parse_bytes(max_upload), started)
 
 
 fleet_app = typer.Typer(help="Fleet learning on Flower: devices share what they learned, never their images.",

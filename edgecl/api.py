@@ -130,19 +130,16 @@ class State:
         return results
 
     def classify_files(self, paths: Sequence[Path], top_k: int = 5, labels: Sequence[str] = (),
-                       min_confidence: float | None = None,
+                       min_confidence: float | None = None, names: Sequence[str] | None = None,
                        ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:  # fmt: skip
-        """(answers for the readable files, the unreadable ones with the reason), from one snapshot."""
-        from edgecl.commands import encode_files
-        from edgecl.tasks import display
+        """(answers for the readable files, the unreadable ones with the reason), from one snapshot; `names`: what
+        to call each file in both (default: its path)."""
+        from edgecl.commands import answer_files
 
         _check_request(top_k, min_confidence)
         served = self._current()
-        x, kept, skipped = encode_files(served.learner.encoder, list(paths), lambda s, d, t: None)
         threshold = served.min_confidence if min_confidence is None else min_confidence
-        extra = [label.strip() for label in labels if label.strip()]
-        answers = served.learner.classify_embeddings(x, top_k, extra, threshold) if kept else []
-        return [{"image": display(paths[i]), **a} for i, a in zip(kept, answers, strict=True)], skipped
+        return answer_files(served.learner, list(paths), top_k, labels, threshold, names)
 
     # ---- learning ------------------------------------------------------------------------------------------
     def learn(self, folder: str | Path | None = None, *, images: Sequence[str | Path] = (),

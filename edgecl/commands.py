@@ -349,13 +349,24 @@ def classify(images: Sequence[str], state_dir: str | None = None, top_k: int = 5
     threshold = min_confidence if min_confidence is not None else state_min_confidence(snapshot.meta)
     learner = _load_learner(snapshot)
     paths, missing = collect_images(list(images))
-    x, kept, skipped = encode_files(learner.encoder, paths, progress)
-    skipped = missing + skipped
-    if not kept:
+    results, skipped = answer_files(learner, paths, top_k, labels, threshold, progress=progress)
+    if not results:
         raise EdgeclError(f"no readable image among {len(paths)} given ({skipped[0]['reason']})")
+    return results, missing + skipped
+
+
+def answer_files(learner: Any, paths: Sequence[Path], top_k: int, labels: Sequence[str], min_confidence: float,
+                 names: Sequence[str] | None = None,
+                 progress: Progress = _quiet) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:  # fmt: skip
+    """classify --json's answers for the readable image files, and the unreadable ones with the reason; each
+    file is called by its entry in `names` (default: its path), so a server can give back the upload's name."""
+    names = list(names) if names is not None else [display(p) for p in paths]
+    x, kept, skipped = encode_files(learner.encoder, paths, progress)
+    called = {display(p): name for p, name in zip(paths, names, strict=True)}
+    skipped = [{**item, "path": called.get(item["path"], item["path"])} for item in skipped]
     extra = [label.strip() for label in labels if label.strip()]
-    answers = learner.classify_embeddings(x, top_k, extra, threshold)
-    return [{"image": display(paths[i]), **a} for i, a in zip(kept, answers, strict=True)], skipped
+    answers = learner.classify_embeddings(x, top_k, extra, min_confidence) if kept else []
+    return [{"image": names[i], **a} for i, a in zip(kept, answers, strict=True)], skipped
 
 
 def state_min_confidence(meta: dict[str, Any]) -> float:

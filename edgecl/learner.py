@@ -188,21 +188,19 @@ class Learner:
         """The calibration the learner will have with this task (its classes' familiarity statistics grown by the
         leave-one-out cosines of the task's rows to their class means, `class_means`, which hold them; both
         temperatures refitted), and the task's validation (edgecl.learn.calibration.task_validation)."""
-        group = class_means.group_of(task.y, np.full(len(task.y), task.domain))
-        loo = loo_cosines(task.x, group, class_means.means, class_means.counts)
-        measured = ~np.isnan(loo)
-        calibration = self.calibration.updated(loo[measured], task.y[measured], len(task.classes))
-        x, y, domains = self._calibration_rows(task)
-        rows_loo = loo_cosines(x, class_means.group_of(y, domains), class_means.means, class_means.counts)
-        fit = ~np.isnan(rows_loo)  # rows of a class without a class mean (or alone in it) say nothing honest
-        x, y, rows_loo, n_new = x[fit], y[fit], rows_loo[fit], int(fit[: len(task.x)].sum())
-        scores = self._honest_scores(task, x, y, class_means, rows_loo)
+        x, y, domains = self._calibration_rows(task)  # the task's rows first
+        loo = loo_cosines(x, class_means.group_of(y, domains), class_means.means, class_means.counts)
+        measured = ~np.isnan(loo)  # rows of a class without a class mean (or alone in it) say nothing honest
+        new = np.arange(len(x)) < len(task.x)
+        calibration = self.calibration.updated(loo[new & measured], y[new & measured], len(task.classes))
+        x, y, loo, n_new = x[measured], y[measured], loo[measured], int(measured[new].sum())
+        scores = self._honest_scores(task, x, y, class_means, loo)
         temperature = self.calibration.temperature
         if scores is not None:
             temperature = fit_temperature(scores, y, temperature) * self._spread_ratio(task, fitted, class_means,
                                                                                         record, x)  # fmt: skip
         text = fit_temperature(unit_rows(x) @ task.text.T, y, self.calibration.text_temperature)
-        validation = self._validation(task, x, y, class_means, rows_loo, scores, n_new)
+        validation = self._validation(task, x, y, class_means, loo, scores, n_new)
         return calibration.with_temperatures(temperature, text), validation
 
     def _validation(self, task: _Task, x: np.ndarray, y: np.ndarray, class_means: ClassMeans, loo: np.ndarray,
@@ -210,10 +208,7 @@ class Learner:
         """How well the task's classes are told apart, each image left out of its class mean (the honest scores; for
         finetune, whose head saw every image, by class means alone); the first `n` rows are the task's."""
         if scores is None:
-            scores = class_means.scores(x, len(task.classes))
-            measured = ~np.isnan(loo)
-            scores[measured, y[measured]] = loo[measured]
-            estimate = "leave-one-out, class means"
+            scores, estimate = _loo_mean_scores(x, y, class_means, loo, len(task.classes)), "leave-one-out, class means"
         else:
             estimate = "leave-one-out, text" if self.method.name == "zeroshot" else "leave-one-out"
         names = [task.classes[int(c)] for c in task.y]
@@ -242,10 +237,7 @@ class Learner:
             return unit_rows(x) @ task.text.T
         if not (self.uses_prototypes or self.method.memory_means):
             return None
-        measured = ~np.isnan(loo)
-        means = class_means.scores(x, len(task.classes))
-        means[measured, y[measured]] = loo[measured]
-        return means
+        return _loo_mean_scores(x, y, class_means, loo, len(task.classes))
 
     def _calibration_rows(self, task: _Task) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(x, class index, domain index) of the task's rows, then of a few stored rows of each earlier class
@@ -253,7 +245,7 @@ class Learner:
         x, y, domains = task.x, task.y, np.full(len(task.y), task.domain)
         if not self.method.memory or not len(self.classes):
             return x, y, domains
-        stored = task.memory.samples(np.flatnonzero(~np.isin(task.memory.ids.astype(np.int64), task.ids)))
+        stored = task.memory.samples(_earlier_rows(task.memory, task.ids))
         old_y = _class_indices(task.classes, stored)
         pick = validation_rows(old_y)
         return (np.concatenate([x, stored.embeddings[pick]]), np.concatenate([y, old_y[pick]]),
@@ -360,7 +352,7 @@ class Learner:
         """Rows of `memory` stored by earlier tasks (not among this task's `new_ids`)."""
         if not self.method.replay:
             return np.zeros(0, np.int64)
-        return np.flatnonzero(~np.isin(memory.ids.astype(np.int64), new_ids))
+        return _earlier_rows(memory, new_ids)
 
     def _saved_loss(self) -> Any:
         """The method's loss rebuilt from the saved estimators (a fresh one without them); None for no loss."""
@@ -470,9 +462,10 @@ class Learner:
             raise EdgeclError("nothing learned yet and no --labels given: learn a task first or pass labels")
         x = np.asarray(x, np.float32)
         extra = self._extra(extra_labels)
-        learned = self._learned_scores(x) if self.classes else np.zeros((len(x), 0), np.float32)
+        means = self.class_means.scores(x, len(self.classes))  # for the scores (prototypes) and for `known`
+        learned = self._learned_scores(x, means) if self.classes else np.zeros((len(x), 0), np.float32)
         p_learned = softmax(learned / self.calibration.temperature) if self.classes else learned
-        known = self._known(x, learned)
+        known = self._known(means, learned)
         scores, zero_shot = learned, None
         if extra:
             text = np.concatenate([self.text, self._text_for(extra, extra_text)])
@@ -482,15 +475,16 @@ class Learner:
         probability = candidate_probabilities(p_learned, known, zero_shot, len(self.classes))
         return answers(probability, scores, list(self.classes) + extra, top_k, min_confidence)
 
-    def _known(self, x: np.ndarray, learned: np.ndarray) -> np.ndarray:
-        """(N,) the chance each row is one of the learned classes (0 with nothing learned)."""
+    def _known(self, means: np.ndarray, learned: np.ndarray) -> np.ndarray:
+        """(N,) the chance each row is one of the learned classes (0 with nothing learned), from its class-mean
+        cosines `means` (N, C) and learned scores (N, C)."""
         if not self.classes:
-            return np.zeros(len(x))
+            return np.zeros(len(means))
         if not len(self.class_means.counts):
-            return np.ones(len(x))
+            return np.ones(len(means))
         answer = learned.argmax(1)
-        means = self.class_means.scores(x, len(self.classes))
-        return self.calibration.with_classes(len(self.classes)).known(means[np.arange(len(x)), answer], answer)
+        rows = np.arange(len(means))
+        return self.calibration.with_classes(len(self.classes)).known(means[rows, answer], answer)
 
     def classify_embeddings(self, x: np.ndarray, top_k: int = 5, extra_labels: Sequence[str] = (),
                             min_confidence: float = DEFAULT_MIN_CONFIDENCE,
@@ -578,6 +572,21 @@ def _damaged_is_an_error(path: Path) -> Iterator[None]:
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise EdgeclError(f"{path}: damaged or missing state file ({type(exc).__name__}: {exc}); restore the state "
                           "directory from a backup or start a new --state-dir") from None  # fmt: skip
+
+
+def _earlier_rows(memory: ReplayMemory, new_ids: np.ndarray) -> np.ndarray:
+    """Rows of `memory` stored by earlier tasks (not among this task's `new_ids`)."""
+    return np.flatnonzero(~np.isin(memory.ids.astype(np.int64), new_ids))
+
+
+def _loo_mean_scores(x: np.ndarray, y: np.ndarray, class_means: ClassMeans, loo: np.ndarray,
+                     n_classes: int) -> np.ndarray:  # fmt: skip
+    """(N, n_classes) class-mean cosines of rows x of classes y (N,), each row's own class scored by `loo` (its
+    cosine with its class mean left without it) where that is known."""
+    measured = ~np.isnan(loo)
+    means = class_means.scores(x, n_classes)
+    means[measured, y[measured]] = loo[measured]
+    return means
 
 
 def _text_prototypes(merged_text: Any, text: np.ndarray) -> np.ndarray:

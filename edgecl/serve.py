@@ -185,9 +185,9 @@ def create_app(state: Any, token: str | None = None, max_upload_bytes: int = 20_
     def learn(image: list[UploadFile] = File(...), label: str = Form(...), domain: str | None = Form(None)) -> Any:
         from edgecl.api import class_folder_name
 
-        name = class_folder_name(label)
-        with _uploaded(image) as paths:
-            report = state.learn(images=paths, labels=[name] * len(paths), domain=domain or None)
+        uploads = _uploaded(image, class_folder_name(label))  # the uploads are the task folder's one class folder
+        with uploads:
+            report = state.learn(Path(uploads.folder), domain=domain or None)
         metrics.learned()
         return report.to_json()
 
@@ -214,21 +214,20 @@ def _authorised(header: str, token: str) -> bool:
 def _answers(state: Any, files: list[Any], top_k: int, labels: str, min_confidence: float | None) -> list[dict]:
     """classify --json's list for uploaded files, `image` being each upload's file name; an unreadable upload is a
     400 naming it."""
+    names = [f.filename or f"image {i}" for i, f in enumerate(files)]
     with _uploaded(files) as paths:
-        results, skipped = state.classify_files(paths, top_k, labels.split(","), min_confidence)
-    names = {str(p): f.filename or f"image {i}" for i, (p, f) in enumerate(zip(paths, files, strict=True))}
+        results, skipped = state.classify_files(paths, top_k, labels.split(","), min_confidence, names)
     if skipped:
-        bad = skipped[0]
-        raise EdgeclError(f"{names.get(bad['path'], bad['path'])}: {bad['reason']}")
-    by_path = {r["image"]: r for r in results}
-    return [{**by_path[str(p)], "image": names[str(p)]} for p in paths]
+        raise EdgeclError(f"{skipped[0]['path']}: {skipped[0]['reason']}")
+    return results
 
 
 class _uploaded:  # noqa: N801 - a context manager
-    """Uploaded files written to a temporary folder under names made here (never the client's), removed after."""
+    """Uploaded files written to a temporary folder (in its sub-folder `under`, e.g. a class folder to learn) under
+    names made here (never the client's), removed after."""
 
-    def __init__(self, files: list[Any]) -> None:
-        self.files = files
+    def __init__(self, files: list[Any], under: str = "") -> None:
+        self.files, self.under = files, under
         self.folder = ""
 
     def __enter__(self) -> list[Path]:
@@ -239,8 +238,9 @@ class _uploaded:  # noqa: N801 - a context manager
         self.folder = tempfile.mkdtemp(prefix="edgecl-upload-")
         paths = []
         try:
+            (Path(self.folder) / self.under).mkdir(exist_ok=True)
             for i, upload in enumerate(self.files):
-                raw = Path(self.folder) / f"{i}.upload"
+                raw = Path(self.folder) / self.under / f"{i}.upload"
                 with raw.open("wb") as out:
                     shutil.copyfileobj(upload.file, out)
                 paths.append(raw.rename(raw.with_suffix(image_suffix(raw, upload.filename or ""))))
@@ -269,12 +269,16 @@ def watch(state: Any, stop: threading.Event) -> threading.Thread:
     return thread
 
 
-def run(state: Any, host: str, port: int, token: str | None, max_upload_bytes: int,
-        on_started: Callable[[str], None]) -> None:  # fmt: skip
-    """Serve until SIGTERM / SIGINT (in-flight requests get SHUTDOWN_GRACE_S)."""
+def run(state_dir: str | None, host: str, port: int, token: str | None, max_upload_bytes: int,
+        on_started: Callable[[str, Any], None]) -> None:  # fmt: skip
+    """Serve the state at `state_dir` until SIGTERM / SIGINT (in-flight requests get SHUTDOWN_GRACE_S); a refused
+    bind fails before the state is loaded. `on_started(address, state)` once the socket listens."""
     import uvicorn
 
+    from edgecl.api import State
+
     check_bind(host, token)
+    state = State(state_dir)
     stop = threading.Event()
     watch(state, stop)
     config = uvicorn.Config(create_app(state, token, max_upload_bytes), host=host, port=port, log_level="warning",
@@ -285,7 +289,7 @@ def run(state: Any, host: str, port: int, token: str | None, max_upload_bytes: i
     async def startup(sockets: Any = None) -> None:
         await original(sockets)
         bound = server.servers[0].sockets[0].getsockname() if server.servers else (host, port)
-        on_started(f"http://{bound[0]}:{bound[1]}")
+        on_started(f"http://{bound[0]}:{bound[1]}", state)
 
     server.startup = startup  # type: ignore[method-assign]
     try:
