@@ -20,6 +20,7 @@ from PIL import Image
 
 from edgecl import commands
 from edgecl.datasets import fashion_mnist, sample_photo_paths
+from edgecl.learned import scoring
 from edgecl.learner import Learner
 from edgecl.state import read_state
 
@@ -68,7 +69,7 @@ def main() -> None:
         state = root / "state"
         commands.learn(commands.LearnOptions(str(root / "task"), "64KB", str(state), backbone="bundled"))
         learner = Learner.load_from(read_state(state).folder)  # type: ignore[union-attr]
-        np.save(root / "protos.npy", learner.prototypes())
+        np.save(root / "protos.npy", scoring.prototypes(learner.state))
         one = root / "one.jpg"
         Image.open(sample_photo_paths()[1]).convert("RGB").save(one)
         cmds = {

@@ -127,7 +127,7 @@ def test_a_saved_state_answers_the_same_after_loading(tmp_path: Path) -> None:
     loaded = Learner.load_from(tmp_path / "s")
     assert loaded.classify_embeddings(test, top_k=3) == learner.classify_embeddings(test, top_k=3)
     learner.forget_class("c1")
-    assert len(learner.calibration.counts) == 3 and learner.classify_embeddings(test[:5], top_k=1)
+    assert len(learner.state.calibration.counts) == 3 and learner.classify_embeddings(test[:5], top_k=1)
 
 
 def test_learn_validation_names_the_weak_classes() -> None:
@@ -198,7 +198,7 @@ def test_a_state_saved_before_calibration_answers_known_images_after_its_next_le
         old = {k: data[k] for k in data.files if not k.startswith(("class_mean", "class_count", "calibration"))}
     np.savez(tmp_path / "s" / "learned.npz", **old)
     loaded = Learner.load_from(tmp_path / "s")
-    assert len(loaded.class_means.counts) == 4
+    assert len(loaded.state.class_means.counts) == 4
     _, rows = _clusters(0, 6, 30)
     loaded.learn_embeddings(rows[4 * 30 : 5 * 30], ["c4"] * 30, text={"c4": centres[4]})
     answers = loaded.classify_embeddings(test[: 4 * 40], top_k=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -154,18 +155,16 @@ def test_replay_methods_beat_finetune_on_old_classes() -> None:
 
 def test_divergence_leaves_previous_state_untouched() -> None:
     learner, _ = _stream("gdro")
-    before = (list(learner.classes), learner.memory.to_bytes(), learner.merged.up.copy(), len(learner.tasks))
+    before = (list(learner.classes), learner.memory.to_bytes(), learner.state.merged.up.copy(), len(learner.tasks))
     x, y, text = clustered(7, 20, 0)
     config = LearnerConfig(method="er", memory=MemoryConfig(6_000, "int8"), train=TrainSchedule(lr=1e30, epochs=3))
-    blown = Learner(config, DIM)
-    blown.__dict__.update(learner.__dict__)
-    blown.config = config
-    state = (list(blown.classes), blown.memory.to_bytes(), blown.merged.up.copy(), len(blown.tasks))
+    blown = Learner(config, DIM, state=replace(learner.state, config=config))
+    state = (list(blown.classes), blown.memory.to_bytes(), blown.state.merged.up.copy(), len(blown.tasks))
     rows = y == 6
     with pytest.raises(TrainingDivergedError, match="lower --lr"):
         blown.learn_embeddings(x[rows] * 1e6, ["class 6"] * int(rows.sum()), text={"class 6": text[6]})
     assert blown.classes == state[0] and blown.memory.to_bytes() == state[1] and len(blown.tasks) == state[3]
-    np.testing.assert_array_equal(blown.merged.up, state[2])
+    np.testing.assert_array_equal(blown.state.merged.up, state[2])
     assert before[0] == learner.classes
 
 
@@ -178,9 +177,9 @@ def test_domain_incremental_task_adds_a_domain() -> None:
     groups = learner.memory.stats().per_class_domain
     assert groups["class 0|inverted"] > 0
     assert {"class 0|inverted", "class 1|inverted", "class 5|"} <= set(report.training.class_weights[-1])
-    assert len(learner.class_means.counts) == 8  # six classes, two of them also in the inverted domain
+    assert len(learner.state.class_means.counts) == 8  # six classes, two of them also in the inverted domain
     learner.forget_class("class 0")
-    assert all(key // 256 < 5 for key in learner.loss.v)  # class 0's groups gone, the rest moved down
+    assert all(key // 256 < 5 for key in learner.state.resume.loss.v)  # class 0's groups gone, the rest moved down
     assert "class 0|inverted" not in learner.memory.stats().per_class_domain
 
 
@@ -235,14 +234,14 @@ def test_save_and_load_round_trip_then_keep_learning(tmp_path: Path) -> None:
     fresh = Learner.load_from(tmp_path / "s1")
     learner.learn_embeddings(x[rows], ["class 6"] * int(rows.sum()), text={"class 6": text[6]})
     fresh.learn_embeddings(x[rows], ["class 6"] * int(rows.sum()), text={"class 6": text[6]})
-    np.testing.assert_allclose(fresh.merged.up, learner.merged.up, atol=1e-5)  # estimators and adapter resumed
+    np.testing.assert_allclose(fresh.state.merged.up, learner.state.merged.up, atol=1e-5)  # resumed
     fresh.save_to(tmp_path / "s2")
     assert Learner.load_from(tmp_path / "s2").classes[-1] == "class 6"
 
 
 def test_text_head_trains_and_round_trips(tmp_path: Path) -> None:
     learner, accs = _stream("gdro", text_head=True)
-    assert learner.text_head is not None and np.abs(learner.merged_text.up).sum() > 0
+    assert learner.state.resume.text_head is not None and np.abs(learner.state.merged_text.up).sum() > 0
     learner.save_to(tmp_path / "s")
     assert (tmp_path / "s" / "text_adapter" / "adapter_config.json").is_file()
     x, _, _ = clustered(6, 10, 0)
@@ -305,5 +304,53 @@ def test_learning_leaves_the_host_processes_torch_seed_and_threads_as_they_were(
     assert torch.get_num_threads() == 3
     torch.testing.assert_close(torch.rand(4), expected)
     again, _ = _stream("gdro")
-    np.testing.assert_array_equal(again.merged.up, learner.merged.up)  # seeded training still reproduces
+    np.testing.assert_array_equal(again.state.merged.up, learner.state.merged.up)  # seeded training still reproduces
     torch.set_num_threads(before)
+
+
+def test_the_learned_state_is_one_frozen_value_that_readers_share_while_a_learn_runs() -> None:
+    """Learning and forgetting replace `learner.state` in one assignment: the value a reader holds never changes,
+    and a classify in another thread always pairs a snapshot's labels with that snapshot's scores."""
+    import dataclasses
+    import threading
+    import time
+
+    learner, _ = _stream("gdro")
+    held = learner.state
+    frozen = (held.classes, held.text.copy(), held.memory.to_bytes(), held.class_means.counts.copy())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        held.classes = ()  # type: ignore[misc]
+    with pytest.raises(ValueError, match="read-only"):
+        held.text[0, 0] = 1.0
+    x, y, text = clustered(8, 30, 0)
+    seen: list[set[str]] = []
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def classify_forever() -> None:
+        while not stop.is_set():
+            try:
+                for answer in learner.classify_embeddings(x[:8], top_k=20):
+                    seen.append({p["label"] for p in answer["predictions"]})
+                time.sleep(0.01)  # leave the learn its cores
+            except BaseException as exc:  # noqa: BLE001 - the test reports it below
+                failures.append(exc)
+                return
+
+    reader = threading.Thread(target=classify_forever)
+    reader.start()
+    snapshots = [set(held.classes)]
+    for c in (6, 7):
+        rows = y == c
+        learner.learn_embeddings(x[rows], [f"class {c}"] * int(rows.sum()), text={f"class {c}": text[c]})
+        snapshots.append(set(learner.classes))
+    learner.forget_class("class 0")
+    snapshots.append(set(learner.classes))
+    stop.set()
+    reader.join()
+    assert not failures, failures
+    assert seen and all(any(labels == s for s in snapshots) for labels in seen)
+    assert held.classes == frozen[0] and held.memory.to_bytes() == frozen[2]
+    np.testing.assert_array_equal(held.text, frozen[1])
+    np.testing.assert_array_equal(held.class_means.counts, frozen[3])
+    assert learner.state is not held and learner.classes == [f"class {c}" for c in range(1, 8)]

@@ -115,8 +115,8 @@ def test_prototypes_round_trip_and_old_states_get_them_from_memory(tmp_path: Pat
     learner.learn_embeddings(x, [f"c{c}" for c in y], text={f"c{c}": text[c] for c in range(4)})
     learner.save_to(tmp_path / "s")
     loaded = Learner.load_from(tmp_path / "s")
-    assert loaded.prototype_weight == learner.prototype_weight
-    np.testing.assert_array_equal(loaded.class_means.means, learner.class_means.means)
+    assert loaded.state.prototype_weight == learner.state.prototype_weight
+    np.testing.assert_array_equal(loaded.state.class_means.means, learner.state.class_means.means)
     np.testing.assert_array_equal(loaded.predict(x), learner.predict(x))
     with np.load(tmp_path / "s" / "learned.npz") as data:  # a state written with one mean per class, no groups
         np.savez(tmp_path / "s" / "learned.npz", **{k: data[k] for k in data.files if not k.startswith("class_mean_")})
@@ -125,12 +125,12 @@ def test_prototypes_round_trip_and_old_states_get_them_from_memory(tmp_path: Pat
     del meta["config_version"]
     (tmp_path / "s" / "learner.json").write_text(json.dumps(meta))
     per_class = Learner.load_from(tmp_path / "s")
-    assert per_class.config.groups == "class" and per_class.class_means.classes.tolist() == [0, 1, 2, 3]
+    assert per_class.config.groups == "class" and per_class.state.class_means.classes.tolist() == [0, 1, 2, 3]
     np.testing.assert_array_equal(per_class.predict(x), learner.predict(x))
     with np.load(tmp_path / "s" / "learned.npz") as data:  # a state written before class means existed
         np.savez(tmp_path / "s" / "learned.npz", **{k: data[k] for k in data.files if not k.startswith("class_")})
     old = Learner.load_from(tmp_path / "s")
-    assert old.class_means.counts.sum() == len(old.memory.ids) and len(old.class_means.counts) == 4
+    assert old.state.class_means.counts.sum() == len(old.memory.ids) and len(old.state.class_means.counts) == 4
     assert (old.predict(x) == y).mean() > 0.5
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from edgecl.bench.metrics import auroc, expected_calibration_error, fpr_at_tpr, reliability
 from edgecl.learn.calibration import DEFAULT_MIN_CONFIDENCE, softmax
 from edgecl.learn.methods import DEFAULT_METHOD
+from edgecl.learned import scoring
 from edgecl.units import parse_bytes
 from edgecl.vectors import unit_rows
 
@@ -160,14 +161,15 @@ def run_one(suite: OpenSetSuite, data: DataSet, far: DataSet, per_class: int, bu
 def _scores(learner: Any, x: np.ndarray, min_confidence: float) -> dict[str, Any]:
     """Every score of SCORES for rows x (N,), and the product's answers."""
     answers = learner.answer_embeddings(x, 1, (), min_confidence)
-    learned = learner._learned_scores(x)
+    learned = scoring.learned_scores(learner.state, x)
+    means = learner.state.class_means.scores(x, len(learner.classes)).max(1)
     stored = unit_rows(learner.memory.samples().embeddings)
     cos = unit_rows(x) @ stored.T
     knn = np.sort(cos, 1)[:, -min(5, cos.shape[1]) :].mean(1) if cos.shape[1] else np.zeros(len(x))
     logits = learned / MSP_TEMPERATURE
     top = logits.max(1)
     return {"answers": answers, "confidence": np.array([a.confidence for a in answers]),
-            "msp": softmax(logits).max(1), "class_mean": learner.class_means.scores(x, len(learner.classes)).max(1),
+            "msp": softmax(logits).max(1), "class_mean": means,
             "knn5": knn, "energy": MSP_TEMPERATURE * (top + np.log(np.exp(logits - top[:, None]).sum(1)))}  # fmt: skip
 
 

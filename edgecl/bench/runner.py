@@ -47,7 +47,7 @@ def run_stream(stream: Stream, spec: RunSpec, text: np.ndarray, heldout_text: np
     n = len(stream.tasks)
     matrix = np.zeros((n, n))
     seen, seconds, train_seconds = [], [], []
-    zs_before = zero_shot_accuracy(learner.merged, stream.heldout_x, stream.heldout_y, heldout_text)
+    zs_before = zero_shot_accuracy(learner.state.merged, stream.heldout_x, stream.heldout_y, heldout_text)
     for t, task in enumerate(stream.tasks):
         start = time.perf_counter()
         names = [stream.labels[i] for i in task.train_y]
@@ -60,7 +60,7 @@ def run_stream(stream: Stream, spec: RunSpec, text: np.ndarray, heldout_text: np
         all_x = np.concatenate([o.test_x for o in stream.tasks[: t + 1]])
         all_y = np.concatenate([o.test_y for o in stream.tasks[: t + 1]])
         seen.append(_accuracy(learner, stream.labels, all_x, all_y))
-    zs_after = zero_shot_accuracy(learner.merged, stream.heldout_x, stream.heldout_y, heldout_text)
+    zs_after = zero_shot_accuracy(learner.state.merged, stream.heldout_x, stream.heldout_y, heldout_text)
     return {
         "stream": stream.name, "method": spec.method, "budget_bytes": spec.budget_bytes, "codec": spec.codec,
         "seed": spec.seed, "matrix": matrix.round(4).tolist(), "seen_accuracy": seen,

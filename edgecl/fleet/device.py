@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import numpy as np
 from edgecl.errors import EdgeclError
 from edgecl.fleet.aggregate import Update, pooled_means
 from edgecl.learn.prototypes import ClassMeans
+from edgecl.learned import LearnedState, files
 from edgecl.memory.policy import DOMAIN_SLOTS
 from edgecl.state import commit_snapshot, read_state, state_root, writer_lock
 
@@ -36,25 +38,23 @@ def _snapshot(state_dir: str | Path) -> Any:
 
 def local_update(state_dir: str | Path) -> Update:
     """What this device learned itself: adapter tensors, classes with counts, text embeddings, class means."""
-    from edgecl.learner import Learner
-
     snapshot = _snapshot(state_dir)
-    learner = Learner.load_from(snapshot.folder)
-    mine = _own_means(learner)
-    counts = mine.samples_of(len(learner.classes))
-    class_counts = {c: int(n) for c, n in zip(learner.classes, counts, strict=True) if n > 0}
-    pooled = pooled_means(zip([learner.classes[c] for c in mine.classes], mine.means, mine.counts, strict=True))
+    state = files.load(snapshot.folder)
+    mine = _own_means(state)
+    counts = mine.samples_of(len(state.classes))
+    class_counts = {c: int(n) for c, n in zip(state.classes, counts, strict=True) if n > 0}
+    pooled = pooled_means(zip([state.classes[c] for c in mine.classes], mine.means, mine.counts, strict=True))
     means = {(c, ""): mean_count for c, mean_count in pooled.items()}
-    text = {c: learner.text[i] for i, c in enumerate(learner.classes) if c in class_counts}
-    samples = sum(int(task["samples"]) for task in learner.tasks)
-    return Update(snapshot.meta["backbone"], learner.dim, samples, _lora_tensors(snapshot.folder / ADAPTER),
+    text = {c: state.text[i] for i, c in enumerate(state.classes) if c in class_counts}
+    samples = sum(int(task["samples"]) for task in state.tasks)
+    return Update(snapshot.meta["backbone"], state.dim, samples, _lora_tensors(snapshot.folder / ADAPTER),
                   class_counts, text, means)  # fmt: skip
 
 
-def _own_means(learner: Any) -> ClassMeans:
+def _own_means(state: LearnedState) -> ClassMeans:
     """The class means of this device's own images: its prototypes without the fleet's groups, or, for a method
     without prototypes (ncm), the means of its memory rows."""
-    cm = learner.class_means if learner.uses_prototypes else learner._means_from_memory()
+    cm = state.class_means if state.uses_prototypes else state.means_from_memory()
     own = cm.domains != FLEET_DOMAIN
     return ClassMeans(cm.means[own], cm.counts[own], cm.classes[own], cm.domains[own])
 
@@ -72,30 +72,29 @@ def _lora_tensors(folder: Path) -> dict[str, np.ndarray]:
 def apply_fleet(state_dir: str | Path, fleet: Update, lock_timeout_s: float = 300.0) -> dict[str, Any]:
     """Take the fleet's adapter (when this device has one to replace), every class and the others' class means;
     commit atomically. Returns what changed."""
-    from edgecl.learner import Learner
-
     root = state_root(state_dir)
     with writer_lock(root, lock_timeout_s, lambda m: None):
         snapshot = _snapshot(root)
         if snapshot.meta["backbone"] != fleet.backbone:
             raise EdgeclError(f"this device uses backbone {snapshot.meta['backbone']}, the fleet {fleet.backbone}")
-        learner = Learner.load_from(snapshot.folder)
-        new_classes = [c for c in fleet.class_counts if c not in learner.classes]
-        learner.classes = learner.classes + new_classes
-        learner.text = np.concatenate([learner.text, *[fleet.text[c][None] for c in new_classes]]).astype(np.float32)
-        learner.class_means = _with_fleet_means(learner, fleet)
+        state = files.load(snapshot.folder)
+        new_classes = [c for c in fleet.class_counts if c not in state.classes]
+        text = np.concatenate([state.text, *[fleet.text[c][None] for c in new_classes]]).astype(np.float32)
+        state = state.replaced(classes=[*state.classes, *new_classes], text=text)
+        state = state.replaced(class_means=_with_fleet_means(state, fleet))
         with tempfile.TemporaryDirectory(prefix="edgecl-fleet-") as tmp:
             adapter = _write_adapter(snapshot.folder / ADAPTER, fleet.lora, Path(tmp) / ADAPTER)
             if adapter is not None:
                 from edgecl.learn.adapters import load_adapter, merge
 
-                learner.head, learner._adapter_dirs[ADAPTER] = None, adapter
-                learner.merged = merge(load_adapter(learner.dim, adapter))
+                dirs = {**state.resume.adapter_dirs, ADAPTER: adapter}
+                state = state.replaced(merged=merge(load_adapter(state.dim, adapter)),
+                                       resume=replace(state.resume, head=None, adapter_dirs=dirs))  # fmt: skip
             rounds = int(snapshot.meta.get("fleet", {}).get("rounds", 0)) + 1
-            meta = {**snapshot.meta, "fleet": {"rounds": rounds, "classes": len(learner.classes)}}
-            commit_snapshot(root, learner.save_to, meta)
-    memory = learner.memory
-    return {"new_classes": new_classes, "classes": list(learner.classes), "adapter": adapter is not None,
+            meta = {**snapshot.meta, "fleet": {"rounds": rounds, "classes": len(state.classes)}}
+            commit_snapshot(root, lambda folder: files.save(state, folder), meta)
+    memory = state.memory
+    return {"new_classes": new_classes, "classes": list(state.classes), "adapter": adapter is not None,
             "memory_bytes": memory.size_bytes(), "budget_bytes": memory.config.budget_bytes}  # fmt: skip
 
 
@@ -115,15 +114,15 @@ def _write_adapter(own: Path, lora: dict[str, np.ndarray], out: Path) -> Path | 
     return out
 
 
-def _with_fleet_means(learner: Any, fleet: Update) -> ClassMeans:
+def _with_fleet_means(state: LearnedState, fleet: Update) -> ClassMeans:
     """The device's own class means plus, per class, the fleet's contribution without its own (count-weighted)."""
-    cm = learner.class_means
+    cm = state.class_means
     own = cm.domains != FLEET_DOMAIN
     means, counts = list(cm.means[own]), list(cm.counts[own])
     classes, domains = list(cm.classes[own]), list(cm.domains[own])
-    shared = _own_means(learner)  # what this device contributed to the fleet's means
+    shared = _own_means(state)  # what this device contributed to the fleet's means
     for (name, _), (mean, n) in fleet.means.items():
-        c = learner.classes.index(name)
+        c = state.classes.index(name)
         mine = shared.classes == c
         own_n = int(shared.counts[mine].sum())
         own_sum = (shared.means[mine].astype(np.float64) * shared.counts[mine][:, None]).sum(0)
@@ -134,6 +133,6 @@ def _with_fleet_means(learner: Any, fleet: Update) -> ClassMeans:
         counts.append(others)
         classes.append(c)
         domains.append(FLEET_DOMAIN)
-    dim = learner.dim
+    dim = state.dim
     return ClassMeans(np.array(means, np.float32).reshape(-1, dim), np.array(counts, np.int64),
                       np.array(classes, np.int64), np.array(domains, np.int64))  # fmt: skip
