@@ -394,8 +394,9 @@ def bench(
     suite: str = typer.Option(
         "quick",
         help="quick (about 2 min on 2 cores once embeddings are cached), default (3 seeds, sweeps), task-size "
-        "(images per class x classes per task, and a budget sweep at 100 images per class) or open-set (known vs "
-        "unknown images: confidence, unknown, --labels).",
+        "(images per class x classes per task, and a budget sweep at 100 images per class), open-set (known vs "
+        "unknown images: confidence, unknown, --labels) or methods (which default: every method on every cell of "
+        "images per class, task shape and budget, class- and domain-incremental, beside full memory; about an hour).",
     ),
     out: Path = typer.Option(Path("bench-results"), help="Folder for results.json, report.md and PNG plots."),
     data_root: Path | None = typer.Option(None, help="Folder holding CIFAR-100 / DomainNet, when you have them."),
@@ -403,23 +404,25 @@ def bench(
     as_json: AsJson = False,
 ) -> None:
     """Continual-learning benchmark: all methods side by side at equal byte budgets (bundled backbone)."""
+    from edgecl.bench.method_suite import METHOD_SUITES, method_markdown, run_method_suite
     from edgecl.bench.open_set import OPEN_SET_SUITES, open_set_markdown, run_open_set
     from edgecl.bench.size_suite import SIZE_SUITES, run_size_suite, size_markdown
     from edgecl.bench.suite import SUITES, markdown, run_suite
 
-    if suite not in SUITES and suite not in SIZE_SUITES and suite not in OPEN_SET_SUITES:
-        raise EdgeclError(f"unknown suite {suite!r}; choose {', '.join([*SUITES, *SIZE_SUITES, *OPEN_SET_SUITES])}")
+    named = {**{s: (run_size_suite, SIZE_SUITES[s], size_markdown) for s in SIZE_SUITES},
+             **{s: (run_open_set, OPEN_SET_SUITES[s], open_set_markdown) for s in OPEN_SET_SUITES},
+             **{s: (run_method_suite, METHOD_SUITES[s], method_markdown) for s in METHOD_SUITES}}  # fmt: skip
+    if suite not in SUITES and suite not in named:
+        raise EdgeclError(f"unknown suite {suite!r}; choose {', '.join([*SUITES, *named])}")
     with _Bar(not as_json) as bar:
-        if suite in SIZE_SUITES:
-            results = run_size_suite(SIZE_SUITES[suite], out, suite, bar)
-        elif suite in OPEN_SET_SUITES:
-            results = run_open_set(OPEN_SET_SUITES[suite], out, suite, bar)
+        if suite in named:
+            runner, config, render = named[suite]
+            results = runner(config, out, suite, bar)
         else:
-            results = run_suite(suite, out, data_root, download, bar)
+            results, render = run_suite(suite, out, data_root, download, bar), markdown
     if as_json:
         _print_json(results)
         return
-    render = size_markdown if suite in SIZE_SUITES else open_set_markdown if suite in OPEN_SET_SUITES else markdown
     typer.echo(render(results))
     typer.echo(f"wrote {out / 'results.json'}, {out / 'report.md'} and plots in {out}")
 

@@ -166,3 +166,26 @@ def test_text_negatives_beyond_the_cap_are_an_unbiased_sample_of_the_exact_mean(
     assert len(columns) == TEXT_NEGATIVES and set(y.tolist()) <= set(columns.tolist())
     every = torch.arange(TEXT_NEGATIVES + 1)
     assert torch.equal(_text_negatives(every, len(every))[0], every)  # all classes in the batch: exact
+
+
+def test_gdro_ce_weighs_each_groups_cross_entropy_by_its_dro_weight() -> None:
+    """gdro_ce: the rows are er's cross-entropy; q = softmax(group mean CE / lambda) and the objective is the
+    q-weighted mean of the group means (gradient included), so a group with a higher loss pulls harder."""
+    from edgecl.learn.losses import GroupDROCrossEntropyLoss
+
+    cfg = LossConfig(temperature=TAU, dro_lambda=0.5, dro_gamma=1.0)
+    z = Z.clone().requires_grad_(True)
+    out = GroupDROCrossEntropyLoss(cfg)(z, TEXT, Y, IDS, groups=torch.tensor([7, 7, 9]))
+    rows = cross_entropy(Z, TEXT, Y, LossConfig(temperature=TAU)).per_sample
+    torch.testing.assert_close(out.per_sample, rows)
+    means = torch.stack([rows[:2].mean(), rows[2]])
+    q = torch.softmax(means / 0.5, dim=0)
+    assert out.class_weights is not None
+    assert [out.class_weights[7], out.class_weights[9]] == pytest.approx(q.tolist())
+    torch.testing.assert_close(out.objective.detach(), (q * means).sum())
+    out.objective.backward()
+    by_hand = Z.clone().requires_grad_(True)
+    logits = by_hand @ TEXT.T / TAU
+    per = torch.nn.functional.cross_entropy(logits, Y, reduction="none")
+    (q[0] * per[:2].mean() + q[1] * per[2]).backward()
+    torch.testing.assert_close(z.grad, by_hand.grad)

@@ -35,3 +35,14 @@ def resized(stream: Stream, per_class: int, shape: str, seed: int) -> Stream:
     name = f"{stream.name} {per_class}/class {shape}"
     return Stream(name, stream.kind, stream.labels, tuple(out), stream.heldout_x, stream.heldout_y,
                   stream.heldout_labels)  # fmt: skip
+
+
+def resized_domains(stream: Stream, per_class: int) -> Stream:
+    """A domain-incremental stream learned from the first `per_class` training images of each class in each domain
+    (the same test images)."""
+    tasks = []
+    for t in stream.tasks:
+        keep = np.concatenate([np.flatnonzero(t.train_y == c)[:per_class] for c in t.classes])
+        tasks.append(Task(t.classes, t.domain, t.train_x[keep], t.train_y[keep], t.test_x, t.test_y))
+    return Stream(f"{stream.name} {per_class}/class", stream.kind, stream.labels, tuple(tasks), stream.heldout_x,
+                  stream.heldout_y, stream.heldout_labels)  # fmt: skip

@@ -1,9 +1,10 @@
-"""Training losses over adapted embeddings: ce, gcl (global contrastive, per-sample estimators) and gdro (GCL with
-class-level KL-regularised DRO weights). Formulas: README, "Learner".
+"""Training losses over adapted embeddings: ce, gcl (global contrastive, per-sample estimators), gdro (GCL with
+class-level KL-regularised DRO weights) and gdro_ce (cross-entropy with the same DRO weights). Formulas: README,
+"Learner".
 
 Every loss returns a LossOutput: `objective` to backpropagate (a surrogate whose gradient is the method's
 compositional gradient), `per_sample` values of the loss itself (detached), and the group weights q (gdro). Losses
-take each row's group key (`groups`); only gdro uses it.
+take each row's group key (`groups`); only gdro and gdro_ce use it.
 
 A loss object owns its estimators across tasks: `state_arrays()` / `from_arrays()` (what estimators.npz holds),
 `forget()` (samples evicted from memory) and `drop_class()` (a forgotten class).
@@ -186,7 +187,7 @@ class GlobalContrastiveLoss:
 class GroupDROLoss:
     """GCL whose per-group mean losses are weighted by q = softmax(log pi + v / lambda), v a moving average. A group
     is a class (the paper's), a (class, domain) pair or a domain: `groups` gives each row's key (default: its
-    class)."""
+    class). `rows` is the loss being reweighted (GroupDROCrossEntropyLoss reweights cross-entropy instead)."""
 
     def __init__(self, cfg: LossConfig) -> None:
         self.cfg = cfg
@@ -217,6 +218,11 @@ class GroupDROLoss:
         parts = [(group_parts(groups, k), v) for k, v in self.v.items()]
         self.v = {int(group_keys(groups, c - (c > index), d or 0)): v for (c, d), v in parts if c != index}
 
+    def rows(self, z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
+             candidates: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """(surrogate (B,), value (B,)) of the loss being reweighted: GCL's."""
+        return self.gcl.per_sample(z, text, y, ids)
+
     def class_weights(self, seen: list[int], v_of: dict[int, float] | None = None) -> dict[int, float]:
         """q over the seen groups with a uniform prior (groups without an estimate yet count as v = 0); `v_of`: the
         estimators to use (default: the current ones)."""
@@ -227,7 +233,7 @@ class GroupDROLoss:
 
     def __call__(self, z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
                  candidates: torch.Tensor | None = None, groups: torch.Tensor | None = None) -> LossOutput:  # fmt: skip
-        surrogate, value = self.gcl.per_sample(z, text, y, ids)
+        surrogate, value = self.rows(z, text, y, ids, candidates)
         keys, index = torch.unique(y if groups is None else groups, sorted=True, return_inverse=True)  # (K,), (B,)
         batch_groups = keys.tolist()
         # a fixed number of tensor ops per step, whatever the number of groups in the batch (learn time stays flat
@@ -245,6 +251,16 @@ class GroupDROLoss:
         return LossOutput(objective, value, lambda: self.class_weights(sorted(seen), seen))
 
 
+class GroupDROCrossEntropyLoss(GroupDROLoss):
+    """gdro_ce: cross-entropy replay (er's loss) whose per-group mean losses get gdro's KL-regularised DRO weights,
+    with the same estimator v and lambda; no per-sample estimators (its u2 stays empty)."""
+
+    def rows(self, z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
+             candidates: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        per_sample = _cross_entropy_rows(z, text, y, self.cfg, candidates)
+        return per_sample, per_sample.detach()
+
+
 def _group_means(values: torch.Tensor, index: torch.Tensor, n_groups: int) -> torch.Tensor:
     """(K,) mean of `values` (B,) over the rows of each group (`index` (B,) in [0, K)), with gradient."""
     sums = torch.zeros(n_groups, dtype=values.dtype).index_add(0, index, values)
@@ -252,4 +268,4 @@ def _group_means(values: torch.Tensor, index: torch.Tensor, n_groups: int) -> to
 
 
 LOSSES = {"ce": CrossEntropyLoss, "ce_balanced": BalancedCrossEntropyLoss, "gcl": GlobalContrastiveLoss,
-          "gdro": GroupDROLoss}  # fmt: skip  # the method table's loss kinds
+          "gdro": GroupDROLoss, "gdro_ce": GroupDROCrossEntropyLoss}  # fmt: skip  # the method table's loss kinds

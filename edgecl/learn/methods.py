@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Method:
-    """What a method does. loss: None (trains nothing), ce, ce_balanced, gcl or gdro (edgecl.learn.losses)."""
+    """What a method does. loss: None (trains nothing), ce, ce_balanced, gcl, gdro or gdro_ce (edgecl.learn.losses)."""
 
     name: str
     memory: bool  # keeps a byte-budgeted replay memory
@@ -38,6 +38,8 @@ METHODS: dict[str, Method] = {
         Method("gcl", memory=True, loss="gcl", replay=True, prototypes=True, summary="global contrastive loss"),
         Method("gdro", memory=True, loss="gdro", replay=True, prototypes=True,
                summary="GCL with KL-regularised DRO class weights (the default)"),
+        Method("gdro_ce", memory=True, loss="gdro_ce", replay=True, prototypes=True,
+               summary="experience replay whose cross-entropy gets gdro's DRO class weights"),
     )
 }  # fmt: skip
 DEFAULT_METHOD = "gdro"
