@@ -479,7 +479,7 @@ def fleet_simulate(
     budget: str = typer.Option("64KB", help="Each device's replay-memory budget."),
     train_per_class: int = typer.Option(100, min=1, help="Training images per class, dealt out to the devices."),
     test_per_class: int = typer.Option(100, min=1, help="Test images per class."),
-    seed: int = typer.Option(0, min=0, help="Seed of the split and of learning."),
+    seed: int = typer.Option(0, min=0, help="Seed of the split and of learning (device k learns with seed + k)."),
     keep: Path | None = typer.Option(None, help="Keep the devices' state directories here (default: temporary)."),
     as_json: AsJson = False,
 ) -> None:
@@ -493,8 +493,9 @@ def fleet_simulate(
         _print_json(result)
         return
     for d in result["devices"]:
-        typer.echo(f"device {d['id']}: {len(d['local_classes'])} own classes; all classes "
-                   f"{100 * d['acc_all_before']:.1f}% -> {100 * d['acc_all_after']:.1f}%, own "
+        typer.echo(f"device {d['id']} (seed {d['seed']}): {len(d['local_classes'])} own classes; all classes "
+                   f"{100 * d['acc_all_before']:.1f}% -> {100 * d['acc_all_after']:.1f}% (head alone "
+                   f"{100 * d['acc_head_before']:.1f}% -> {100 * d['acc_head_after']:.1f}%), own "
                    f"{100 * d['acc_local_after']:.1f}%; memory {d['memory_bytes']} of "
                    f"{d['budget_bytes']} B")  # fmt: skip
     typer.echo(f"{result['rounds']} rounds, {result['bytes_up_per_round']} B up and "

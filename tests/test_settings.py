@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from edgecl.errors import EdgeclError
+from edgecl.learn.methods import DEFAULT_METHOD
 from edgecl.learn.prototypes import PrototypeConfig
 from edgecl.learn.trainer import TrainSchedule
 from edgecl.learner import Learner
@@ -42,7 +43,7 @@ def test_flags_over_profile_over_defaults() -> None:
     jetson = get_profile("jetson-orin-nano")
     chosen = resolve(jetson)
     assert chosen.config.memory.budget_bytes == jetson.default_budget_bytes
-    assert chosen.config.adapter.rank == jetson.adapter_rank and chosen.config.method == "gdro"
+    assert chosen.config.adapter.rank == jetson.adapter_rank and chosen.config.method == DEFAULT_METHOD
     assert chosen.runtime == Runtime.from_profile(jetson.to_dict())
     assert chosen.runtime.train_batch == jetson.train_batch and chosen.runtime.ram_cap_bytes == jetson.ram_cap_bytes
     flagged = resolve(jetson, method="er", budget_bytes=123_000, codec="int8", groups="class", seed=5)

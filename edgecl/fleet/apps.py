@@ -1,14 +1,17 @@
 """The Flower apps (Message API): one ClientApp per device, one ServerApp for the fleet.
 
-A round: the server sends every connected device a `train` message (carrying the fleet's result of the previous
-round, if any); a device takes it (edgecl.fleet.device.apply_fleet, an atomic commit) and answers with what it
-learned itself (local_update). The server aggregates the answers (edgecl.fleet.aggregate) and, after the last
-round, sends the result once more to be taken. A device that does not answer within the round's timeout is left
-out of that round; one with another backbone is refused by name.
+A round: the server sends every connected device a `train` message (carrying that device's share of the previous
+round's result, if any); a device takes it (edgecl.fleet.device.apply_fleet, an atomic commit) and answers with
+what it learned itself (local_update). The server aggregates the answers (edgecl.fleet.aggregate) and, after the
+last round, sends each device its share once more to be taken. A device's share leaves out its own contribution
+(the others' means, the others' part of the head average and its own weight), so nothing is subtracted on the
+device. A device that does not answer within the round's timeout is left out of that round; one with another
+backbone is refused by name; any failure on a device is answered as {"error": "..."} with the reason.
 
 Settings come from the run config (`flwr run`, deployment) or from `make_server_app` (simulation):
-rounds, min-nodes (devices to wait for before the first round), round-timeout (s), state-root (simulation:
-device k keeps its state in <state-root>/device-<k>; a SuperNode names its own with --node-config "state-dir=...").
+rounds, min-nodes (devices to wait for before the first round: the run fails with a message when fewer have
+connected within round-timeout), round-timeout (s), state-root (simulation: device k keeps its state in
+<state-root>/device-<k>; a SuperNode names its own with --node-config "state-dir=...").
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -25,7 +30,8 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from edgecl.errors import EdgeclError
-from edgecl.fleet.aggregate import FleetMismatchError, Update, aggregate, check_compatible
+from edgecl.fleet.aggregate import FleetMismatchError, Update, aggregate, check_compatible, share_for
+from edgecl.learn.merged import MergedHead
 
 # A device process (a Ray actor, a SuperNode's ClientApp) has no CLI to filter third-party warnings: bitsandbytes'
 # note about an optional kernel package would print on every device in every round.
@@ -36,12 +42,14 @@ DEFAULTS: dict[str, Any] = {"rounds": 3, "min-nodes": 2, "round-timeout": 600.0,
 
 # ---- the wire format ---------------------------------------------------------------------------------------
 def to_records(update: Update, config: dict[str, Any] | None = None) -> RecordDict:
-    """An Update as Flower records: three ArrayRecords (LoRA by peft name, text and means by class) + a config."""
+    """An Update as Flower records: three ArrayRecords (the head's down and up, text and means by class) + a
+    config."""
     meta = {"backbone": update.backbone, "dim": update.dim, "samples": update.samples,
-            "class_counts": json.dumps(update.class_counts),
+            "own_weight": update.own_weight, "class_counts": json.dumps(update.class_counts),
             "mean_counts": json.dumps([[c, d, n] for (c, d), (_, n) in update.means.items()])}  # fmt: skip
+    head = {"down": update.head.down, "up": update.head.up} if update.head is not None else {}
     return RecordDict({
-        "lora": _arrays(update.lora), "text": _arrays(update.text),
+        "head": _arrays(head), "text": _arrays(update.text),
         "means": _arrays({c: m for (c, _), (m, _) in update.means.items()}),
         "update": ConfigRecord(meta), "config": ConfigRecord(config or {}),
     })  # fmt: skip
@@ -51,9 +59,12 @@ def from_records(content: RecordDict) -> Update:
     meta = content["update"]
     means = content["means"]
     mean_counts = {(c, d): int(n) for c, d, n in json.loads(str(meta["mean_counts"]))}
-    return Update(str(meta["backbone"]), int(meta["dim"]), int(meta["samples"]), _numpy(content["lora"]),
+    head = _numpy(content["head"])
+    return Update(str(meta["backbone"]), int(meta["dim"]), int(meta["samples"]),
+                  MergedHead(head["down"], head["up"]) if head else None,
                   {c: int(n) for c, n in json.loads(str(meta["class_counts"])).items()}, _numpy(content["text"]),
-                  {(c, d): (means[c].numpy(), n) for (c, d), n in mean_counts.items()})  # fmt: skip
+                  {(c, d): (means[c].numpy(), n) for (c, d), n in mean_counts.items()},
+                  float(meta.get("own_weight", 0.0)))  # fmt: skip
 
 
 def _arrays(arrays: dict[str, np.ndarray]) -> ArrayRecord:
@@ -70,20 +81,27 @@ client_app = ClientApp()
 
 @client_app.train()
 def device_round(msg: Message, context: Context) -> Message:
-    """Take the fleet's result if one came, then answer with this device's own learning (or, in the final
-    message, with its memory figures only). An error is answered as {"error": "..."}, never a crash."""
+    """Take this device's share of the fleet's result if one came, then answer with this device's own learning (or,
+    in the final message, with its memory figures only). Any failure is answered as {"error": "..."} with the
+    reason, never a crash (an unexpected one names its type)."""
     from edgecl.fleet.device import apply_fleet, local_update
 
     config = msg.content["config"]
-    state_dir = device_state_dir(context, str(config.get("state-root", "")))
+    state_dir = str(config.get("state-root", ""))
     try:
-        applied = apply_fleet(state_dir, from_records(msg.content)) if "update" in msg.content else None
+        state_dir = device_state_dir(context, state_dir)
+        applied = None
+        if "update" in msg.content:
+            applied = apply_fleet(state_dir, from_records(msg.content), round_id=int(config.get("round", 0)),
+                                  run_id=str(config.get("run", "")))  # fmt: skip
         if bool(config.get("final", False)):
-            assert applied is not None
+            if applied is None:
+                raise EdgeclError("the final message carried no fleet result")
             return Message(RecordDict({"config": ConfigRecord(_figures(applied, state_dir))}), reply_to=msg)
         return Message(to_records(local_update(state_dir), {"state-dir": state_dir}), reply_to=msg)
-    except EdgeclError as exc:
-        return Message(RecordDict({"config": ConfigRecord({"error": str(exc), "state-dir": state_dir})}), reply_to=msg)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes the reply's reason
+        reason = str(exc) if isinstance(exc, EdgeclError) else f"{type(exc).__name__}: {exc}"
+        return Message(RecordDict({"config": ConfigRecord({"error": reason, "state-dir": state_dir})}), reply_to=msg)
 
 
 def device_state_dir(context: Context, state_root: str) -> str:
@@ -97,6 +115,7 @@ def device_state_dir(context: Context, state_root: str) -> str:
 
 def _figures(applied: dict[str, Any], state_dir: str) -> dict[str, Any]:
     return {"state-dir": state_dir, "classes": json.dumps(applied["classes"]),
+            "refused_classes": json.dumps(applied["refused_classes"]),
             "memory_bytes": applied["memory_bytes"], "budget_bytes": applied["budget_bytes"]}  # fmt: skip
 
 
@@ -109,7 +128,11 @@ def make_server_app(settings: dict[str, Any] | None = None, sink: Callable[[dict
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         cfg = {**DEFAULTS, **dict(context.run_config), **(settings or {})}
-        summary = run_rounds(grid, cfg)
+        try:
+            summary = run_rounds(grid, cfg)
+        except EdgeclError as exc:
+            summary = {"error": str(exc)}
+            logging.getLogger("edgecl.fleet").error("fleet run failed: %s", exc)
         if sink is not None:
             sink(summary)
 
@@ -120,62 +143,86 @@ server_app = make_server_app()
 
 
 def run_rounds(grid: Grid, cfg: dict[str, Any]) -> dict[str, Any]:
-    """Wait for min-nodes devices, run the rounds, send the final result; return what happened."""
+    """Wait for min-nodes devices, run the rounds, send the final shares; return what happened."""
+    if int(cfg["min-nodes"]) < 1:
+        raise EdgeclError(f"min-nodes must be at least 1, got {cfg['min-nodes']}")
     nodes = _wait_for_nodes(grid, int(cfg["min-nodes"]), float(cfg["round-timeout"]))
+    cfg = {**cfg, "run": uuid.uuid4().hex}  # with the round, names each result: a device takes one only once
     fleet: Update | None = None
+    shares: dict[int, Update] = {}
     rounds: list[dict[str, Any]] = []
     for r in range(int(cfg["rounds"])):
-        replies = _exchange(grid, nodes, fleet, cfg, final=False)
-        updates, refused = _usable(replies)
+        replies = _exchange(grid, nodes, shares, cfg, final=False, round_id=r)
+        shares = {}  # sent: a round without answers sends nothing to take, not the same result again
+        usable, refused = _usable(replies)
+        updates = list(usable.values())
         up = sum(u.nbytes() for u in updates)
         if updates:
             fleet = aggregate(updates)
-        down = fleet.nbytes() * len(nodes) if fleet else 0
+            shares = _shares(nodes, usable, fleet)
+        down = sum(s.nbytes() for s in shares.values())
         rounds.append({"round": r + 1, "answered": len(updates), "refused": refused, "bytes_up": up,
                        "bytes_down": down})  # fmt: skip
-    final = _exchange(grid, nodes, fleet, cfg, final=True) if fleet else {}
+    final = _exchange(grid, nodes, shares, cfg, final=True, round_id=int(cfg["rounds"])) if shares else {}
     devices = [{"node": n, **dict(reply["config"])} for n, reply in final.items()]
     return {"rounds": rounds, "devices": devices, "classes": list(fleet.class_counts) if fleet else []}
 
 
-def _usable(replies: dict[int, RecordDict]) -> tuple[list[Update], list[dict[str, Any]]]:
-    """The updates that agree with the fleet's backbone (the one most devices use), and the refusals with reasons."""
+def _shares(nodes: list[int], usable: dict[int, Update], fleet: Update) -> dict[int, Update]:
+    """Each node's share: a node that answered gets the others' part and its own weight; one that did not (or was
+    refused) keeps its own head (weight 1, nothing added) and takes the classes and means."""
+    order = list(usable)
+    updates = [usable[n] for n in order]
+    left_out = replace(fleet, head=None, own_weight=1.0)
+    return {n: share_for(updates, order.index(n)) if n in usable else left_out for n in nodes}
+
+
+def _usable(replies: dict[int, RecordDict]) -> tuple[dict[int, Update], list[dict[str, Any]]]:
+    """The updates (by node) that agree with the fleet's backbone (the one most devices use), and the refusals with
+    reasons."""
     updates, refused = {}, []
     for node, reply in replies.items():
-        if "update" in reply:
+        try:
+            if "update" not in reply:
+                raise EdgeclError(str(reply["config"].get("error", "no answer")))
             updates[node] = from_records(reply)
-        else:
-            refused.append({"node": node, "reason": str(reply["config"].get("error", "no answer"))})
+        except (EdgeclError, KeyError, TypeError, ValueError) as exc:  # an error reply, or one edgecl cannot read
+            reason = str(exc) if isinstance(exc, EdgeclError) else f"unreadable update ({type(exc).__name__}: {exc})"
+            refused.append({"node": node, "reason": reason})
     kinds = [(u.backbone, u.dim) for u in updates.values()]
     if not kinds:
-        return [], refused
+        return {}, refused
     backbone, dim = max(set(kinds), key=lambda k: (kinds.count(k), -kinds.index(k)))
     reference = next(u for u in updates.values() if (u.backbone, u.dim) == (backbone, dim))
-    usable = []
+    usable = {}
     for node, update in updates.items():
         try:
             check_compatible(reference, update)
-            usable.append(update)
+            usable[node] = update
         except FleetMismatchError as exc:
             refused.append({"node": node, "reason": str(exc)})
     return usable, refused
 
 
 def _wait_for_nodes(grid: Grid, minimum: int, timeout_s: float) -> list[int]:
+    """The connected nodes once there are at least `minimum`; fails with a message after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while True:
         nodes = sorted(grid.get_node_ids())
-        if len(nodes) >= minimum or time.monotonic() > deadline:
+        if len(nodes) >= max(minimum, 1):
             return nodes
+        if time.monotonic() > deadline:
+            raise EdgeclError(f"only {len(nodes)} of min-nodes={minimum} devices connected within {timeout_s:.0f} s; "
+                              "start more SuperNodes or lower min-nodes")  # fmt: skip
         time.sleep(0.5)
 
 
-def _exchange(grid: Grid, nodes: list[int], fleet: Update | None, cfg: dict[str, Any],
-              final: bool) -> dict[int, RecordDict]:  # fmt: skip
-    """Send every node the fleet's update (or only the config); the replies that came back in time, by node."""
-    config = {"state-root": str(cfg["state-root"]), "final": final}
-    content = to_records(fleet, config) if fleet else RecordDict({"config": ConfigRecord(config)})
-    messages = [Message(content.copy() if hasattr(content, "copy") else content, dst_node_id=n, message_type="train")
-                for n in nodes]  # fmt: skip
+def _exchange(grid: Grid, nodes: list[int], shares: dict[int, Update], cfg: dict[str, Any], final: bool,
+              round_id: int) -> dict[int, RecordDict]:  # fmt: skip
+    """Send every node its share of the fleet's result (or only the config, before the first result); the replies
+    that came back in time, by node."""
+    config = {"state-root": str(cfg["state-root"]), "final": final, "round": round_id, "run": str(cfg.get("run", ""))}
+    messages = [Message(to_records(shares[n], config) if n in shares else RecordDict({"config": ConfigRecord(config)}),
+                        dst_node_id=n, message_type="train") for n in nodes]  # fmt: skip
     replies = grid.send_and_receive(messages, timeout=float(cfg["round-timeout"]))
     return {r.metadata.src_node_id: r.content for r in replies if not r.has_error()}

@@ -1,5 +1,10 @@
 """`edgecl fleet simulate`: N devices on one machine, each learning its own part of an offline data set with
-`edgecl learn`'s code, then R rounds of Flower's simulation engine (edgecl.fleet.apps)."""
+`edgecl learn`'s code, then R rounds of Flower's simulation engine (edgecl.fleet.apps).
+
+Device k learns with seed `--seed + k` (so the devices' adapters start from different random initialisations, as
+on a real fleet). Each device is measured before and after the rounds on all classes: `acc_all_*` as classify
+answers (head and class prototypes), `acc_head_*` with the head alone (prototype weight 0), which shows what the
+adapter average itself carries."""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +53,9 @@ def _data(stream: str) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray,
     from edgecl.datasets import DIGIT_CLASSES, FASHION_MNIST_CLASSES, fashion_mnist, mnist
 
     loader, labels = (fashion_mnist, FASHION_MNIST_CLASSES) if stream == "fashion-mnist" else (mnist, DIGIT_CLASSES)
-    return loader("train"), loader("test"), labels
+    # a class folder is named by its label up to a "/" ("T-shirt/top" would be a folder inside a folder, learned as
+    # "T-shirt", and then never matched to its test images)
+    return loader("train"), loader("test"), tuple(label.split("/")[0] for label in labels)
 
 
 def partition(labels: np.ndarray, spec: FleetSpec) -> list[np.ndarray]:
@@ -85,15 +92,25 @@ def learn_device(state_dir: Path, task_dir: Path, budget: str, seed: int) -> Any
     return learn(LearnOptions(str(task_dir), budget, str(state_dir), backbone="bundled", seed=seed))
 
 
-def accuracy(state_dir: Path, x: np.ndarray, y: np.ndarray, names: tuple[str, ...]) -> float:
-    """Share of (N, D) test embeddings whose best learned class is their label (a class not learned counts wrong)."""
-    from edgecl.learner import Learner
+def device_seed(seed: int, device: int) -> int:
+    """The seed device `device` learns with: a fleet's devices do not share their adapters' initialisation."""
+    return seed + device
+
+
+def accuracy(state_dir: Path, x: np.ndarray, y: np.ndarray, names: tuple[str, ...], head_only: bool = False) -> float:
+    """Share of (N, D) test embeddings whose best learned class is their label (a class not learned counts wrong);
+    `head_only`: scored by the head alone (prototype weight 0)."""
+    from edgecl.learned import files, scoring
     from edgecl.state import read_state
 
     snapshot = read_state(state_dir)
-    assert snapshot is not None
-    learner = Learner.load_from(snapshot.folder)
-    predicted = [learner.classes[p] for p in learner.predict(x)]
+    if snapshot is None:
+        raise EdgeclError(f"{state_dir}: no learned state to measure")
+    state = files.load(snapshot.folder)
+    if head_only:
+        state = state.replaced(prototype_weight=0.0, config=replace(state.config, prototypes=replace(
+            state.config.prototypes, domain_weight=0.0)))  # fmt: skip
+    predicted = [state.classes[p] for p in scoring.predict(state, x)]
     return float(np.mean([p == names[t] for p, t in zip(predicted, y, strict=True)]))
 
 
@@ -111,10 +128,11 @@ def simulate(spec: FleetSpec, work: Path | None = None,
             progress(f"device {d}: learning {len(rows)} images", d, spec.devices)
             state = root / f"device-{d}"
             learn_device(state, write_task(root / f"task-{d}", train_x[rows], train_y[rows], names), spec.budget,
-                         spec.seed)  # fmt: skip
+                         device_seed(spec.seed, d))  # fmt: skip
             local = sorted({int(c) for c in train_y[rows]})
-            devices.append({"id": d, "local_classes": [names[c] for c in local],
-                            "acc_all_before": accuracy(state, x_test, y_test, names)})  # fmt: skip
+            devices.append({"id": d, "seed": device_seed(spec.seed, d), "local_classes": [names[c] for c in local],
+                            "acc_all_before": accuracy(state, x_test, y_test, names),
+                            "acc_head_before": accuracy(state, x_test, y_test, names, head_only=True)})  # fmt: skip
         progress(f"{spec.rounds} rounds on Flower's simulation engine", spec.devices, spec.devices)
         summary = run_fleet(root, spec.devices, spec.rounds)
         for device in devices:
@@ -122,6 +140,7 @@ def simulate(spec: FleetSpec, work: Path | None = None,
             local = np.isin(y_test, [names.index(c) for c in device["local_classes"]])
             figures = next((f for f in summary["devices"] if f["state-dir"] == str(state)), {"error": "no answer"})
             device.update(acc_all_after=accuracy(state, x_test, y_test, names),
+                          acc_head_after=accuracy(state, x_test, y_test, names, head_only=True),
                           acc_local_after=accuracy(state, x_test[local], y_test[local], names),
                           memory_bytes=int(figures.get("memory_bytes", -1)),
                           budget_bytes=int(figures.get("budget_bytes", -1)), error=figures.get("error"))  # fmt: skip
@@ -147,6 +166,8 @@ def run_fleet(root: Path, devices: int, rounds: int) -> dict[str, Any]:
     resources = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}}
     run_simulation(server_app=make_server_app(settings, out.update), client_app=client_app,
                    num_supernodes=devices, backend_config=resources)  # fmt: skip
+    if "error" in out:
+        raise EdgeclError(f"the fleet run failed: {out['error']}")
     if "rounds" not in out:
         raise EdgeclError("the Flower simulation ended without a result (see the log above)")
     return out
