@@ -390,6 +390,24 @@ def forget(
 
 @app.command()
 @handles_errors
+def rollback(state_dir: StateDir = None, wait: WaitSeconds = 300.0, as_json: AsJson = False) -> None:
+    """Go back to the state before the last learn, forget or fleet round; run it again to undo.
+
+    Example: edgecl rollback --state-dir ~/cam-1
+    """
+    from edgecl.commands import rollback as run_rollback
+
+    report = run_rollback(state_dir, wait, _wait_message)
+    if as_json:
+        _print_json(report)
+        return
+    classes = ", ".join(report["classes"]) or "none"
+    typer.echo(f"rolled back to snapshot {report['rolled_back_to']} ({report['tasks']} task(s); classes {classes}); "
+               f"{report['note']}")  # fmt: skip
+
+
+@app.command()
+@handles_errors
 def bench(
     suite: str = typer.Option(
         "quick",

@@ -5,10 +5,10 @@
 
 Streams: class-incremental Fashion-MNIST and MNIST (5 tasks x 2 classes) and two domain-incremental streams over
 the same 10 classes (digits: MNIST -> optdigits -> inverted -> rotated; fashion: original -> inverted -> rotated ->
-faded). Methods: gdro (the default: DRO over (class, domain) groups), gcl, er, er_cb, ncm; plus gdro with the other
-DRO groups (class, the paper's; domain) on the domain streams. 400 train / 150 test images per class, bundled
-backbone, memory codec auto. Prints last accuracy, forgetting and zero-shot accuracy on never-learned classes after
-the stream (mean +- std over seeds) and writes every run to --out as JSON.
+faded). Methods: gdro (the paper's: DRO over (class, domain) groups), gcl, er, er_cb (the default), ncm; plus
+gdro with the other DRO groups (class, the paper's; domain) on the domain streams. 400 train / 150 test images per
+class, bundled backbone, memory codec auto. Prints last accuracy, forgetting and zero-shot accuracy on never-learned
+classes after the stream (mean +- std over seeds) and writes every run to --out as JSON.
 """
 
 from __future__ import annotations

@@ -406,5 +406,37 @@ def forget(name: str, state_dir: str | None = None, lock_timeout_s: float = 300.
     return {"forgotten": name, "bytes_freed": freed, "classes": list(learner.classes), "note": FORGET_NOTE}
 
 
+def rollback(state_dir: str | None = None, lock_timeout_s: float = 300.0,
+             on_wait: Callable[[str], None] = lambda m: None) -> dict[str, Any]:  # fmt: skip
+    """Make the snapshot before the current one current again, as a new snapshot (a copy), so that a second
+    rollback undoes the first. The earlier snapshot is checked (every file loads) before anything changes."""
+    import shutil
+
+    from edgecl.learned import files
+    from edgecl.state import KEEP_SNAPSHOTS, SNAPSHOT_META, previous_snapshot
+
+    root = state_root(state_dir)
+    with writer_lock(root, lock_timeout_s, on_wait):
+        current = _current(state_dir)
+        before = previous_snapshot(current)
+        if before is None:
+            raise StateError(f"{display(root)}: no earlier snapshot to go back to (edgecl keeps {KEEP_SNAPSHOTS}: the "
+                             "current one and the one before the last learn, forget or fleet round)")  # fmt: skip
+        state = files.load(before.folder)  # a damaged earlier snapshot is an error here, and the current one stays
+
+        def write(folder: Path) -> None:
+            for path in before.folder.iterdir():
+                if path.name == SNAPSHOT_META:
+                    continue
+                copy = shutil.copytree if path.is_dir() else shutil.copy2
+                copy(path, folder / path.name)
+
+        rolled = {"from": current.folder.name, "to": before.folder.name, "time": _now()}
+        new = commit_snapshot(root, write, {**before.meta, "rolled_back": rolled})
+    return {"rolled_back_to": before.folder.name, "rolled_back_from": current.folder.name,
+            "snapshot": new.folder.name, "classes": list(state.classes), "tasks": len(before.meta.get("tasks", [])),
+            "note": "run `edgecl rollback` again to undo"}  # fmt: skip
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")

@@ -76,6 +76,19 @@ def read_state(root: Path) -> Snapshot | None:
     raise StateError(f"{display(root)}: the current snapshot is missing; the state directory was modified by hand")
 
 
+def previous_snapshot(current: Snapshot) -> Snapshot | None:
+    """The newest kept snapshot older than `current` whose snapshot.json reads (None when there is none)."""
+    snapshots = current.root / "snapshots"
+    older = sorted((p for p in snapshots.iterdir() if p.name.isdigit() and p.name < current.folder.name),
+                   key=lambda p: int(p.name))  # fmt: skip
+    for folder in reversed(older):
+        try:
+            return Snapshot(current.root, folder, json.loads((folder / SNAPSHOT_META).read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+    return None
+
+
 def _check_version(data: Any, pointer: Path) -> None:
     check_file_format(data, STATE_FORMAT, STATE_FORMAT_VERSION, display(pointer), StateError)
 

@@ -32,7 +32,7 @@ class SizeSuite:
 
 
 SIZE_SUITES = {
-    "task-size": SizeSuite(("fashion-mnist", "mnist"), ("gdro", "ncm", "er", "finetune"), (10, 25, 100, 400),
+    "task-size": SizeSuite(("fashion-mnist", "mnist"), ("er_cb", "gdro", "ncm", "er", "finetune"), (10, 25, 100, 400),
                            ("1", "2", "3-4"), "64KB", ("16KB", "64KB", "256KB", "1MB"), 100, "3-4", 3),
 }  # fmt: skip
 
