@@ -79,7 +79,7 @@ def read_state(root: Path) -> Snapshot | None:
 def previous_snapshot(current: Snapshot) -> Snapshot | None:
     """The newest kept snapshot older than `current` whose snapshot.json reads (None when there is none)."""
     snapshots = current.root / "snapshots"
-    older = sorted((p for p in snapshots.iterdir() if p.name.isdigit() and p.name < current.folder.name),
+    older = sorted((p for p in snapshots.iterdir() if p.name.isdigit() and int(p.name) < int(current.folder.name)),
                    key=lambda p: int(p.name))  # fmt: skip
     for folder in reversed(older):
         try:
@@ -136,6 +136,7 @@ def commit_snapshot(root: Path, write: Callable[[Path], None], meta: dict[str, A
     try:
         snapshots.mkdir(parents=True, exist_ok=True)
         _remove_stale_temps(snapshots)
+        _remove_orphans(root, snapshots)
         work = Path(tempfile.mkdtemp(prefix=".tmp-", dir=snapshots))
     except OSError as exc:
         raise _write_error(root, exc) from exc
@@ -172,8 +173,19 @@ def _remove_stale_temps(snapshots: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _remove_orphans(root: Path, snapshots: Path) -> None:
+    """Snapshots newer than the current one (a commit that died before its pointer moved): never current, so they
+    must not count as the previous state that retiring keeps and rollback returns to."""
+    current = read_state(root)
+    if current is None or not current.folder.name.isdigit():
+        return
+    for path in snapshots.iterdir():
+        if path.name.isdigit() and int(path.name) > int(current.folder.name):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def _retire_old(snapshots: Path, keep: str) -> None:
-    names = sorted(p.name for p in snapshots.iterdir() if p.name.isdigit())
+    names = sorted((p.name for p in snapshots.iterdir() if p.name.isdigit()), key=int)
     for name in names[:-KEEP_SNAPSHOTS]:
         if name != keep:
             shutil.rmtree(snapshots / name, ignore_errors=True)
