@@ -54,7 +54,7 @@ def local_update(state_dir: str | Path) -> Update:
     means = {(c, ""): mean_count for c, mean_count in pooled.items()}
     text = {c: state.text[i] for i, c in enumerate(state.classes) if c in class_counts}
     samples = sum(int(task["samples"]) for task in state.tasks)
-    head = state.merged if _lora_tensors(snapshot.folder / ADAPTER) else None
+    head = state.merged if _has_adapter(snapshot.folder / ADAPTER) else None
     return Update(snapshot.meta["backbone"], state.dim, samples, head, class_counts, text, means)
 
 
@@ -66,14 +66,15 @@ def _own_means(state: LearnedState) -> ClassMeans:
     return ClassMeans(cm.means[own], cm.counts[own], cm.classes[own], cm.domains[own])
 
 
-def _lora_tensors(folder: Path) -> dict[str, np.ndarray]:
-    """The adapter's LoRA tensors under peft's own names (none when the method trains nothing)."""
+def _has_adapter(folder: Path) -> bool:
+    """Whether the state has a LoRA adapter (methods that train nothing have none); reads the file's header only."""
     path = folder / "adapter_model.safetensors"
     if not path.is_file():
-        return {}
-    from safetensors.numpy import load_file
+        return False
+    from safetensors import safe_open
 
-    return {k: v for k, v in load_file(str(path)).items() if "lora_" in k}
+    with safe_open(str(path), framework="numpy") as tensors:
+        return any("lora_" in k for k in tensors.keys())  # noqa: SIM118 - safe_open has keys(), no iteration
 
 
 def forgotten_classes(meta: dict[str, Any], learned: tuple[str, ...] | list[str]) -> set[str]:
@@ -103,7 +104,7 @@ def apply_fleet(state_dir: str | Path, share: Update, lock_timeout_s: float = 30
         state = state.replaced(classes=[*state.classes, *new_classes], text=text)
         state = state.replaced(class_means=_with_fleet_means(state, share))
         with tempfile.TemporaryDirectory(prefix="edgecl-fleet-") as tmp:
-            head = taken_head(share, state.merged) if _lora_tensors(snapshot.folder / ADAPTER) else None
+            head = taken_head(share, state.merged) if _has_adapter(snapshot.folder / ADAPTER) else None
             if head is not None:
                 adapter = _write_adapter(snapshot.folder / ADAPTER, head, Path(tmp) / ADAPTER)
                 dirs = {**state.resume.adapter_dirs, ADAPTER: adapter}
