@@ -188,7 +188,15 @@ class _Bar:
     """A rich progress bar on stderr driven by (stage, done, total) callbacks; a spinner for stages without totals."""
 
     def __init__(self, enabled: bool) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,  # fmt: skip
+            TimeRemainingColumn,
+        )
 
         columns = (
             SpinnerColumn(),
@@ -196,11 +204,14 @@ class _Bar:
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("left"),
         )
         console = _stderr()  # not a terminal (a pipe, a log file): no bar, and no blank line where it was
         self.progress = Progress(*columns, console=console, disable=not (enabled and console.is_terminal),
                                  transient=True)  # fmt: skip
         self.tasks: dict[str, Any] = {}
+        self.totals: dict[str, int] = {}
 
     def __enter__(self) -> _Bar:
         self.progress.__enter__()
@@ -214,7 +225,11 @@ class _Bar:
             self.progress.console.print(stage, markup=False, highlight=False, soft_wrap=True)
             return
         if stage not in self.tasks:
+            for name, task_id in self.tasks.items():  # a stage without a total ends when the next one starts
+                if not self.totals[name]:
+                    self.progress.update(task_id, total=1, completed=1)
             self.tasks[stage] = self.progress.add_task(stage, total=total or None)
+        self.totals[stage] = total
         self.progress.update(self.tasks[stage], completed=done, total=total or None)
 
 
@@ -263,8 +278,17 @@ def learn(
         return
     from edgecl.units import format_bytes
 
+    if not report.samples_learned:
+        typer.echo(f"nothing new to learn: all {report.already_learned} photos were learned before as the same "
+                   f"classes; {len(report.classes)} classes in all, nothing changed")  # fmt: skip
+        return
     typer.echo(f"learned {len(report.new_classes)} new classes ({', '.join(report.new_classes) or 'none'}); "
                f"{len(report.classes)} classes in all")  # fmt: skip
+    if report.already_learned:
+        typer.echo(f"skipped {report.already_learned} photos learned before as the same class")
+    for given, learned in report.joined_classes.items():
+        typer.echo(f"note: folder {given!r} is the learned class {learned!r} (names match ignoring case, spaces, "
+                   "'_' and '-')")  # fmt: skip
     typer.echo(f"memory: {report.samples_stored} samples, {format_bytes(report.memory_bytes)} of "
                f"{format_bytes(report.budget_bytes)} ({report.codec}); {report.seconds:.1f} s")  # fmt: skip
     _echo_validation(report.validation)
@@ -373,7 +397,8 @@ def status(
 @app.command()
 @handles_errors
 def forget(
-    class_name: str = typer.Argument(..., metavar="CLASS", help="The class to remove."),
+    class_name: str = typer.Argument(..., metavar="CLASS", help="The class to remove (case, spaces, '_' and '-' "
+                                     "are ignored: 'Ankle Boot' finds ankle_boot)."),
     state_dir: StateDir = None,
     wait: WaitSeconds = 300.0,
     as_json: AsJson = False,
@@ -385,7 +410,40 @@ def forget(
     if as_json:
         _print_json(report)
         return
-    typer.echo(f"forgot {class_name!r}: {report['bytes_freed']} bytes of memory freed; {report['note']}")
+    from edgecl.units import format_bytes
+
+    typer.echo(f"forgot {report['forgotten']!r}: {format_bytes(report['bytes_freed'])} of memory freed; "
+               f"{report['note']}")  # fmt: skip
+
+
+@app.command()
+@handles_errors
+def memory(
+    budget: str | None = typer.Option(None, help="The new replay-memory budget, e.g. 256KB, 8MB."),
+    codec: str | None = typer.Option(None, help="The new memory codec: auto, fp16, int8, int4 or pq."),
+    state_dir: StateDir = None,
+    force: bool = typer.Option(False, "--force", help="Allow a --budget above the profile's maximum."),
+    wait: WaitSeconds = 300.0,
+    as_json: AsJson = False,
+) -> None:
+    """Change a state's replay-memory budget or codec, keeping what was learned (its stored samples re-encoded).
+
+    The way out when a learn says the budget cannot hold one sample per class. A smaller budget keeps fewer
+    samples per class; precision already lost to a smaller codec is not regained. `edgecl rollback` undoes it.
+
+    Examples: edgecl memory --budget 256KB;  edgecl memory --codec int4
+    """
+    from edgecl.commands import change_memory
+    from edgecl.units import format_bytes
+
+    report = change_memory(budget, codec, state_dir, force, wait, _wait_message)
+    if as_json:
+        _print_json(report)
+        return
+    before, after = report["before"], report["after"]
+    typer.echo(f"memory: {before['samples']} samples in {format_bytes(before['budget_bytes'])} ({before['codec']}) -> "
+               f"{after['samples']} samples, {format_bytes(after['bytes'])} of {format_bytes(after['budget_bytes'])} "
+               f"({after['codec']}); {report['note']}")  # fmt: skip
 
 
 @app.command()

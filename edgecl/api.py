@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from edgecl.errors import EdgeclError
+from edgecl.names import clean_name
+from edgecl.tasks import is_hidden
 
 log = logging.getLogger("edgecl")
 RELOAD_CHECK_S = 0.5  # how often a classify looks at the state pointer for another process's commit
@@ -214,10 +216,10 @@ class _task_folder:  # noqa: N801 - used as a context manager, like tempfile's
 
 def class_folder_name(label: str) -> str:
     """A label as a class folder name; a label that cannot be one (empty, a path, dots) is an error."""
-    name = label.strip()
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name or len(name) > MAX_LABEL_CHARS:
+    name = clean_name(label)
+    if not name or is_hidden(name) or "/" in name or "\\" in name or "\0" in name or len(name) > MAX_LABEL_CHARS:
         raise EdgeclError(f"label {label[:40]!r} cannot name a class: use up to {MAX_LABEL_CHARS} letters, digits, "
-                          "spaces, '_' or '-'")  # fmt: skip
+                          "spaces, '_' or '-', not starting with '.'")  # fmt: skip
     return name
 
 

@@ -18,13 +18,22 @@ import edgecl
 from edgecl.backbones import parse_backbone_id
 from edgecl.errors import EdgeclError, ImageLoadError
 from edgecl.learn.methods import DEFAULT_GROUPS, DEFAULT_METHOD
+from edgecl.names import known_as
 from edgecl.profiles import DEFAULT_DEVICE
 from edgecl.ram import BatchPlan, PeakRss, TrainSizes, host_bytes, peak_rss_bytes
 from edgecl.reports import Batches, LearnReport, StatusReport, TaskResult
 from edgecl.runtime import DEFAULT_ENCODE_BATCH, Runtime
-from edgecl.state import Snapshot, StateError, commit_snapshot, read_state, state_root, writer_lock
+from edgecl.state import (
+    Snapshot,
+    StateError,
+    commit_snapshot,
+    read_state,
+    state_root,
+    without_rollback_mark,
+    writer_lock,
+)
 from edgecl.tasks import TaskScan, collect_images, display, scan_task_dir
-from edgecl.units import parse_bytes
+from edgecl.units import format_bytes, parse_bytes
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 AUTO_BACKBONE = "auto"  # the profile's CLIP when obtainable, else the bundled backbone
@@ -215,14 +224,49 @@ def learn(
     scan = scan_task_dir(opts.task_dir)
     root = state_root(opts.state_dir)
     with writer_lock(root, opts.lock_timeout_s, on_wait):
+        progress("loading the backbone", 0, 0)
         learner, meta = _open_learner(root, opts, progress)
+        scan, hashes, repeats = _drop_learned_photos(learner, scan, opts.domain)
+        if not scan.paths:  # every photo was learned before: nothing changes
+            return _learn_report(learner, meta, opts, _nothing_learned(learner), scan.skipped, None, root, host,
+                                 start, repeats)  # fmt: skip
         encode_plan = _encode_plan(learner, host)
-        x, labels, skipped = _encode_task(learner, scan, opts.task_dir, encode_plan, progress)
-        progress("training", 0, 0)
-        result = learner.learn_embeddings(x, labels, opts.domain, sizes=_train_sizes(learner, labels, host))
-        meta = _with_task(meta, learner, opts, labels, result.new_classes, len(skipped), start)
+        x, kept, skipped = _encode_task(learner, scan, opts.task_dir, encode_plan, progress)
+        labels = [scan.labels[i] for i in kept]
+        result = learner.learn_embeddings(x, labels, opts.domain, sizes=_train_sizes(learner, labels, host),
+                                          image_hashes=np.array([hashes[i] for i in kept], np.uint64),
+                                          on_train_step=lambda done, steps: progress("training", done, steps),
+                                          )  # fmt: skip
+        meta = _with_task(meta, learner, opts, len(labels), result.new_classes, len(skipped), start, repeats)
         commit_snapshot(root, learner.save_to, meta)
-    return _learn_report(learner, meta, opts, result, skipped, encode_plan, root, host, start)
+    return _learn_report(learner, meta, opts, result, skipped, encode_plan, root, host, start, repeats)
+
+
+def _drop_learned_photos(learner: Any, scan: TaskScan, domain: str | None) -> tuple[TaskScan, list[int], int]:
+    """The task without the photos this state learned before as the same class (or that repeat one earlier in the
+    task), by content hash; returns (that task, the content hash of each of its paths, how many were dropped).
+    An unreadable file stays, for the encoder to skip with its reason."""
+    from edgecl.learned.seen import content_hash
+
+    hashes: list[int | None] = []
+    for path in scan.paths:
+        try:
+            hashes.append(content_hash(path))
+        except OSError:
+            hashes.append(None)
+    readable = [i for i, h in enumerate(hashes) if h is not None]
+    repeat = learner.already_learned(np.array([hashes[i] for i in readable], np.uint64),
+                                     [scan.labels[i] for i in readable], domain)  # fmt: skip
+    dropped = {readable[j] for j in np.flatnonzero(repeat)}
+    keep = [i for i in range(len(scan.paths)) if i not in dropped]
+    kept = TaskScan([scan.paths[i] for i in keep], [scan.labels[i] for i in keep], scan.skipped)
+    return kept, [hashes[i] or 0 for i in keep], len(dropped)
+
+
+def _nothing_learned(learner: Any) -> TaskResult:
+    state = learner.state
+    return TaskResult([], list(state.classes), state.config.method, state.memory.stats() if state.method.memory
+                      else None)  # fmt: skip
 
 
 def _refuse_bad_options_early(opts: LearnOptions) -> None:
@@ -255,31 +299,35 @@ def _open_learner(root: Path, opts: LearnOptions, progress: Progress) -> tuple[A
 
 
 def _encode_task(learner: Any, scan: TaskScan, task_dir: str, plan: BatchPlan,
-                 progress: Progress) -> tuple[np.ndarray, list[str], list[dict[str, str]]]:  # fmt: skip
-    """(embeddings, their class names, skipped files with reasons); a task with no readable image is an error."""
+                 progress: Progress) -> tuple[np.ndarray, list[int], list[dict[str, str]]]:  # fmt: skip
+    """(embeddings, the indices of the paths they are, skipped files with reasons); a task with no readable image
+    is an error."""
     x, kept, bad = encode_files(learner.encoder, scan.paths, progress, plan)
     if not kept:
         raise EdgeclError(
             f"{display(task_dir)}: none of its {len(scan.paths)} images could be read ({bad[0]['reason']})"
         )
-    return x, [scan.labels[i] for i in kept], scan.skipped + bad
+    return x, kept, scan.skipped + bad
 
 
-def _with_task(meta: dict[str, Any], learner: Any, opts: LearnOptions, labels: list[str], new_classes: list[str],
-               skipped: int, start: float) -> dict[str, Any]:  # fmt: skip
-    """The snapshot metadata with this task appended to its history."""
-    task = {"task_dir": display(Path(opts.task_dir).resolve()), "classes": sorted(set(labels)),
-            "new_classes": new_classes, "domain": opts.domain, "samples": len(labels), "skipped": skipped,
-            "seconds": round(time.perf_counter() - start, 2), "time": _now()}  # fmt: skip
+def _with_task(meta: dict[str, Any], learner: Any, opts: LearnOptions, samples: int, new_classes: list[str],
+               skipped: int, start: float, repeats: int) -> dict[str, Any]:  # fmt: skip
+    """The snapshot metadata with this task appended to its history (and no `rolled_back` mark: that was the
+    snapshot before)."""
+    task = {"task_dir": display(Path(opts.task_dir).resolve()), "classes": list(learner.tasks[-1]["classes"]),
+            "new_classes": new_classes, "domain": opts.domain, "samples": samples, "skipped": skipped,
+            "already_learned": repeats, "seconds": round(time.perf_counter() - start, 2), "time": _now()}  # fmt: skip
+    meta = without_rollback_mark(meta)
     return {**meta, "tasks": [*meta.get("tasks", []), task], "edgecl_version": edgecl.__version__,
             "providers_used": learner.encoder.providers_in_use}  # fmt: skip
 
 
 def _learn_report(learner: Any, meta: dict[str, Any], opts: LearnOptions, result: TaskResult,
-                  skipped: list[dict[str, str]], encode_plan: BatchPlan, root: Path, host: int,
-                  start: float) -> LearnReport:  # fmt: skip
+                  skipped: list[dict[str, str]], encode_plan: BatchPlan | None, root: Path, host: int,
+                  start: float, repeats: int) -> LearnReport:  # fmt: skip
     """`edgecl learn --json` (README: JSON contracts)."""
     stats, training = result.memory or learner.memory.stats(), result.training  # a method without memory: empty
+    encode_plan = encode_plan or BatchPlan(None, learner.runtime.encode_batch, "learning")  # nothing was encoded
     batches = Batches(encode_plan.summary(), training.batch if training else None,
                       training.replayed_rows if training else None,
                       training.replay_rows_available if training else None)  # fmt: skip
@@ -293,7 +341,8 @@ def _learn_report(learner: Any, meta: dict[str, Any], opts: LearnOptions, result
         peak_rss_bytes=peak_rss_bytes(), ram_cap_bytes=learner.runtime.ram_cap_bytes, host_rss_bytes=host,
         batches=batches, train_precision=training.precision if training else None,
         train_steps=training.steps if training else None, prototype_weight=result.prototype_weight,
-        validation=result.validation,
+        validation=result.validation, samples_learned=result.samples, already_learned=repeats,
+        joined_classes=result.joined,
     )  # fmt: skip
 
 
@@ -400,10 +449,52 @@ def forget(name: str, state_dir: str | None = None, lock_timeout_s: float = 300.
         from edgecl.learner import Learner
 
         learner = Learner.load_from(snapshot.folder)
+        name = known_as(name, learner.classes) or name  # the learned spelling (edgecl.names)
         freed = learner.forget_class(name)
-        meta = {**snapshot.meta, "forgotten": [*snapshot.meta.get("forgotten", []), {"class": name, "time": _now()}]}
+        meta = without_rollback_mark(snapshot.meta)
+        meta = {**meta, "forgotten": [*meta.get("forgotten", []), {"class": name, "time": _now()}]}
         commit_snapshot(root, learner.save_to, meta)
     return {"forgotten": name, "bytes_freed": freed, "classes": list(learner.classes), "note": FORGET_NOTE}
+
+
+def change_memory(budget: str | None, codec: str | None, state_dir: str | None = None, force: bool = False,
+                  lock_timeout_s: float = 300.0, on_wait: Callable[[str], None] = lambda m: None,
+                  ) -> dict[str, Any]:  # fmt: skip
+    """`edgecl memory`: the state's replay memory under another budget and/or codec, as a new snapshot (its stored
+    rows re-encoded and re-selected; classes, class means and adapters untouched): the way out when a state's groups
+    outgrow its budget. A budget above the profile's maximum needs --force, as on a first learn."""
+    from dataclasses import replace
+
+    from edgecl.learner import Learner
+    from edgecl.memory.codec import CODEC_NAMES
+
+    if budget is None and codec is None:
+        raise EdgeclError("give --budget and/or --codec, e.g. `edgecl memory --budget 256KB`")
+    if codec is not None and codec not in (*CODEC_NAMES, "auto"):
+        raise EdgeclError(f"unknown --codec {codec!r}; use auto, {', '.join(CODEC_NAMES)}")
+    new_budget = parse_bytes(budget) if budget is not None else None
+    root = state_root(state_dir)
+    with writer_lock(root, lock_timeout_s, on_wait):
+        snapshot = _current(state_dir)
+        learner = Learner.load_from(snapshot.folder)
+        config, before = learner.config, learner.memory.stats()
+        new_budget = new_budget or config.memory.budget_bytes
+        maximum = parse_bytes((snapshot.meta.get("profile") or {}).get("max_budget", str(new_budget)))
+        if new_budget > maximum and not force:
+            raise EdgeclError(f"budget {format_bytes(new_budget)} is above this state's profile maximum of "
+                              f"{format_bytes(maximum)}; pass --force to use it anyway")  # fmt: skip
+        memory = learner.memory.rebudgeted(new_budget, codec or config.memory.codec)
+        config = replace(config, memory=replace(config.memory, budget_bytes=new_budget, codec=memory.config.codec))
+        learner.state = learner.state.replaced(config=config, memory=memory)
+        change = {"from": {"budget_bytes": before.budget_bytes, "codec": before.codec, "samples": before.samples},
+                  "to": {"budget_bytes": new_budget, "codec": memory.stats().codec, "samples": memory.stats().samples},
+                  "time": _now()}  # fmt: skip
+        meta = without_rollback_mark(snapshot.meta)
+        meta = {**meta, "memory_changes": [*meta.get("memory_changes", []), change],
+                "forced_budget": bool(meta.get("forced_budget")) or new_budget > maximum}  # fmt: skip
+        new = commit_snapshot(root, learner.save_to, meta)
+    return {"before": before.to_json(), "after": memory.stats().to_json(), "snapshot": new.folder.name,
+            "note": "run `edgecl rollback` to go back"}
 
 
 def rollback(state_dir: str | None = None, lock_timeout_s: float = 300.0,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,10 +26,12 @@ from edgecl.learn.methods import Method
 from edgecl.learn.prototypes import ClassMeans, holdout_mask, measure_weight, validation_rows
 from edgecl.learned import LearnedState, files, scoring
 from edgecl.learned.calibrate import calibrated
+from edgecl.learned.seen import in_domain
 from edgecl.learned.task import Task, earlier_rows
 from edgecl.learned.value import class_indices
 from edgecl.memory import ReplayMemory
 from edgecl.memory.policy import group_keys
+from edgecl.names import clean_name, joined_names, known_as
 from edgecl.prompts import prompt_for
 from edgecl.ram import TrainSizes
 from edgecl.reports import TaskResult, Training
@@ -110,32 +112,69 @@ class Learner:
 
     # ---- learning ------------------------------------------------------------------------------------------
     def learn_images(self, images: Sequence[Any], class_names: Sequence[str], domain: str | None = None) -> TaskResult:
-        start = time.perf_counter()
-        x = self._require_encoder().encode_images(images)
-        result = self.learn_embeddings(x, class_names, domain)
+        """Learn image files, PIL images or arrays with one class name each. An unreadable image is skipped (in
+        the result's `skipped`, with the reason) as the CLI skips it; none readable is an error."""
+        from edgecl.errors import ImageLoadError
+        from edgecl.preprocess import preprocess
+
+        if len(images) != len(class_names):
+            raise EdgeclError(f"a task needs one class name per image (got {len(images)} / {len(class_names)})")
+        start, encoder = time.perf_counter(), self._require_encoder()
+        pixels, names, skipped = [], [], []
+        for image, name in zip(images, class_names, strict=True):
+            try:
+                pixels.append(preprocess(image, encoder.preprocess_spec))
+                names.append(name)
+            except ImageLoadError as exc:
+                skipped.append({"path": str(image) if isinstance(image, str | Path) else repr(image)[:80],
+                                "reason": str(exc)})  # fmt: skip
+        if not pixels:
+            raise EdgeclError(f"none of the {len(images)} images could be read ({skipped[0]['reason']})")
+        x = encoder.encode_pixels(np.stack(pixels), self.runtime.encode_batch)
+        result = self.learn_embeddings(x, names, domain)
         total = time.perf_counter() - start
-        return replace(result, encode_seconds=total - result.train_seconds, seconds_total=total)
+        return replace(result, encode_seconds=total - result.train_seconds, seconds_total=total, skipped=skipped)
 
     def learn_embeddings(self, x: np.ndarray, class_names: Sequence[str], domain: str | None = None,
                          text: dict[str, np.ndarray] | None = None, sizes: TrainSizes | None = None,
-                         ) -> TaskResult:  # fmt: skip
+                         image_hashes: np.ndarray | None = None,
+                         on_train_step: Callable[[int, int], None] | None = None) -> TaskResult:  # fmt: skip
         """Learn one task from (N, D) embeddings; `text` (class name -> (D,) embedding) skips the text encoder;
-        `sizes` caps the training batch and the replayed rows decoded (a RAM cap's plan, see edgecl.ram).
+        `sizes` caps the training batch and the replayed rows decoded (a RAM cap's plan, see edgecl.ram);
+        `image_hashes` ((N,) content hashes, edgecl.learned.seen) are remembered so `already_learned` knows them;
+        `on_train_step(done, steps)` is told how training goes.
         Nothing changes unless the whole task succeeds: the next state is built beside the current one and
         replaces it in one assignment at the end."""
         if len(x) == 0 or len(x) != len(class_names):
             raise EdgeclError(f"a task needs images with one class name each (got {len(x)} / {len(class_names)})")
         before = self.state
-        task = self._task(np.asarray(x, np.float32), list(class_names), domain, text)
-        fitted = self._fit(task, sizes or TrainSizes(self.runtime.train_batch, None))
-        record = {"classes": sorted(set(class_names)), "domain": domain, "samples": len(task.x)}
+        joined = joined_names(list(class_names), before.classes)  # one class per name (edgecl.names)
+        names = [joined[n] for n in class_names]
+        if text is not None:
+            text = {joined.get(n, n): row for n, row in text.items()}
+        task = self._task(np.asarray(x, np.float32), names, domain, text)
+        fitted = self._fit(task, sizes or TrainSizes(self.runtime.train_batch, None), on_train_step)
+        record = {"classes": sorted(set(names)), "domain": domain, "samples": len(task.x)}
         after = _with_task(before, task, fitted, before.class_means.updated(task.x, task.y, task.domain), record)
+        if image_hashes is not None:
+            after = after.replaced(seen=before.seen.added(in_domain(image_hashes, domain), task.y))
         calibration, validation = calibrated(before, task, after)
         self.state = after = after.replaced(calibration=calibration)
         return TaskResult(list(task.classes[len(before.classes) :]), list(after.classes), after.config.method,
                           after.memory.stats() if after.method.memory else None, fitted.training,
                           after.weight_in_use if after.uses_prototypes and after.trains else None,
-                          validation=validation)  # fmt: skip
+                          validation=validation, joined={k: v for k, v in joined.items() if k != v},
+                          samples=len(task.x))  # fmt: skip
+
+    def already_learned(self, image_hashes: np.ndarray, class_names: Sequence[str],
+                        domain: str | None = None) -> np.ndarray:  # fmt: skip
+        """(N,) bool: whether each photo (content hash) was learned before as the same class in the same domain, or
+        repeats an earlier photo of this batch."""
+        state = self.state
+        joined = joined_names(list(class_names), state.classes)
+        classes = [*state.classes, *sorted(set(joined.values()) - set(state.classes))]
+        index = np.array([classes.index(joined[n]) for n in class_names], np.int64)
+        return state.seen.learned(in_domain(image_hashes, domain), index)
 
     def _task(self, x: np.ndarray, names: list[str], domain: str | None,
               text: dict[str, np.ndarray] | None) -> Task:  # fmt: skip
@@ -156,9 +195,10 @@ class Learner:
         whatever the class taught them (LoRA weights are not retrained): scores of other classes may still carry
         its influence until later tasks retrain the heads."""
         state = self.state
-        if name not in state.classes:
+        learned = known_as(name, state.classes)  # "Ankle Boot" finds ankle_boot (edgecl.names)
+        if learned is None:
             raise EdgeclError(f"class {name!r} is not learned; learned: {', '.join(state.classes) or 'none'}")
-        index = state.classes.index(name)
+        name, index = learned, state.classes.index(learned)
         memory = copy.copy(state.memory)  # its contents are replaced, never changed in place
         freed = memory.remove_class(name) if name in memory.classes else 0
         loss = copy.deepcopy(state.resume.loss) if state.resume.loss is not None else self._saved_loss()
@@ -166,7 +206,7 @@ class Learner:
             loss.drop_class(index, state.config.groups)
         self.state = state.replaced(
             classes=[c for c in state.classes if c != name], text=np.delete(state.text, index, axis=0),
-            memory=memory, class_means=state.class_means.without(index),
+            memory=memory, class_means=state.class_means.without(index), seen=state.seen.without(index),
             calibration=state.calibration.without(index), resume=replace(state.resume, loss=loss, estimators={}),
         )  # fmt: skip
         return freed
@@ -178,7 +218,7 @@ class Learner:
             return unit_rows(np.stack([np.asarray(given[n], np.float32) for n in names]))
         return self._require_encoder().encode_texts([prompt_for(n) for n in names])
 
-    def _fit(self, task: Task, sizes: TrainSizes) -> _Fitted:
+    def _fit(self, task: Task, sizes: TrainSizes, on_step: Callable[[int, int], None] | None = None) -> _Fitted:
         """Train the heads on the task's rows with replay, and measure the prototype weight where it is measured;
         the state itself is left as it is."""
         state = self.state
@@ -187,7 +227,7 @@ class Learner:
         held = self._holdout(task.y)
         old = earlier_rows(task.memory, task.ids) if state.method.replay else np.zeros(0, np.int64)
         data = self._train_data(task, ~held, old, sizes.replay_rows)
-        result, heads = self._train(data, sizes.batch)
+        result, heads = self._train(data, sizes.batch, on_step)
         weight = self._measured_weight(task, held, data, heads) if held.any() else state.prototype_weight
         domains = state.domains + ([task.domain_name] if task.domain == len(state.domains) else [])
         names = [{state.group_name(k, domains, task.classes): round(w, 4) for k, w in q.items()}
@@ -247,7 +287,8 @@ class Learner:
 
         return LOSSES[kind].from_arrays(self.config.loss, dict(self.state.resume.estimators))
 
-    def _train(self, data: Any, batch_size: int) -> tuple[Any, _Heads]:
+    def _train(self, data: Any, batch_size: int,
+               on_step: Callable[[int, int], None] | None = None) -> tuple[Any, _Heads]:  # fmt: skip
         """Train copies of the heads and of the loss; returns the trainer's report and the trained heads."""
         from edgecl.learn.adapters import merge
         from edgecl.learn.trainer import TrainConfig, train
@@ -259,7 +300,8 @@ class Learner:
         )
         loss = copy.deepcopy(resume.loss) if resume.loss is not None else self._saved_loss()
         runtime = replace(self.runtime, train_batch=batch_size)  # the batch the RAM cap allows
-        train_cfg = TrainConfig(cfg.method, cfg.train, runtime, cfg.loss, seed=cfg.seed + len(self.state.tasks))
+        train_cfg = TrainConfig(cfg.method, cfg.train, runtime, cfg.loss, seed=cfg.seed + len(self.state.tasks),
+                                on_step=on_step)  # fmt: skip
         loss.forget(set(data.ids.tolist()))  # estimators of samples evicted from memory are dropped
         result = train(head, text_head, data, train_cfg, loss)
         merged_text = merge(text_head) if text_head is not None else self.state.merged_text
@@ -290,6 +332,8 @@ class Learner:
         """extra label -> (D,) text embedding, for the labels that are not learned classes (`given` skips the
         text encoder)."""
         extra = scoring.extra_labels(state, labels)
+        if given is not None:
+            given = {clean_name(k): v for k, v in given.items()}
         return dict(zip(extra, self._text_for(extra, given), strict=True))
 
     def answer_embeddings(self, x: np.ndarray, top_k: int = 5, extra_labels: Sequence[str] = (),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import stat
 import warnings
@@ -88,9 +90,20 @@ def _open_regular(path: Path) -> Any:
     return os.fdopen(fd, "rb")
 
 
+@functools.cache
+def _heif_opener() -> None:
+    """Teach Pillow HEIC/HEIF (pillow-heif; AVIF Pillow reads itself), once per process."""
+    with contextlib.suppress(ImportError):
+        from pillow_heif import register_heif_opener
+
+        register_heif_opener()
+
+
 def load_image(path: str | Path) -> Image.Image:
     """Open, fully decode and orient an image file as RGB; any failure is an ImageLoadError naming the file."""
     path = Path(path)
+    if path.suffix.lower() in (".heic", ".heif"):
+        _heif_opener()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

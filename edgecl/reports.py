@@ -4,7 +4,7 @@ documented JSON contracts (README, "JSON contracts")."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edgecl.memory import MemoryStats
@@ -38,6 +38,9 @@ class TaskResult:
     encode_seconds: float | None = None  # learn_images only
     seconds_total: float | None = None  # learn_images only
     validation: dict[str, Any] | None = None  # how well the task's classes are told apart (calibration.task_validation)
+    joined: dict[str, str] = field(default_factory=dict)  # a spelling given -> the learned class it is (edgecl.names)
+    samples: int = 0  # rows learned
+    skipped: list[dict[str, str]] = field(default_factory=list)  # learn_images: unreadable images, with the reason
 
     @property
     def train_seconds(self) -> float:
@@ -86,6 +89,9 @@ class LearnReport:
     train_steps: int | None
     prototype_weight: float | None
     validation: dict[str, Any] | None  # per class of the task: held-out accuracy, most confused with; hints
+    samples_learned: int = 0  # photos learned by this call (0: all were learned before, nothing changed)
+    already_learned: int = 0  # photos not learned again: the state learned them before as the same class
+    joined_classes: dict[str, str] = field(default_factory=dict)  # a folder name -> the learned class it is
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -98,17 +98,19 @@ def writer_lock(
     root: Path, timeout_s: float = 300.0, on_wait: Callable[[str], None] = lambda m: None
 ) -> Iterator[None]:
     """Hold the state's writer lock (`filelock`, an flock on root/lock); a second writer waits (with a message) up
-    to timeout_s, then fails. The holder's pid is in root/lock.owner for the messages."""
+    to timeout_s, then fails. The holder's pid is in root/lock.owner for the messages. A folder this call created
+    that ends with no state in it (a first learn that failed) is removed again, lock files and all."""
     from filelock import FileLock, Timeout
 
+    created = not root.exists()
     try:
         root.mkdir(parents=True, exist_ok=True)
         lock = FileLock(root / LOCK_FILE)
-        lock.acquire(timeout=0)
+        _acquire(lock, root / LOCK_FILE, 0)
     except Timeout:
         on_wait(f"waiting for another edgecl process (pid {_holder(root)}) to finish with {display(root)}")
         try:
-            lock.acquire(timeout=timeout_s, poll_interval=0.2)
+            _acquire(lock, root / LOCK_FILE, timeout_s)
         except Timeout:
             raise StateError(f"{display(root)} is locked by another edgecl process (pid {_holder(root)}); "
                              "try again when it has finished") from None  # fmt: skip
@@ -121,7 +123,30 @@ def writer_lock(
             (root / LOCK_OWNER).write_text(str(os.getpid()))
         yield
     finally:
+        empty = created and not (root / POINTER).exists()
+        if empty:  # unlinked while held: a process waiting on it retries on a new lock file (_acquire)
+            for name in (LOCK_OWNER, LOCK_FILE):
+                with contextlib.suppress(OSError):
+                    (root / name).unlink()
         lock.release()
+        if empty:
+            with contextlib.suppress(OSError):
+                root.rmdir()  # only if nothing else is in it
+
+
+def _acquire(lock: Any, path: Path, timeout_s: float) -> None:
+    """Acquire `lock` on the file at `path`, again if the file was replaced while this process waited (the
+    holder removed it: see writer_lock), so that two processes never hold locks on different files."""
+    while True:
+        lock.acquire(timeout=timeout_s, poll_interval=0.2)
+        fd = getattr(getattr(lock, "_context", None), "lock_file_fd", None)
+        try:
+            if fd is None or os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return
+        except FileNotFoundError:
+            pass
+        lock.release()
+        path.parent.mkdir(parents=True, exist_ok=True)
 
 
 def _holder(root: Path) -> str:
@@ -189,3 +214,8 @@ def _retire_old(snapshots: Path, keep: str) -> None:
     for name in names[:-KEEP_SNAPSHOTS]:
         if name != keep:
             shutil.rmtree(snapshots / name, ignore_errors=True)
+
+
+def without_rollback_mark(meta: dict[str, Any]) -> dict[str, Any]:
+    """A snapshot's metadata for the next change: `rolled_back` says how the snapshot it is copied from was made."""
+    return {k: v for k, v in meta.items() if k != "rolled_back"}

@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgecl.errors import EdgeclError
+from edgecl.names import class_key, clean_name
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif",
+                            ".avif"})  # fmt: skip
 
 
 class TaskDirError(EdgeclError):
@@ -20,8 +22,18 @@ def display(path: str | Path) -> str:
     return os.fsencode(str(path)).decode("utf-8", errors="replace")
 
 
+# Folders that file managers, NAS boxes and archivers add beside photos: never a class, never walked.
+SYSTEM_FOLDERS = frozenset({"__macosx", "@eadir", "#recycle", "#snapshot", "$recycle.bin", "system volume information",
+                            "lost+found", "__pycache__"})  # fmt: skip
+
+
 def is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def is_hidden(name: str) -> bool:
+    """A hidden or system file or folder (".thumbnails", "._IMG_1.jpg", "__MACOSX", "@eaDir", ...): skipped."""
+    return name.startswith(".") or name.lower() in SYSTEM_FOLDERS
 
 
 def _walk(root: Path) -> tuple[list[Path], list[Path]]:
@@ -39,8 +51,8 @@ def _walk(root: Path) -> tuple[list[Path], list[Path]]:
             dirnames.clear()  # a symlink loop or a second path to the same folder
             continue
         seen.add((stat.st_dev, stat.st_ino))
-        dirnames.sort()
-        for name in sorted(filenames):
+        dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
+        for name in sorted(n for n in filenames if not is_hidden(n)):
             path = Path(dirpath) / name
             (images if is_image_name(path) else others).append(path)
     return images, others
@@ -52,11 +64,6 @@ def list_images(folder: str | Path) -> list[Path]:
     if not root.is_dir():
         raise TaskDirError(f"{display(root)}: no such folder")
     return _walk(root)[0]
-
-
-def class_key(name: str) -> str:
-    """What two folder names must not share: case, spaces, underscores and dashes are ignored."""
-    return " ".join(name.replace("_", " ").replace("-", " ").lower().split())
 
 
 @dataclass
@@ -83,6 +90,8 @@ def scan_task_dir(task_dir: str | Path) -> TaskScan:
     if not root.is_dir():
         raise TaskDirError(f"{display(root)}: not a folder; --task-dir takes a folder with one sub-folder per class")
     entries = sorted(root.iterdir())
+    hidden = [p for p in entries if is_hidden(p.name) and p.is_dir()]
+    entries = [p for p in entries if not is_hidden(p.name)]
     folders = [p for p in entries if p.is_dir()]
     loose = [p for p in entries if p.is_file() and is_image_name(p)]
     if not folders:
@@ -92,11 +101,13 @@ def scan_task_dir(task_dir: str | Path) -> TaskScan:
             "e.g. task/cat/1.jpg, task/dog/2.jpg"
         )
     scan = TaskScan()
+    for path in hidden:
+        scan.skip(path, "hidden or system folder, not a class")
     for path in loose:
         scan.skip(path, "image outside any class folder")
     _check_collisions(folders)
     for folder in folders:
-        name = display(folder.name).strip()
+        name = clean_name(display(folder.name))
         images, others = _walk(folder)
         for path in others:
             scan.skip(path, "not an image file (by extension)")
@@ -113,7 +124,7 @@ def scan_task_dir(task_dir: str | Path) -> TaskScan:
 def _check_collisions(folders: list[Path]) -> None:
     seen: dict[str, str] = {}
     for folder in folders:
-        name = display(folder.name).strip()
+        name = clean_name(display(folder.name))
         key = class_key(name)
         if not key:
             raise TaskDirError(f"{display(folder)}: a class folder needs a name with letters or digits")

@@ -66,3 +66,32 @@ def test_arrays_and_grey_digits(tmp_path: Path) -> None:
     batch = preprocess_batch([digit, np.ones((30, 40, 3), np.float32)], SPEC)
     assert batch.shape == (2, 3, 32, 32)
     assert np.allclose(batch[0][0], batch[0][1], atol=0.2)  # grey stays grey across channels
+
+
+@pytest.mark.parametrize("suffix", [".heic", ".HEIF", ".avif"])
+def test_phone_formats_are_read(tmp_path: Path, suffix: str) -> None:
+    """HEIC/HEIF (the iPhone default, through pillow-heif) and AVIF (Pillow itself) read like any photo."""
+    from pillow_heif import register_heif_opener
+
+    from edgecl.tasks import is_image_name
+
+    register_heif_opener()  # to write the file; edgecl registers it itself when it reads one
+    path = tmp_path / f"photo{suffix}"
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(path, format="HEIF" if "hei" in suffix.lower() else "AVIF")
+    image = load_image(path)
+    assert is_image_name(path) and image.size == (64, 48) and image.mode == "RGB"
+    red, green, _ = image.getpixel((32, 24))
+    assert red > 150 and green < 80
+
+
+def test_an_exif_rotated_jpeg_is_read_upright(tmp_path: Path) -> None:
+    """A phone stores a portrait photo landscape with EXIF Orientation 6 (rotate 90° clockwise to view)."""
+    stored = Image.new("RGB", (60, 40), (0, 0, 0))
+    stored.paste((255, 255, 255), (0, 0, 30, 40))  # left half white as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "p.jpg", exif=exif, quality=95)
+    upright = load_image(tmp_path / "p.jpg")
+    assert upright.size == (40, 60)  # portrait
+    top, bottom = upright.getpixel((20, 5)), upright.getpixel((20, 55))
+    assert top[0] > 200 and bottom[0] < 50  # the stored left half is on top once turned upright

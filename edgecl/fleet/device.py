@@ -30,7 +30,7 @@ from edgecl.learn.merged import MergedHead
 from edgecl.learn.prototypes import ClassMeans
 from edgecl.learned import LearnedState, files
 from edgecl.memory.policy import DOMAIN_SLOTS
-from edgecl.state import commit_snapshot, read_state, state_root, writer_lock
+from edgecl.state import commit_snapshot, read_state, state_root, without_rollback_mark, writer_lock
 
 FLEET_DOMAIN = DOMAIN_SLOTS - 1  # class means received from the fleet (a learner never has this many domains)
 ADAPTER = "adapter"
@@ -112,7 +112,8 @@ def apply_fleet(state_dir: str | Path, share: Update, lock_timeout_s: float = 30
             rounds = int(taken.get("rounds", 0)) + 1
             record = {"rounds": rounds, "round": round_id, "classes": len(state.classes), "refused": refused}
             record |= {"run": run_id} if run_id else {}
-            commit_snapshot(root, lambda folder: files.save(state, folder), {**snapshot.meta, "fleet": record})
+            meta = without_rollback_mark(snapshot.meta)
+            commit_snapshot(root, lambda folder: files.save(state, folder), {**meta, "fleet": record})
     return _figures(state, new_classes, refused, adapter=head is not None)
 
 

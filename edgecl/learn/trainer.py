@@ -39,6 +39,7 @@ class TrainConfig:
     runtime: Runtime = field(default_factory=Runtime)
     loss: LossConfig = field(default_factory=LossConfig)
     seed: int = 0
+    on_step: Callable[[int, int], None] | None = field(default=None, compare=False, repr=False)  # (done, steps)
 
     def __post_init__(self) -> None:
         if self.method not in TRAINED_METHODS:
@@ -150,6 +151,7 @@ def _train(head: torch.nn.Module, text_head: torch.nn.Module | None, data: Train
     epoch_loss: list[float] = []
     weights: list[dict[int, float]] = []
     total, count, last, done = 0.0, 0, None, 0
+    tick = max(1, steps // 100)  # how often progress is told
     head.train()
     for step, rows in enumerate(data.batches(cfg.runtime.train_batch, steps, rng), 1):
         if len(rows) >= 2:
@@ -157,6 +159,8 @@ def _train(head: torch.nn.Module, text_head: torch.nn.Module | None, data: Train
                          cfg)  # fmt: skip
             total, count, done = total + float(last.per_sample.sum()), count + len(rows), done + 1
         out_of_time = time.perf_counter() - start > cfg.schedule.max_seconds
+        if cfg.on_step is not None and (step % tick == 0 or step == steps or out_of_time):
+            cfg.on_step(steps if out_of_time else step, steps)
         if step % span == 0 or step == steps or out_of_time:
             epoch_loss.append(total / max(1, count))
             _check_divergence(epoch_loss, cfg)

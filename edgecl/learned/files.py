@@ -19,6 +19,7 @@ from edgecl.errors import EdgeclError
 from edgecl.learn.calibration import Calibration
 from edgecl.learn.merged import MergedHead
 from edgecl.learn.prototypes import ClassMeans
+from edgecl.learned.seen import SeenImages
 from edgecl.learned.value import LearnedState, Resume
 from edgecl.memory import ReplayMemory
 from edgecl.settings import CONFIG_VERSION, LearnerConfig
@@ -34,7 +35,7 @@ def save(state: LearnedState, folder: Path) -> None:
     arrays = {"text": state.text, "down": state.merged.down, "up": state.merged.up,
               "text_down": state.merged_text.down, "text_up": state.merged_text.up,
               "class_means": cm.means, "class_counts": cm.counts, "class_mean_classes": cm.classes,
-              "class_mean_domains": cm.domains, **state.calibration.to_arrays()}  # fmt: skip
+              "class_mean_domains": cm.domains, **state.calibration.to_arrays(), **state.seen.to_arrays()}  # fmt: skip
     np.savez(folder / "learned.npz", **arrays)
     resume = state.resume
     estimators = resume.loss.state_arrays() if resume.loss is not None else dict(resume.estimators)
@@ -76,7 +77,8 @@ def _read_learned(data: Any, n_classes: int) -> dict[str, Any]:
     """learned.npz's arrays: text rows, merged heads, class means (three layouts over time), calibration."""
     learned: dict[str, Any] = {"text": data["text"], "merged": MergedHead(data["down"], data["up"]),
                                "merged_text": MergedHead(data["text_down"], data["text_up"]),
-                               "calibration": Calibration.from_arrays(data, n_classes)}  # fmt: skip
+                               "calibration": Calibration.from_arrays(data, n_classes),
+                               "seen": SeenImages.from_arrays(data)}  # fmt: skip
     if "class_mean_classes" in data.files:
         learned["class_means"] = ClassMeans(data["class_means"], data["class_counts"], data["class_mean_classes"],
                                             data["class_mean_domains"])  # fmt: skip

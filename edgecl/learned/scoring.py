@@ -10,6 +10,7 @@ import numpy as np
 from edgecl.errors import EdgeclError
 from edgecl.learn.calibration import DEFAULT_MIN_CONFIDENCE, Answer, answers, candidate_probabilities, softmax
 from edgecl.learned.value import LearnedState
+from edgecl.names import class_key, clean_name
 from edgecl.vectors import unit_rows
 
 
@@ -53,8 +54,14 @@ def predict(state: LearnedState, x: np.ndarray) -> np.ndarray:
 
 
 def extra_labels(state: LearnedState, labels: Sequence[str]) -> list[str]:
-    """The extra labels that are not learned classes, each once, in order."""
-    return list(dict.fromkeys(label for label in labels if label not in state.classes))
+    """The extra labels that are not learned classes, each once, in order, tidied; one that names a learned class
+    (" Cat " for cat, "Ankle Boot" for ankle_boot: edgecl.names) is that class, not an extra."""
+    extra: dict[str, str] = {class_key(c): "" for c in state.classes}
+    for label in labels:
+        name = clean_name(label)
+        if name:
+            extra.setdefault(class_key(name), name)
+    return [name for name in extra.values() if name]
 
 
 def scores(state: LearnedState, x: np.ndarray, extra_text: Mapping[str, np.ndarray] | None = None,

@@ -17,6 +17,7 @@ from edgecl.learn.calibration import Calibration
 from edgecl.learn.merged import MergedHead
 from edgecl.learn.methods import METHODS, Method
 from edgecl.learn.prototypes import DEFAULT_WEIGHT, ClassMeans
+from edgecl.learned.seen import SeenImages
 from edgecl.memory import ReplayMemory
 from edgecl.memory.policy import group_parts
 from edgecl.settings import LearnerConfig
@@ -49,6 +50,7 @@ class LearnedState:
     calibration: Calibration  # what turns scores into a confidence (edgecl.learn.calibration)
     prototype_weight: float
     tasks: tuple[Mapping[str, Any], ...]  # per learned task: classes, domain, samples
+    seen: SeenImages = field(default_factory=SeenImages.empty)  # the photos learned, by content (skipped next time)
     resume: Resume = field(default_factory=Resume)
 
     def __post_init__(self) -> None:
@@ -86,9 +88,19 @@ class LearnedState:
 
     @property
     def weight_in_use(self) -> float:
-        """The prototype weight scores use: the class-incremental one, or the domain-incremental one once more than
-        one domain is learned (there every task retrains the head on every class; README, "Domain-incremental")."""
-        return self.config.prototypes.domain_weight if len(self.domains) > 1 else self.prototype_weight
+        """The prototype weight scores use: the class-incremental one, or the domain-incremental one once a class is
+        learned in a second domain (there a task retrains the head on classes it already knows; README,
+        "Domain-incremental"). New classes under a new --domain keep the class-incremental weight."""
+        return self.config.prototypes.domain_weight if self.revisits_domains else self.prototype_weight
+
+    @property
+    def revisits_domains(self) -> bool:
+        """Whether some class was learned in more than one domain (a task without --domain is the unnamed one)."""
+        domains: dict[str, set[str]] = {}
+        for task in self.tasks:
+            for name in task["classes"]:
+                domains.setdefault(name, set()).add(task["domain"] or "")
+        return any(len(d) > 1 for d in domains.values())
 
     @property
     def uses_prototypes(self) -> bool:

@@ -129,6 +129,23 @@ class ReplayMemory:
                              supplied={k: v for k, v in now.supplied.items() if k[0] != name}))  # fmt: skip
         return before - self.size_bytes()
 
+    def rebudgeted(self, budget_bytes: int, codec: str) -> ReplayMemory:
+        """A copy under another budget and codec (`edgecl memory`): every stored row decoded, re-encoded with the
+        new codec (`auto`: the most precise that holds one sample per group) and selected under the new budget as a
+        learn would select; ids, classes and domains are kept. Precision already lost is not regained."""
+        out, now = ReplayMemory(replace(self.config, budget_bytes=budget_bytes, codec=codec), self.dim), self.contents
+        if self.codec is None or not len(now.rows):
+            out._commit(replace(now, codec=out.codec, rows=StoredRows.empty()))
+            return out
+        x = self.codec.decode(now.rows.codes).astype(np.float32)
+        if codec == "auto":
+            chosen = out._codec_for(replace(now, codec=None), x)
+        else:
+            chosen = out._fitted_pq(x, now) if codec == "pq" else make_codec(codec, self.dim)
+        rows = replace(now.rows, codes=chosen.encode(x))
+        out._commit(replace(now, codec=chosen, rows=rows.take(out._select(chosen, rows, now))))
+        return out
+
     def _check_batch(self, embeddings: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
         x = np.asarray(embeddings, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.dim:
@@ -205,12 +222,21 @@ class ReplayMemory:
             raise BudgetError(
                 f"budget {format_bytes(self.config.budget_bytes)} cannot hold one sample for each of {len(present)} "
                 f"{self.config.groups.replace('_', '/')} groups with codec {codec.name} "
-                f"({codec.bytes_per_vector} B/sample); minimum is {need} bytes: raise --budget or pick a smaller codec"
+                f"({codec.bytes_per_vector} B/sample); minimum is {need} bytes: {self._way_out(need)}"
             )
         available = np.bincount(group_of_row, minlength=len(present))
         quota = balanced_quotas(available, np.maximum(self._offered(present, contents), available), capacity)
         keep = [self._pick(codec, rows, np.flatnonzero(group_of_row == g), int(q)) for g, q in enumerate(quota)]
         return np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
+
+    def _way_out(self, need: int) -> str:
+        """What a user can do when the groups outgrow the budget."""
+        budget = f"{-(-need // 1000)}KB" if need >= 1000 else f"{need}B"  # rounded up, as a flag takes it
+        if self.config.codec in ("auto", "pq", "int4"):  # already the smallest it can be
+            return (f"raise the budget (--budget {budget}); a state that has learned already keeps what it learned "
+                    f"with `edgecl memory --budget {budget}`")  # fmt: skip
+        return (f"raise the budget (--budget {budget}) or pick a smaller codec (--codec int4 or pq); a state that has "
+                f"learned already keeps what it learned with `edgecl memory --budget {budget}` (or --codec int4)")
 
     def _offered(self, present: np.ndarray, contents: MemoryContents) -> np.ndarray:
         """(G,) samples ever offered to each present group (the sum over its (class, domain) pairs)."""
@@ -235,7 +261,10 @@ class ReplayMemory:
 
     def _commit(self, contents: MemoryContents) -> None:
         """Replace the contents (the one place a memory changes)."""
-        assert len(self._serialize(contents)) <= self.config.budget_bytes, "memory exceeded its budget"
+        size = len(self._serialize(contents))
+        if size > self.config.budget_bytes:  # a bug, never a user's input: the selection sizes rows to fit
+            raise BudgetError(f"internal error: the memory would take {format_bytes(size)} of its "
+                              f"{format_bytes(self.config.budget_bytes)} budget; nothing was changed")  # fmt: skip
         self.contents = contents
 
     # ---- reading -------------------------------------------------------------------------------------------
