@@ -47,14 +47,23 @@ def fsync_tree(folder: Path) -> None:
 def publish_folder(work: Path, target: Path, replace_existing: bool = False) -> bool:
     """Move the finished folder `work` to `target` in one rename, so that a reader (or a crash) sees the whole
     folder or none of it: contents fsynced first, the parent after. An existing `target` is swapped out and removed
-    (`replace_existing`), or else kept: another process published first, `work` is removed and False returned.
-    Other failures (a full disk, ...) raise OSError with `work` left for the caller to remove."""
+    (`replace_existing`): in one atomic exchange where the system has one (Linux renameat2), else by two renames
+    that `restore_interrupted_swap` undoes if a crash falls between them; or else kept: another process published
+    first, `work` is removed and False returned. Other failures (a full disk, ...) raise OSError with `work` left
+    for the caller to remove."""
     fsync_tree(work)
     os.chmod(work, 0o755)  # mkdtemp made it private
-    old = None
     if replace_existing and target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        if _exchange(work, target):  # `work` now holds the old folder
+            fsync_dir(target.parent)
+            shutil.rmtree(work, ignore_errors=True)
+            return True
+        old = _old_name(target)
         os.rename(target, old)
+        os.rename(work, target)
+        fsync_dir(target.parent)
+        shutil.rmtree(old, ignore_errors=True)
+        return True
     try:
         os.rename(work, target)
     except OSError:
@@ -63,6 +72,35 @@ def publish_folder(work: Path, target: Path, replace_existing: bool = False) -> 
         shutil.rmtree(work, ignore_errors=True)
         return False
     fsync_dir(target.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
     return True
+
+
+def restore_interrupted_swap(target: Path) -> None:
+    """A `target` that a crash left missing between publish_folder's two renames is put back from its old copy."""
+    if target.exists():
+        return
+    for old in sorted(target.parent.glob(f".{target.name}.old-*")):
+        with contextlib.suppress(OSError):
+            os.rename(old, target)
+            return
+
+
+def _old_name(target: Path) -> Path:
+    return target.with_name(f".{target.name}.old-{os.getpid()}")
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 with RENAME_EXCHANGE); False where the system cannot."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    done = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return done == 0  # EINVAL (a filesystem without it), ENOSYS (an old kernel): the two renames instead

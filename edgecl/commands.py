@@ -132,7 +132,24 @@ def _load_learner(snapshot: Snapshot) -> Any:
     from edgecl.learner import Learner
 
     runtime = _runtime(snapshot.meta)
-    return Learner.load_from(snapshot.folder, _encoder(snapshot.meta["model_dir"], runtime), runtime)
+    encoder = _encoder(snapshot.meta["model_dir"], runtime)
+    check_same_model(snapshot.meta, encoder.manifest.data["files"])
+    return Learner.load_from(snapshot.folder, encoder, runtime)
+
+
+def check_same_model(meta: dict[str, Any], files: dict[str, str]) -> None:
+    """The model folder must hold the export the state learned with (snapshot.json records its files' hashes): a
+    re-export swaps the embedding space under the stored samples, class means and adapters, which would then answer
+    wrongly without a word."""
+    recorded = meta.get("model_files")
+    if recorded is None or recorded == files:  # states made before the hashes were recorded are not checked
+        return
+    changed = sorted(name for name in set(recorded) | set(files) if recorded.get(name) != files.get(name))
+    raise StateError(
+        f"{display(meta['model_dir'])} was re-exported after this state learned ({changed[0]} differs): its "
+        "embeddings no longer match what the state stored; put the earlier export back, or learn the photos again "
+        "into a new --state-dir"
+    )
 
 
 def _new_learner(opts: LearnOptions, progress: Progress) -> tuple[Any, dict[str, Any]]:

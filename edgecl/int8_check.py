@@ -10,6 +10,7 @@ and CPU kind), and a line warns when this CPU loses more than the slack below.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -111,13 +112,15 @@ def recheck_on_this_cpu(encoder: Encoder) -> CheckResult | None:
         image_cos, text_cos, agreement = _measure(encoder, check)
         exported_cos, _, exported_agreement = (float(v) for v in check["exported_figures"])
     result = CheckResult(exported_on, here, image_cos, text_cos, agreement, exported_cos, exported_agreement)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(cache, json.dumps(result.to_json(), indent=2).encode())
+    with contextlib.suppress(OSError):  # a read-only $EDGECL_HOME: measured again next time, nothing fails
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(cache, json.dumps(result.to_json(), indent=2).encode())
     if not result.meets_targets:
         log.warning(
             "%s was exported on a CPU with %s; on this %s CPU its INT8 towers measure cosine %.4f and zero-shot "
-            "agreement %.1f%% with fp32 (%.4f and %.1f%% where exported); re-export here to re-choose the "
-            "recipes: edgecl export --backbone %s --out %s --force",
+            "agreement %.1f%% with fp32 (%.4f and %.1f%% where exported); states learned with it keep working; "
+            "for recipes chosen on this CPU, export into a new folder (edgecl export --backbone %s --out NEW, "
+            "beside %s) and learn a new state with it: a state refuses an export it did not learn with",
             encoder.manifest.root, exported_on, here, image_cos, 100 * agreement, exported_cos,
             100 * exported_agreement, encoder.manifest.backbone, encoder.manifest.root,
         )  # fmt: skip

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgecl.atomic import restore_interrupted_swap
 from edgecl.errors import ModelFileError, check_file_format
 
 MANIFEST_NAME = "manifest.json"
@@ -72,6 +73,7 @@ def read_manifest(model_dir: str | Path) -> ModelManifest:
     """Parse and sanity-check manifest.json; a missing or malformed one is a ModelFileError."""
     root = Path(model_dir)
     path = root / MANIFEST_NAME
+    restore_interrupted_swap(root)  # a re-export that crashed between its two renames
     if not root.is_dir():
         raise ModelFileError(f"{root}: no such model directory; create one with `edgecl export --backbone bundled`")
     if not path.is_file():

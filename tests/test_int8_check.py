@@ -71,3 +71,25 @@ def test_a_cpu_that_loses_accuracy_is_told_in_one_line(bundled_export: Path, tmp
     [record] = [r for r in caplog.records if r.name == "edgecl.int8_check"]
     message = record.getMessage()
     assert "\n" not in message and "a-cpu-unlike-this-one" in message and "edgecl export --backbone bundled" in message
+
+
+def test_a_read_only_home_measures_without_failing(bundled_export: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """classify is a reader: a $EDGECL_HOME it cannot write (a read-only mount) skips the check's cache."""
+    import os
+
+    if os.geteuid() == 0:  # root writes through read-only permissions: make the cache's parent a file instead
+        (tmp_path / "home").mkdir()
+        (tmp_path / "home" / "cache").write_text("not a folder")
+    else:
+        (tmp_path / "home").mkdir(mode=0o555)
+    monkeypatch.setenv("EDGECL_HOME", str(tmp_path / "home"))
+    model = _copy_as_if_exported_elsewhere(bundled_export, tmp_path / "model")
+    with np.load(model / CHECK_FILE) as check:  # 32 of its images: what is checked here is the cache, not figures
+        n = len(check["images"])
+        arrays = {k: (v[:32] if len(v.shape) and v.shape[0] == n else v) for k, v in dict(check).items()}
+    np.savez_compressed(model / CHECK_FILE, **arrays)
+    digest = sha256_file(model / CHECK_FILE)
+    _edit_manifest(model, lambda manifest: manifest | {"files": manifest["files"] | {CHECK_FILE: digest}})
+    result = recheck_on_this_cpu(Encoder(model))
+    assert result is not None and 0 <= result.agreement <= 1

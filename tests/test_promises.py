@@ -160,3 +160,52 @@ def test_training_tells_its_steps_as_it_goes() -> None:
     steps = told[-1][1]
     assert result.training is not None and told[-1] == (steps, steps) and len(told) >= 10
     assert [d for d, _ in told] == sorted(d for d, _ in told) and {s for _, s in told} == {steps}
+
+
+def test_auto_does_not_count_another_models_cached_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline with another open_clip model in the Hugging Face cache, the profile's CLIP cannot be had: `auto`
+    must fall back to bundled rather than fail on the first learn."""
+    from huggingface_hub import constants
+
+    from edgecl.backbones import parse_backbone_id
+    from edgecl.backbones.openclip import clip_obtainable
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    other = tmp_path / "hub" / "models--timm--vit_base_patch16_clip_224.openai" / "snapshots" / "abc"
+    other.mkdir(parents=True)
+    (other / "open_clip_model.safetensors").write_bytes(b"weights of another model")
+    ref = parse_backbone_id("openclip:ViT-B-32:laion2b_s34b_b79k")
+    assert not clip_obtainable(ref)
+    mine = tmp_path / "hub" / "models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K" / "snapshots" / "def"
+    mine.mkdir(parents=True)
+    (mine / "open_clip_model.safetensors").write_bytes(b"its own weights")
+    (mine.parent.parent / "refs").mkdir()
+    (mine.parent.parent / "refs" / "main").write_text("def")
+    assert clip_obtainable(ref)
+
+
+def test_a_state_refuses_a_model_folder_that_was_re_exported(tmp_path: Path, bundled_export: Path) -> None:
+    state = tmp_path / "state"
+    task = write_task(tmp_path / "t", {"bag": 8, "coat": 4}, n=3)
+    _learn(task, state, "--budget", "64KB", *BUNDLED)
+    snapshot = read_state(state) or pytest.fail()
+    meta = json.loads((snapshot.folder / "snapshot.json").read_text())
+    name = next(n for n in meta["model_files"] if n.endswith(".onnx"))
+    meta["model_files"][name] = "0" * 64  # as if the state had learned with an export since replaced
+    (snapshot.folder / "snapshot.json").write_text(json.dumps(meta))
+    for command in (["classify", str(task / "bag" / "0.png")], ["learn", "--task-dir", str(task)]):
+        code, _, err = invoke(*command, "--state-dir", str(state))
+        assert code == 2 and "re-exported" in err and name in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_swap_that_died_between_its_two_renames_is_undone(tmp_path: Path) -> None:
+    from edgecl.model_dir import read_manifest
+
+    model = tmp_path / "bundled"
+    model.mkdir()
+    (model / "manifest.json").write_text("{}")
+    model.rename(tmp_path / ".bundled.old-4242")  # the first rename happened, the second never did
+    with pytest.raises(Exception, match="manifest.json"):  # restored, then read (this one is not a real manifest)
+        read_manifest(model)
+    assert (model / "manifest.json").is_file() and not (tmp_path / ".bundled.old-4242").exists()

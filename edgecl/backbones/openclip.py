@@ -232,8 +232,19 @@ AUTO_NOTICE = ("no CLIP weights cached here and the model hub is unreachable: le
 
 
 def clip_obtainable(ref: BackboneRef) -> bool:
-    """Whether `ref`'s weights can be had now: a local checkpoint or random weights, cached hub weights, or a hub
-    that answers a short probe (HF_HUB_OFFLINE=1 counts as no answer)."""
+    """Whether `ref`'s weights can be had now: a local checkpoint or random weights, cached hub weights of this very
+    model (another model's cached weights do not count), or a hub that answers a short probe (HF_HUB_OFFLINE=1
+    counts as no answer)."""
     if not _is_hub_tag(ref.weights):
         return True
-    return _any_cached_openclip_weights() or hub_reachable()
+    return _cached_weights_of(ref) or hub_reachable()
+
+
+def _cached_weights_of(ref: BackboneRef) -> bool:
+    """Whether the Hugging Face cache holds open_clip weights of `ref`'s (arch, tag). The cheap look at any cached
+    weights comes first: only then is open_clip imported to map the tag to its hub repository."""
+    if not _any_cached_openclip_weights():
+        return False
+    import open_clip
+
+    return _cached_hub_file(open_clip.get_pretrained_cfg(ref.arch, ref.weights)) is not None
