@@ -242,7 +242,8 @@ def _wait_message(message: str) -> None:
 def learn(
     task_dir: Path = typer.Option(..., "--task-dir", help="Folder with one sub-folder of images per class."),
     budget: str | None = typer.Option(
-        None, help="Replay-memory budget, e.g. 8MB, 512KiB (first learn; default: the device profile's)."
+        None, help="Replay-memory budget, e.g. 8MB, 512KiB (first learn; default: the device profile's, 8MB for cpu; "
+        "see `edgecl devices`)."
     ),
     state_dir: StateDir = None,
     domain: str | None = typer.Option(None, help="Name of the visual domain of these images (domain-incremental)."),
@@ -264,7 +265,25 @@ def learn(
     wait: WaitSeconds = 300.0,
     as_json: AsJson = False,
 ) -> None:
-    """Learn a task: new classes, or known classes in a new --domain."""
+    """Learn a task: new classes, or known classes in a new --domain.
+
+    --task-dir holds one sub-folder per class, and the folder name is the class name (task/cat/1.jpg,
+    task/dog/2.heic); images may be nested. A folder naming a learned class (any case, '_' or '-' for spaces) adds to
+    it; photos learned before are skipped. The first learn creates the state (and builds the backbone once); later
+    learns keep its budget, method, codec and seed.
+
+    Methods: er_cb (default) replay with class-balanced cross-entropy; er replay with cross-entropy; gdro GCL with
+    DRO class weights (the paper's); gdro_ce replay cross-entropy with DRO weights; gcl global contrastive loss;
+    ncm class means only (no training, fastest); finetune no memory; zeroshot class names only.
+    Codecs (how the memory stores a sample): auto (default: the most precise that fits), fp16, int8, int4, pq
+    (product quantisation, the smallest).
+
+    Examples:
+      edgecl learn --task-dir ./new_photos --budget 8MB
+      edgecl learn --task-dir ./more_photos
+      edgecl learn --task-dir ./night_photos --domain night
+      edgecl learn --task-dir ./photos --method ncm --budget 256KB --state-dir ~/cam-1 --json
+    """
     from edgecl.commands import LearnOptions
     from edgecl.commands import learn as run_learn
 
@@ -335,8 +354,9 @@ def classify(
 ) -> None:
     """Classify images with what was learned (no torch on this path).
 
-    Each image gets an answer: a learned class (or a --labels label) with a calibrated confidence, or `unknown` when
-    the confidence is below --min-confidence (an image unlike everything learned).
+    IMAGES: image files and/or folders (walked; hidden and system folders skipped). Each image gets an answer: a
+    learned class (or a --labels label) with a calibrated confidence, or `unknown` when the confidence is below
+    --min-confidence (an image unlike everything learned).
 
     Examples:
       edgecl classify photo.jpg
@@ -403,7 +423,13 @@ def forget(
     wait: WaitSeconds = 300.0,
     as_json: AsJson = False,
 ) -> None:
-    """Remove a class from memory and from classification."""
+    """Remove a class from memory and from classification.
+
+    CLASS: the class to remove; case, spaces, '_' and '-' are ignored ('Ankle Boot' finds ankle_boot). The adapters
+    keep what the class taught them until later learns retrain them; `edgecl rollback` brings the class back.
+
+    Example: edgecl forget "ankle boot" --state-dir ~/cam-1
+    """
     from edgecl.commands import forget as run_forget
 
     report = run_forget(class_name, state_dir, wait, _wait_message)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecl.errors import EdgeclError
-from edgecl.names import clean_name
+from edgecl.names import clean_name, joined_names
 from edgecl.tasks import is_hidden
 
 log = logging.getLogger("edgecl")
@@ -198,7 +198,8 @@ class _task_folder:  # noqa: N801 - used as a context manager, like tempfile's
     def __enter__(self) -> Path:
         if self.folder is not None:
             return Path(self.folder)
-        names = [class_folder_name(label) for label in self.labels]
+        joined = joined_names([class_folder_name(label) for label in self.labels], [])  # "Cat" and "cat": one
+        names = [joined[class_folder_name(label)] for label in self.labels]
         self._tmp = tempfile.mkdtemp(prefix="edgecl-task-")
         try:
             for i, (image, name) in enumerate(zip(self.images, names, strict=True)):
@@ -220,7 +221,8 @@ def class_folder_name(label: str) -> str:
     name = clean_name(label)
     if not name or is_hidden(name) or "/" in name or "\\" in name or "\0" in name or len(name) > MAX_LABEL_CHARS:
         raise EdgeclError(f"label {label[:40]!r} cannot name a class: use up to {MAX_LABEL_CHARS} letters, digits, "
-                          "spaces, '_' or '-', not starting with '.'")  # fmt: skip
+                          "spaces, '_' or '-', not starting with '.' and not a system folder name such as "
+                          "__MACOSX")  # fmt: skip
     return name
 
 

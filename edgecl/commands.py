@@ -500,6 +500,9 @@ def change_memory(budget: str | None, codec: str | None, state_dir: str | None =
         if new_budget > maximum and not force:
             raise EdgeclError(f"budget {format_bytes(new_budget)} is above this state's profile maximum of "
                               f"{format_bytes(maximum)}; pass --force to use it anyway")  # fmt: skip
+        if new_budget == config.memory.budget_bytes and (codec or config.memory.codec) == config.memory.codec:
+            raise EdgeclError(f"nothing to change: the memory already has a budget of {format_bytes(new_budget)} and "
+                              f"codec {config.memory.codec}")  # fmt: skip
         memory = learner.memory.rebudgeted(new_budget, codec or config.memory.codec)
         config = replace(config, memory=replace(config.memory, budget_bytes=new_budget, codec=memory.config.codec))
         learner.state = learner.state.replaced(config=config, memory=memory)

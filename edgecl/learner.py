@@ -119,19 +119,23 @@ class Learner:
 
         if len(images) != len(class_names):
             raise EdgeclError(f"a task needs one class name per image (got {len(images)} / {len(class_names)})")
-        start, encoder = time.perf_counter(), self._require_encoder()
-        pixels, names, skipped = [], [], []
-        for image, name in zip(images, class_names, strict=True):
-            try:
-                pixels.append(preprocess(image, encoder.preprocess_spec))
-                names.append(name)
-            except ImageLoadError as exc:
-                skipped.append({"path": str(image) if isinstance(image, str | Path) else repr(image)[:80],
-                                "reason": str(exc)})  # fmt: skip
-        if not pixels:
+        start, encoder, batch = time.perf_counter(), self._require_encoder(), self.runtime.encode_batch
+        chunks, names, skipped = [], [], []
+        for first in range(0, len(images), batch):  # one batch of pixels in memory at a time
+            pixels = []
+            part = zip(images[first : first + batch], class_names[first : first + batch], strict=True)
+            for i, (image, name) in enumerate(part, first):
+                try:
+                    pixels.append(preprocess(image, encoder.preprocess_spec))
+                    names.append(name)
+                except ImageLoadError as exc:
+                    where = str(image) if isinstance(image, str | Path) else f"image {i}"
+                    skipped.append({"path": where, "reason": str(exc).removeprefix(f"{image}: ")})
+            if pixels:
+                chunks.append(encoder.encode_pixels(np.stack(pixels), batch))
+        if not chunks:
             raise EdgeclError(f"none of the {len(images)} images could be read ({skipped[0]['reason']})")
-        x = encoder.encode_pixels(np.stack(pixels), self.runtime.encode_batch)
-        result = self.learn_embeddings(x, names, domain)
+        result = self.learn_embeddings(np.concatenate(chunks), names, domain)
         total = time.perf_counter() - start
         return replace(result, encode_seconds=total - result.train_seconds, seconds_total=total, skipped=skipped)
 
@@ -227,7 +231,7 @@ class Learner:
         held = self._holdout(task.y)
         old = earlier_rows(task.memory, task.ids) if state.method.replay else np.zeros(0, np.int64)
         data = self._train_data(task, ~held, old, sizes.replay_rows)
-        result, heads = self._train(data, sizes.batch, on_step)
+        result, heads = self._train(data, sizes.batch, on_step, keep_ids=task.memory.ids)
         weight = self._measured_weight(task, held, data, heads) if held.any() else state.prototype_weight
         domains = state.domains + ([task.domain_name] if task.domain == len(state.domains) else [])
         names = [{state.group_name(k, domains, task.classes): round(w, 4) for k, w in q.items()}
@@ -287,9 +291,11 @@ class Learner:
 
         return LOSSES[kind].from_arrays(self.config.loss, dict(self.state.resume.estimators))
 
-    def _train(self, data: Any, batch_size: int,
-               on_step: Callable[[int, int], None] | None = None) -> tuple[Any, _Heads]:  # fmt: skip
-        """Train copies of the heads and of the loss; returns the trainer's report and the trained heads."""
+    def _train(self, data: Any, batch_size: int, on_step: Callable[[int, int], None] | None = None,
+               keep_ids: np.ndarray | None = None) -> tuple[Any, _Heads]:  # fmt: skip
+        """Train copies of the heads and of the loss; returns the trainer's report and the trained heads. The loss
+        keeps the estimators of the rows that train and of `keep_ids` (every row still in memory: under a RAM cap
+        only some of them are replayed, and the others keep theirs for later tasks)."""
         from edgecl.learn.adapters import merge
         from edgecl.learn.trainer import TrainConfig, train
 
@@ -302,7 +308,8 @@ class Learner:
         runtime = replace(self.runtime, train_batch=batch_size)  # the batch the RAM cap allows
         train_cfg = TrainConfig(cfg.method, cfg.train, runtime, cfg.loss, seed=cfg.seed + len(self.state.tasks),
                                 on_step=on_step)  # fmt: skip
-        loss.forget(set(data.ids.tolist()))  # estimators of samples evicted from memory are dropped
+        kept = set(data.ids.tolist()) | (set(np.asarray(keep_ids).tolist()) if keep_ids is not None else set())
+        loss.forget(kept)  # estimators of samples evicted from memory are dropped
         result = train(head, text_head, data, train_cfg, loss)
         merged_text = merge(text_head) if text_head is not None else self.state.merged_text
         return result, _Heads(head, text_head, loss, merge(head), merged_text)

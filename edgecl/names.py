@@ -20,6 +20,9 @@ def class_key(name: str) -> str:
 
 def known_as(name: str, known: Iterable[str]) -> str | None:
     """The name in `known` that is the same class as `name`, or None."""
+    known = list(known)
+    if clean_name(name) in known:  # an exact name wins (a state from before this rule may hold Cat and cat)
+        return clean_name(name)
     key = class_key(name)
     return next((k for k in known if class_key(k) == key), None)
 
@@ -28,7 +31,9 @@ def joined_names(names: Sequence[str], known: Sequence[str]) -> dict[str, str]:
     """Each distinct name in `names` mapped to the class it is: a class in `known` with the same key, else the first
     spelling of that key met in `names` (cleaned)."""
     by_key = {class_key(k): k for k in reversed(known)}  # reversed: the first of duplicates wins
+    exact = set(known)
     mapping: dict[str, str] = {}
     for name in dict.fromkeys(names):
-        mapping[name] = by_key.setdefault(class_key(name), clean_name(name))
+        clean = clean_name(name)
+        mapping[name] = clean if clean in exact else by_key.setdefault(class_key(name), clean)
     return mapping

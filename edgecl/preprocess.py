@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import os
 import stat
 import warnings
@@ -90,34 +88,35 @@ def _open_regular(path: Path) -> Any:
     return os.fdopen(fd, "rb")
 
 
-@functools.cache
-def _heif_opener() -> None:
-    """Teach Pillow HEIC/HEIF (pillow-heif; AVIF Pillow reads itself), once per process."""
-    with contextlib.suppress(ImportError):
-        from pillow_heif import register_heif_opener
+_HEIF = {"registered": False}
 
-        register_heif_opener()
+
+def _heif_opener() -> bool:
+    """Teach Pillow HEIC/HEIF (pillow-heif; AVIF Pillow reads itself), once per process; True when this call did."""
+    if _HEIF["registered"]:
+        return False
+    _HEIF["registered"] = True
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
 
 
 def load_image(path: str | Path) -> Image.Image:
-    """Open, fully decode and orient an image file as RGB; any failure is an ImageLoadError naming the file."""
+    """Open, fully decode and orient an image file as RGB; any failure is an ImageLoadError naming the file. HEIC
+    is read by its suffix, or when Pillow alone cannot tell the file (a HEIC photo named .jpg, an upload)."""
     path = Path(path)
     if path.suffix.lower() in (".heic", ".heif"):
         _heif_opener()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with _open_regular(path) as handle, Image.open(handle) as img:
-                if img.width * img.height > MAX_IMAGE_PIXELS:
-                    raise ImageLoadError(
-                        f"{path}: image is {img.width}x{img.height} pixels, above the "
-                        f"{MAX_IMAGE_PIXELS:,}-pixel safety limit; downscale it first"
-                    )
-                img.draft("RGB", (1024, 1024))  # JPEG: decode at reduced size when huge
-                img.seek(0)  # first frame of GIF / multi-page TIFF
-                img.load()
-                oriented = ImageOps.exif_transpose(img)
-                return to_rgb(oriented if oriented is not None else img)
+        try:
+            return _decoded(path)
+        except Image.UnidentifiedImageError:
+            if not _heif_opener():
+                raise
+            return _decoded(path)
     except ImageLoadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -126,6 +125,22 @@ def load_image(path: str | Path) -> Image.Image:
         raise ImageLoadError(f"{path}: no such file") from exc
     except (OSError, ValueError, SyntaxError, Image.UnidentifiedImageError) as exc:
         raise ImageLoadError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from exc
+
+
+def _decoded(path: Path) -> Image.Image:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with _open_regular(path) as handle, Image.open(handle) as img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise ImageLoadError(
+                    f"{path}: image is {img.width}x{img.height} pixels, above the "
+                    f"{MAX_IMAGE_PIXELS:,}-pixel safety limit; downscale it first"
+                )
+            img.draft("RGB", (1024, 1024))  # JPEG: decode at reduced size when huge
+            img.seek(0)  # first frame of GIF / multi-page TIFF
+            img.load()
+            oriented = ImageOps.exif_transpose(img)
+            return to_rgb(oriented if oriented is not None else img)
 
 
 def _as_pil(image: ImageLike) -> Image.Image:

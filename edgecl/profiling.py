@@ -126,6 +126,18 @@ def verdicts_note(profile: DeviceProfile, host: dict[str, Any], provider: str, b
             + ": the verdicts are this machine's, not the device's unless you run this on it")  # fmt: skip
 
 
+LEARN_TASK_IMAGES = 100  # the task a "learn images/s" figure is for: 100 photos, encoded and then trained on
+
+
+def learn_rate(encode_per_s: float, train_steps_per_s: float, images: int = LEARN_TASK_IMAGES) -> float:
+    """Images per second of a whole learn of `images` photos with the default schedule: encoding them, then the
+    training steps such a task takes (TrainSchedule.steps_for), not the encoder's throughput alone."""
+    from edgecl.learn.configs import TrainSchedule
+
+    seconds = images / encode_per_s + TrainSchedule().steps_for(images) / train_steps_per_s
+    return images / seconds
+
+
 def run_profile(profile: DeviceProfile, backbone: str | None = None,
                 progress: Callable[[str], None] = lambda m: None) -> dict[str, Any]:  # fmt: skip
     """Measure everything the profile has targets for; returns the report `edgecl profile --json` prints."""
@@ -151,7 +163,8 @@ def run_profile(profile: DeviceProfile, backbone: str | None = None,
         classify = _timed(lambda: np.argsort(-(head(encoder.encode_images([image])) @ prototypes.T)), LATENCY_RUNS)
     progress("measuring training")
     steps = _train_steps_per_s(encoder.embed_dim, profile)
-    images_per_s = profile.encode_batch / statistics.median(latb)
+    encode_per_s = profile.encode_batch / statistics.median(latb)
+    images_per_s = learn_rate(encode_per_s, steps)
     cls = _percentiles(classify)
     report = {
         "device": profile.name, "backbone": manifest.backbone, "backbone_note": note,
@@ -160,8 +173,9 @@ def run_profile(profile: DeviceProfile, backbone: str | None = None,
         "encoder_batch1": _percentiles(lat1),
         "encoder_batch": {"batch": profile.encode_batch, **_percentiles(latb)},
         "classify": cls,
-        "learn": {"images_per_s": round(images_per_s, 1), "train_steps_per_s": round(steps, 1),
-                  "train_batch": profile.train_batch},
+        "learn": {"images_per_s": round(images_per_s, 1), "encode_images_per_s": round(encode_per_s, 1),
+                  "train_steps_per_s": round(steps, 1), "train_batch": profile.train_batch,
+                  "task_images": LEARN_TASK_IMAGES},
         "memory": _memory_entries(encoder.embed_dim, profile),
         **gpu_memory(),
         "peak_rss_bytes": peak_rss_bytes(),

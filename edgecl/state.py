@@ -106,14 +106,14 @@ def writer_lock(
     try:
         root.mkdir(parents=True, exist_ok=True)
         lock = FileLock(root / LOCK_FILE)
-        _acquire(lock, root / LOCK_FILE, 0)
-    except Timeout:
-        on_wait(f"waiting for another edgecl process (pid {_holder(root)}) to finish with {display(root)}")
         try:
-            _acquire(lock, root / LOCK_FILE, timeout_s)
+            created |= _acquire(lock, root / LOCK_FILE, 0)
         except Timeout:
-            raise StateError(f"{display(root)} is locked by another edgecl process (pid {_holder(root)}); "
-                             "try again when it has finished") from None  # fmt: skip
+            on_wait(f"waiting for another edgecl process (pid {_holder(root)}) to finish with {display(root)}")
+            created |= _acquire(lock, root / LOCK_FILE, timeout_s)
+    except Timeout:
+        raise StateError(f"{display(root)} is locked by another edgecl process (pid {_holder(root)}); "
+                         "try again when it has finished") from None  # fmt: skip
     except OSError as exc:
         raise StateError(
             f"{display(root)}: cannot write the state directory ({exc.strerror}); pick another --state-dir"
@@ -134,18 +134,26 @@ def writer_lock(
                 root.rmdir()  # only if nothing else is in it
 
 
-def _acquire(lock: Any, path: Path, timeout_s: float) -> None:
-    """Acquire `lock` on the file at `path`, again if the file was replaced while this process waited (the
-    holder removed it: see writer_lock), so that two processes never hold locks on different files."""
+def _acquire(lock: Any, path: Path, timeout_s: float) -> bool:
+    """Acquire `lock` on the file at `path` within timeout_s, again if the file was replaced or its folder removed
+    while this process waited (the holder's first learn failed: see writer_lock), so that two processes never hold
+    locks on different files. Returns whether this process had to make the folder again."""
+    deadline, remade = time.monotonic() + timeout_s, False
     while True:
-        lock.acquire(timeout=timeout_s, poll_interval=0.2)
+        try:
+            lock.acquire(timeout=max(0.0, deadline - time.monotonic()), poll_interval=0.2)
+        except FileNotFoundError:  # the folder is gone: filelock does not make it again
+            path.parent.mkdir(parents=True, exist_ok=True)
+            remade = True
+            continue
         fd = getattr(getattr(lock, "_context", None), "lock_file_fd", None)
         try:
             if fd is None or os.fstat(fd).st_ino == os.stat(path).st_ino:
-                return
+                return remade
         except FileNotFoundError:
             pass
         lock.release()
+        remade |= not path.parent.exists()
         path.parent.mkdir(parents=True, exist_ok=True)
 
 

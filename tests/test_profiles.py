@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from edgecl.profiles import ProfileError, get_profile, list_profiles, load_profile_file
+from edgecl.profiling import learn_rate
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p.stem for p in (ROOT / "device_profiles").glob("*.toml"))
@@ -119,7 +120,12 @@ def test_profile_json_fields_and_peak_rss_matches_time_v(bundled_export: Path) -
     report = json.loads(out.stdout)
     for key in ("encoder_batch1", "encoder_batch", "classify"):
         assert 0 < report[key]["p50_ms"] <= report[key]["p95_ms"] < 60_000
-    assert report["learn"]["images_per_s"] > 1 and report["learn"]["train_steps_per_s"] > 1
+    learn = report["learn"]
+    assert learn["images_per_s"] > 1 and learn["train_steps_per_s"] > 1
+    # a whole learn's rate (encoding, then the task's training steps), below the encoder's alone (issue 25)
+    assert learn["images_per_s"] < learn["encode_images_per_s"]
+    assert learn["images_per_s"] == pytest.approx(learn_rate(learn["encode_images_per_s"], learn["train_steps_per_s"]),
+                                                  rel=0.02)  # fmt: skip
     assert report["memory"]["bytes_per_entry"] > 0 and report["memory"]["entries_in_default_budget"] > 0
     assert report["provider_used"] == "CPUExecutionProvider" and report["gpu"] is None
     assert {c["name"] for c in report["checks"]} == {"classify p95", "learn images/s", "peak RSS"}

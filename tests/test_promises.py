@@ -14,7 +14,7 @@ from PIL import Image
 
 from edgecl.learner import Learner, LearnerConfig
 from edgecl.memory import MemoryConfig
-from edgecl.names import class_key, joined_names
+from edgecl.names import class_key, joined_names, known_as
 from edgecl.state import read_state
 from tests.test_cli_learn import invoke, write_task
 from tests.test_learner import DIM, clustered
@@ -33,6 +33,21 @@ def test_one_name_rule() -> None:
     assert class_key(nfd) == class_key("café") == class_key(" CAFÉ ")
     assert class_key("Ankle Boot") == class_key("ankle_boot") == class_key("ankle-boot") == "ankle boot"
     assert joined_names(["Bag", " bag ", "Sneaker"], ["bag"]) == {"Bag": "bag", " bag ": "bag", "Sneaker": "Sneaker"}
+    # a state from before the rule may hold both spellings: the exact one wins
+    assert joined_names(["cat", "CAT"], ["Cat", "cat"]) == {"cat": "cat", "CAT": "Cat"}
+    assert known_as("cat", ["Cat", "cat"]) == "cat" and known_as("Ankle-Boot", ["ankle_boot"]) == "ankle_boot"
+
+
+def test_the_fleet_keeps_one_class_per_name_across_devices() -> None:
+    from edgecl.fleet.aggregate import Update, aggregate
+
+    def update(name: str, mean: float) -> Update:
+        row = np.full(4, mean, np.float32)
+        return Update("bundled", 4, 3, None, {name: 3}, {name: row}, {(name, ""): (row, 3)})
+
+    fleet = aggregate([update("Cat", 1.0), update("cat", 3.0), update("dog", 5.0)])
+    assert fleet.class_counts == {"Cat": 6, "dog": 3} and set(fleet.text) == {"Cat", "dog"}
+    np.testing.assert_allclose(fleet.means[("Cat", "")][0], 2.0)
 
 
 def test_a_class_is_one_class_whatever_its_spelling_across_tasks(tmp_path: Path, bundled_export: Path) -> None:
@@ -209,3 +224,49 @@ def test_a_swap_that_died_between_its_two_renames_is_undone(tmp_path: Path) -> N
     with pytest.raises(Exception, match="manifest.json"):  # restored, then read (this one is not a real manifest)
         read_manifest(model)
     assert (model / "manifest.json").is_file() and not (tmp_path / ".bundled.old-4242").exists()
+
+
+def test_under_a_ram_cap_rows_not_replayed_keep_their_estimators() -> None:
+    """A RAM cap replays only some memory rows; GCL's per-sample estimators of the others stay for later tasks."""
+    from edgecl.learn.trainer import TrainSchedule
+    from edgecl.ram import TrainSizes
+
+    x, y, text = clustered(4, 30, 2)
+    texts = {f"c{c}": text[c] for c in range(4)}
+    learner = Learner(LearnerConfig(method="gcl", memory=MemoryConfig(64_000, "fp16"),
+                                    train=TrainSchedule(min_steps=20, max_steps=20)), DIM)  # fmt: skip
+    first = np.isin(y, [0, 1])
+    learner.learn_embeddings(x[first], [f"c{c}" for c in y[first]], text=texts)
+    stored = set(learner.memory.ids.tolist())
+    assert stored <= set(learner.state.resume.loss.u2)
+    learner.learn_embeddings(x[~first], [f"c{c}" for c in y[~first]], text=texts, sizes=TrainSizes(16, 10))
+    still = stored & set(learner.memory.ids.tolist())
+    assert len(still) > 10 and still <= set(learner.state.resume.loss.u2)  # more than the 10 replayed
+
+
+def test_saving_into_the_folder_it_was_loaded_from_and_mixed_files_are_refused(tmp_path: Path) -> None:
+    """The README's Python API: load_from(folder), learn, save_to(folder) again; files mixed from two saves are a
+    one-line error, not scores under the wrong class names."""
+    from edgecl.errors import EdgeclError
+    from edgecl.learn.trainer import TrainSchedule
+
+    x, y, text = clustered(3, 20, 3)
+    texts = {f"c{c}": text[c] for c in range(3)}
+    config = LearnerConfig(method="er_cb", memory=MemoryConfig(64_000), train=TrainSchedule(min_steps=10))
+    learner = Learner(config, DIM)
+    part = np.isin(y, [0, 1])
+    learner.learn_embeddings(x[part], [f"c{c}" for c in y[part]], text=texts)
+    folder = tmp_path / "saved"
+    learner.save_to(folder)
+    (tmp_path / "two-classes.json").write_bytes((folder / "learner.json").read_bytes())
+    learner = Learner.load_from(folder)
+    learner.learn_embeddings(x[~part], [f"c{c}" for c in y[~part]], text=texts)  # trains from the saved adapter
+    learner.save_to(folder)
+    again = Learner.load_from(folder)
+    assert again.classes == ["c0", "c1", "c2"] and (again.predict(x) == y).mean() > 0.9
+    again.forget_class("c1")  # loaded, not retrained: its adapter folder is carried over from the folder itself
+    again.save_to(folder)
+    assert Learner.load_from(folder).classes == ["c0", "c2"] and (folder / "adapter").is_dir()
+    (folder / "learner.json").write_bytes((tmp_path / "two-classes.json").read_bytes())  # from the earlier save
+    with pytest.raises(EdgeclError, match="do not belong together"):
+        Learner.load_from(folder)

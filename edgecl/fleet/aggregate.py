@@ -29,6 +29,7 @@ from typing import TypeVar
 import numpy as np
 
 from edgecl.learn.merged import MergedHead
+from edgecl.names import class_key
 
 K = TypeVar("K", bound=Hashable)
 RANK_TOLERANCE = 1e-7  # singular values below this share of the largest are zero in `compact`
@@ -93,16 +94,22 @@ def _combine(updates: list[Update], exclude: int | None) -> Update:
     first = updates[0]
     for other in updates[1:]:
         check_compatible(first, other)
+    spelling: dict[str, str] = {}  # one class per name across devices (edgecl.names): the first spelling met
+
+    def fleet_name(name: str) -> str:
+        return spelling.setdefault(class_key(name), name)
+
     counts: dict[str, int] = {}
     text: dict[str, np.ndarray] = {}
     for u in updates:
         for name, n in u.class_counts.items():
-            counts[name] = counts.get(name, 0) + n
-            text.setdefault(name, u.text[name])
+            counts[fleet_name(name)] = counts.get(fleet_name(name), 0) + n
+            text.setdefault(fleet_name(name), u.text[name])
     weights = head_weights(updates)
     others = [i for i in range(len(updates)) if i != exclude]
     head = weighted_heads([(weights[i], updates[i].head) for i in others if updates[i].head is not None], first.dim)
-    means = pooled_means((key, mean, n) for i in others for key, (mean, n) in updates[i].means.items())
+    means = pooled_means(((fleet_name(c), d), mean, n)
+                         for i in others for (c, d), (mean, n) in updates[i].means.items())  # fmt: skip
     own = float(weights[exclude]) if exclude is not None else 0.0
     return Update(first.backbone, first.dim, int(sum(u.samples for u in updates)), head, counts, text, means, own)
 

@@ -30,6 +30,7 @@ from edgecl.learn.merged import MergedHead
 from edgecl.learn.prototypes import ClassMeans
 from edgecl.learned import LearnedState, files
 from edgecl.memory.policy import DOMAIN_SLOTS
+from edgecl.names import class_key, known_as
 from edgecl.state import commit_snapshot, read_state, state_root, without_rollback_mark, writer_lock
 
 FLEET_DOMAIN = DOMAIN_SLOTS - 1  # class means received from the fleet (a learner never has this many domains)
@@ -79,7 +80,7 @@ def _has_adapter(folder: Path) -> bool:
 
 def forgotten_classes(meta: dict[str, Any], learned: tuple[str, ...] | list[str]) -> set[str]:
     """Classes forgotten on this device and not learned again since: the fleet may not bring them back."""
-    return {str(f["class"]) for f in meta.get("forgotten", [])} - set(learned)
+    return {str(f["class"]) for f in meta.get("forgotten", []) if known_as(str(f["class"]), learned) is None}
 
 
 def apply_fleet(state_dir: str | Path, share: Update, lock_timeout_s: float = 300.0, round_id: int = 0,
@@ -97,9 +98,9 @@ def apply_fleet(state_dir: str | Path, share: Update, lock_timeout_s: float = 30
         taken = snapshot.meta.get("fleet", {})
         if run_id and (taken.get("run"), taken.get("round")) == (run_id, round_id):
             return _figures(state, [], list(taken.get("refused", [])), adapter=False)
-        forgotten = forgotten_classes(snapshot.meta, state.classes)
-        refused = [c for c in share.class_counts if c in forgotten]
-        new_classes = [c for c in share.class_counts if c not in state.classes and c not in forgotten]
+        forgotten = {class_key(c) for c in forgotten_classes(snapshot.meta, state.classes)}
+        refused = [c for c in share.class_counts if class_key(c) in forgotten]  # one name rule: edgecl.names
+        new_classes = [c for c in share.class_counts if known_as(c, state.classes) is None and c not in refused]
         text = np.concatenate([state.text, *[share.text[c][None] for c in new_classes]]).astype(np.float32)
         state = state.replaced(classes=[*state.classes, *new_classes], text=text)
         state = state.replaced(class_means=_with_fleet_means(state, share))
@@ -161,11 +162,12 @@ def _with_fleet_means(state: LearnedState, share: Update) -> ClassMeans:
     means, counts = list(cm.means[own]), list(cm.counts[own])
     classes, domains = list(cm.classes[own]), list(cm.domains[own])
     for (name, _), (mean, n) in share.means.items():
-        if name not in state.classes or n <= 0:
+        mine = known_as(name, state.classes)  # the device's spelling of the fleet's class
+        if mine is None or n <= 0:
             continue
         means.append(mean.astype(np.float32))
         counts.append(int(n))
-        classes.append(state.classes.index(name))
+        classes.append(state.classes.index(mine))
         domains.append(FLEET_DOMAIN)
     dim = state.dim
     return ClassMeans(np.array(means, np.float32).reshape(-1, dim), np.array(counts, np.int64),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from edgecl.atomic import publish_folder
 from edgecl.errors import EdgeclError
 from edgecl.learn.calibration import Calibration
 from edgecl.learn.merged import MergedHead
@@ -28,7 +30,22 @@ ADAPTERS = ("adapter", "text_adapter")
 
 
 def save(state: LearnedState, folder: Path) -> None:
-    """Write the state's files into `folder` (created if needed)."""
+    """Write the state's files into `folder` (created if needed). A folder that holds files already (the one the
+    state was loaded from, say) is replaced whole: written beside it, then swapped in, so a failure half-way leaves
+    it as it was and the adapters it was loaded from are read before they are replaced."""
+    folder = Path(folder)
+    if not folder.is_dir() or not any(folder.iterdir()):
+        _write(state, folder)
+        return
+    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.saving-", dir=folder.parent))
+    try:
+        _write(state, work)
+        publish_folder(work, folder, replace_existing=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _write(state: LearnedState, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     state.memory.save(folder / "memory.safetensors")
     cm = state.class_means
@@ -70,7 +87,26 @@ def load(folder: Path) -> LearnedState:
                            resume=Resume(adapter_dirs=adapters, estimators=saved), **learned)  # fmt: skip
     if state.method.memory and classes and not len(state.class_means.counts):
         state = state.replaced(class_means=state.means_from_memory())  # saved before every method kept class means
+    _check_agrees(state, folder)
     return state
+
+
+def _check_agrees(state: LearnedState, folder: Path) -> None:
+    """learner.json's classes, learned.npz's rows and the memory must describe one state (files mixed from two
+    saves would score with columns that belong to other classes)."""
+    n, dim = len(state.classes), state.dim
+    problems = [
+        f"{len(state.text)} text rows for {n} classes" if state.text.shape != (n, dim) else "",
+        "class means of classes it does not have" if len(state.class_means.classes)
+        and int(state.class_means.classes.max()) >= n else "",
+        f"memory classes {sorted(set(state.memory.classes) - set(state.classes))} not learned"
+        if set(state.memory.classes) - set(state.classes) else "",
+        "photo hashes of classes it does not have" if len(state.seen) and int(state.seen.classes.max()) >= n else "",
+    ]  # fmt: skip
+    problem = next((p for p in problems if p), None)
+    if problem:
+        raise EdgeclError(f"{folder}: its files do not belong together ({problem}); restore the state directory "
+                          "from a backup or start a new --state-dir")  # fmt: skip
 
 
 def _read_learned(data: Any, n_classes: int) -> dict[str, Any]:

@@ -27,10 +27,12 @@ def in_domain(hashes: np.ndarray, domain: str | None) -> np.ndarray:
 def content_hash(path: Path) -> int:
     """A 64-bit hash (BLAKE2b) of the file's bytes; OSError if it is not a regular file or cannot be read (a named
     pipe is never opened: that would block)."""
-    if not stat.S_ISREG(os.stat(path).st_mode):
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # checked on the open descriptor: nothing can slip in
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
         raise OSError(f"{path}: not a regular file")
     digest = hashlib.blake2b(digest_size=8)
-    with open(path, "rb") as f:
+    with os.fdopen(fd, "rb") as f:
         while chunk := f.read(CHUNK):
             digest.update(chunk)
     return int.from_bytes(digest.digest(), "little")

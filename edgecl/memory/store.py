@@ -143,7 +143,9 @@ class ReplayMemory:
         else:
             chosen = out._fitted_pq(x, now) if codec == "pq" else make_codec(codec, self.dim)
         rows = replace(now.rows, codes=chosen.encode(x))
-        out._commit(replace(now, codec=chosen, rows=rows.take(out._select(chosen, rows, now))))
+        again = float(row_cosines(x, chosen.decode(rows.codes)).mean())  # what the second encoding keeps
+        recon = {"count": now.recon["count"], "cosine_sum": float(now.recon["cosine_sum"]) * again}
+        out._commit(replace(now, codec=chosen, rows=rows.take(out._select(chosen, rows, now)), recon=recon))
         return out
 
     def _check_batch(self, embeddings: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
