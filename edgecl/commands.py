@@ -204,7 +204,8 @@ def _check_same(snapshot: Snapshot, learner: Any, opts: LearnOptions) -> None:
         raise EdgeclError(f"this state uses backbone {meta['backbone']}; omit --backbone or use a new --state-dir")
     if opts.budget and parse_bytes(opts.budget) != cfg.memory.budget_bytes:
         raise EdgeclError(
-            f"this state has a budget of {cfg.memory.budget_bytes} bytes; omit --budget or use a new --state-dir"
+            f"this state has a budget of {format_bytes(cfg.memory.budget_bytes)}; omit --budget, or change it with "
+            "`edgecl memory --budget B`"
         )
     if opts.method and opts.method != cfg.method:
         raise EdgeclError(f"this state learns with --method {cfg.method}; omit --method or use a new --state-dir")

@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edgecl.errors import EdgeclError
+from edgecl.units import format_bytes
 
 DEFAULT_PORT = 8130
 DEFAULT_MAX_UPLOAD = "20MB"
@@ -117,7 +118,7 @@ def _replay(messages: list[dict]) -> Callable[[], Awaitable[dict]]:
 async def _too_large(send: Callable, limit: int) -> None:
     import json
 
-    body = json.dumps({"success": False, "error": f"upload larger than --max-upload ({limit} bytes)"}).encode()
+    body = json.dumps({"success": False, "error": f"upload larger than --max-upload ({format_bytes(limit)})"}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 413, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -370,7 +370,7 @@ def test_later_learns_keep_their_settings_and_seeds_reproduce(state: Path, tmp_p
     for flag, value, words in (
         ("--method", "er", "--method gdro"),
         ("--codec", "int8", "codec is auto"),
-        ("--budget", "64KB", "budget of 32000"),
+        ("--budget", "64KB", "budget of 32.00 KB; omit --budget, or change it with `edgecl memory"),
         ("--groups", "class", "--groups class_domain"),
     ):
         code, _, err = invoke("learn", "--task-dir", str(task), flag, value, "--state-dir", str(state))
