@@ -276,7 +276,8 @@ def learn(
     DRO class weights (the paper's); gdro_ce replay cross-entropy with DRO weights; gcl global contrastive loss;
     ncm class means only (no training, fastest); finetune no memory; zeroshot class names only.
     Codecs (how the memory stores a sample): auto (default: the most precise that fits), fp16, int8, int4, pq
-    (product quantisation, the smallest).
+    (product quantisation, the smallest). Groups (what gets equal memory shares and DRO weights): class_domain
+    (default: each class in each domain), class, domain.
 
     Examples:
       edgecl learn --task-dir ./new_photos --budget 8MB

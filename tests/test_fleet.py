@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edgecl.fleet.aggregate import FleetMismatchError, Update, aggregate, share_for, taken_head
+from edgecl.fleet.local_link import free_port, wait_for_port
 from edgecl.learn.merged import MergedHead
 from edgecl.state import commit_snapshot, read_state
 
@@ -212,27 +214,6 @@ def test_a_forgotten_class_stays_forgotten_on_that_device_until_it_learns_it_aga
     assert "c1" in applied["classes"] and applied["refused_classes"] == []
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_for_port(port: int, timeout_s: float) -> None:
-    import socket
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    pytest.fail(f"the SuperLink did not listen on 127.0.0.1:{port} within {timeout_s} s")
-
-
 @pytest.mark.slow
 def test_a_loopback_deployment_runs_two_rounds_and_shuts_down(tmp_path: Path) -> None:
     """A SuperLink and two SuperNodes on 127.0.0.1 (Flower's deployment engine), each SuperNode on one device's state
@@ -248,7 +229,7 @@ def test_a_loopback_deployment_runs_two_rounds_and_shuts_down(tmp_path: Path) ->
     for d, classes in enumerate(([0, 1, 2], [3, 4, 5])):
         _device(tmp_path / f"device-{d}", classes, d)
     bin_dir = Path(sys.executable).parent
-    link = _free_port()
+    link = free_port()
     env = {
         **os.environ,
         "HOME": str(tmp_path),
@@ -263,11 +244,11 @@ def test_a_loopback_deployment_runs_two_rounds_and_shuts_down(tmp_path: Path) ->
                                "--port", str(link)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)]  # fmt: skip
     try:
-        _wait_for_port(link, 60)
+        wait_for_port(link, 60)
         for d in range(2):
             procs.append(subprocess.Popen(
                 [bin_dir / "flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{link}", "--port",
-                 str(_free_port()), "--node-config", f"state-dir='{tmp_path / f'device-{d}'}'"],
+                 str(free_port()), "--node-config", f"state-dir='{tmp_path / f'device-{d}'}'"],
                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))  # fmt: skip
         app = Path(edgecl.fleet.__file__).parent / "flower_app"
         start = time.monotonic()
@@ -316,6 +297,26 @@ def test_rounds_on_the_simulation_engine_refuse_another_backbone_or_no_state_and
         assert sorted(json.loads(figures["classes"])) == ["c0", "c1", "c2", "c3"]
         assert int(figures["memory_bytes"]) <= int(figures["budget_bytes"])
     assert (read_state(odd) or pytest.fail()).folder.name == before  # the refused device was left as it was
+    # the current Flower way (issue 27): `flwr run` against a SuperLink of its own, with an isolated FLWR_HOME, and
+    # nothing of it left running afterwards
+    import psutil
+
+    config = (tmp_path / ".flwr" / "config.toml").read_text()
+    port = int(config.split('address = "127.0.0.1:')[1].split('"')[0])
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+    home = str(tmp_path / ".flwr")
+    left = [p.pid for p in psutil.process_iter() if _environ(p).get("FLWR_HOME") == home]
+    assert not left and "flwr" in (tmp_path / "flower.log").read_text().lower()
+
+
+def _environ(process: object) -> dict[str, str]:
+    import psutil
+
+    try:
+        return process.environ()  # type: ignore[attr-defined]
+    except (psutil.Error, OSError):
+        return {}
 
 
 BAD_SETTINGS = [({"budget": "lots"}, "invalid budget"), ({"devices": 1}, "--devices"),

@@ -11,7 +11,8 @@ backbone is refused by name; any failure on a device is answered as {"error": ".
 Settings come from the run config (`flwr run`, deployment) or from `make_server_app` (simulation):
 rounds, min-nodes (devices to wait for before the first round: the run fails with a message when fewer have
 connected within round-timeout), round-timeout (s), state-root (simulation: device k keeps its state in
-<state-root>/device-<k>; a SuperNode names its own with --node-config "state-dir=...").
+<state-root>/device-<k>; a SuperNode names its own with --node-config "state-dir=..."), result-file (where the
+ServerApp writes the run's summary as JSON; "" writes none).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordD
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
+from edgecl.atomic import atomic_write_bytes
 from edgecl.errors import EdgeclError
 from edgecl.fleet.aggregate import FleetMismatchError, Update, aggregate, check_compatible, share_for
 from edgecl.learn.merged import MergedHead
@@ -37,7 +40,7 @@ from edgecl.learn.merged import MergedHead
 # note about an optional kernel package would print on every device in every round.
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
-DEFAULTS: dict[str, Any] = {"rounds": 3, "min-nodes": 2, "round-timeout": 600.0, "state-root": ""}
+DEFAULTS: dict[str, Any] = {"rounds": 3, "min-nodes": 2, "round-timeout": 600.0, "state-root": "", "result-file": ""}
 
 
 # ---- the wire format ---------------------------------------------------------------------------------------
@@ -135,6 +138,8 @@ def make_server_app(settings: dict[str, Any] | None = None, sink: Callable[[dict
             logging.getLogger("edgecl.fleet").error("fleet run failed: %s", exc)
         if sink is not None:
             sink(summary)
+        if cfg.get("result-file"):  # how the summary reaches a caller in another process (`flwr run`)
+            atomic_write_bytes(Path(str(cfg["result-file"])), json.dumps(summary).encode())
 
     return app
 

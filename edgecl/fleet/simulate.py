@@ -8,7 +8,7 @@ adapter average itself carries."""
 
 from __future__ import annotations
 
-import logging
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -152,24 +152,33 @@ def simulate(spec: FleetSpec, work: Path | None = None,
             "stream": spec.stream, "split": spec.split, "budget": spec.budget}  # fmt: skip
 
 
-def run_fleet(root: Path, devices: int, rounds: int) -> dict[str, Any]:
-    """R rounds over the state directories <root>/device-<k> on Flower's simulation engine (Ray, one CPU each)."""
-    from flwr.simulation import run_simulation
+def run_fleet(root: Path, devices: int, rounds: int, progress: Callable[[str], None] = lambda m: None,
+              ) -> dict[str, Any]:  # fmt: skip
+    """R rounds over the state directories <root>/device-<k> with Flower's simulation runtime (Ray, one CPU each),
+    the current Flower way: a SuperLink of its own on a loopback port and `flwr run` (edgecl.fleet.local_link).
+    The ServerApp's summary comes back through a result file; the run's log is kept in <root>/flower.log."""
+    from edgecl.fleet.local_link import flwr_run, local_superlink
 
-    from edgecl.fleet.apps import client_app, make_server_app
-
-    if logging.getLogger().getEffectiveLevel() > logging.INFO:  # Flower's log lines (set up on import) need -v
-        logging.getLogger("flwr").setLevel(logging.ERROR)
-
-    out: dict[str, Any] = {}
-    settings = {"rounds": rounds, "min-nodes": devices, "round-timeout": 600.0, "state-root": str(root)}
-    resources = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}}
-    run_simulation(server_app=make_server_app(settings, out.update), client_app=client_app,
-                   num_supernodes=devices, backend_config=resources)  # fmt: skip
+    result, log = root / "fleet-result.json", root / "flower.log"
+    result.unlink(missing_ok=True)
+    settings = {"rounds": rounds, "min-nodes": devices, "round-timeout": 600.0, "state-root": str(root),
+                "result-file": str(result)}  # fmt: skip
+    run_config = root / "fleet-run.toml"
+    run_config.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items()))
+    federation = f"num-supernodes={devices} client-resources-num-cpus=1 client-resources-num-gpus=0.0"
+    with local_superlink(root, simulation=True, log_path=log) as link:
+        progress(f"Flower SuperLink on 127.0.0.1:{link.port}; `flwr run` of {devices} simulated devices")
+        run = flwr_run(link, run_config, timeout_s=600.0 * (rounds + 2), federation_config=federation)
+    with open(log, "a", encoding="utf-8") as out:
+        out.write(run.stdout + run.stderr)
+    if not result.is_file():
+        tail = (run.stdout + run.stderr).strip().splitlines()[-1:] or ["no output"]
+        raise EdgeclError(f"the Flower run ended without a result ({tail[0][:200]}); its log: {log}")
+    out = json.loads(result.read_text(encoding="utf-8"))
     if "error" in out:
         raise EdgeclError(f"the fleet run failed: {out['error']}")
     if "rounds" not in out:
-        raise EdgeclError("the Flower simulation ended without a result (see the log above)")
+        raise EdgeclError(f"the Flower run ended without rounds; its log: {log}")
     return out
 
 
