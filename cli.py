@@ -37,6 +37,7 @@ ProfileFile = Annotated[str | None, typer.Option(help="Your own device profile T
 
 app = typer.Typer(
     help="On-device continual learning for CLIP within a byte budget.",
+    rich_markup_mode="markdown",  # help paragraphs reflow to the terminal's width; examples are code blocks
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -280,10 +281,11 @@ def learn(
     (default: each class in each domain), class, domain.
 
     Examples:
-      edgecl learn --task-dir ./new_photos --budget 8MB
-      edgecl learn --task-dir ./more_photos
-      edgecl learn --task-dir ./night_photos --domain night
-      edgecl learn --task-dir ./photos --method ncm --budget 256KB --state-dir ~/cam-1 --json
+
+        edgecl learn --task-dir ./new_photos --budget 8MB
+        edgecl learn --task-dir ./more_photos
+        edgecl learn --task-dir ./night_photos --domain night
+        edgecl learn --task-dir ./photos --method ncm --budget 256KB --state-dir ~/cam-1 --json
     """
     from edgecl.commands import LearnOptions
     from edgecl.commands import learn as run_learn
@@ -298,14 +300,19 @@ def learn(
         return
     from edgecl.units import format_bytes
 
+    in_all = f"{_count(len(report.classes), 'class', 'classes')} in all"
+    where = f" in domain {report.domain!r}" if report.domain else ""
     if not report.samples_learned:
-        typer.echo(f"nothing new to learn: all {report.already_learned} photos were learned before as the same "
-                   f"classes; {len(report.classes)} classes in all, nothing changed")  # fmt: skip
+        typer.echo(f"nothing new to learn: {_count(report.already_learned, 'photo was', 'photos were')} learned "
+                   f"before as the same classes{where}; {in_all}, nothing changed")  # fmt: skip
         return
-    typer.echo(f"learned {len(report.new_classes)} new classes ({', '.join(report.new_classes) or 'none'}); "
-               f"{len(report.classes)} classes in all")  # fmt: skip
+    if report.new_classes:
+        typer.echo(f"learned {_count(len(report.new_classes), 'new class', 'new classes')} "
+                   f"({', '.join(report.new_classes)}); {in_all}")  # fmt: skip
+    else:
+        typer.echo(f"learned {_count(report.samples_learned, 'photo', 'photos')} of known classes{where}; {in_all}")
     if report.already_learned:
-        typer.echo(f"skipped {report.already_learned} photos learned before as the same class")
+        typer.echo(f"skipped {_count(report.already_learned, 'photo', 'photos')} learned before as the same class")
     for given, learned in report.joined_classes.items():
         typer.echo(f"note: folder {given!r} is the learned class {learned!r} (names match ignoring case, spaces, "
                    "'_' and '-')")  # fmt: skip
@@ -315,6 +322,11 @@ def learn(
     for item in report.skipped:
         typer.echo(f"skipped {item['path']}: {item['reason']}", err=True)
     _warn_ram_limits(report.batches)
+
+
+def _count(n: int, one: str, many: str) -> str:
+    """'1 photo', '3 photos'."""
+    return f"{n} {one if n == 1 else many}"
 
 
 def _echo_validation(validation: dict[str, Any] | None) -> None:
@@ -360,9 +372,10 @@ def classify(
     --min-confidence (an image unlike everything learned).
 
     Examples:
-      edgecl classify photo.jpg
-      edgecl classify ./camera/ --json --top-k 3
-      edgecl classify cat.jpg --labels "cat,dog,rocket" --min-confidence 0.6
+
+        edgecl classify photo.jpg
+        edgecl classify ./camera/ --json --top-k 3
+        edgecl classify cat.jpg --labels "cat,dog,rocket" --min-confidence 0.6
     """
     from edgecl.commands import classify as run_classify
     from edgecl.tasks import MISSING
@@ -468,15 +481,16 @@ def memory(
         _print_json(report)
         return
     before, after = report["before"], report["after"]
-    typer.echo(f"memory: {before['samples']} samples in {format_bytes(before['budget_bytes'])} ({before['codec']}) -> "
-               f"{after['samples']} samples, {format_bytes(after['bytes'])} of {format_bytes(after['budget_bytes'])} "
-               f"({after['codec']}); {report['note']}")  # fmt: skip
+    typer.echo(f"memory: {before['samples']} samples, {format_bytes(before['bytes'])} of "
+               f"{format_bytes(before['budget_bytes'])} ({before['codec']}) -> {after['samples']} samples, "
+               f"{format_bytes(after['bytes'])} of {format_bytes(after['budget_bytes'])} ({after['codec']}); "
+               f"{report['note']}")  # fmt: skip
 
 
 @app.command()
 @handles_errors
 def rollback(state_dir: StateDir = None, wait: WaitSeconds = 300.0, as_json: AsJson = False) -> None:
-    """Go back to the state before the last learn, forget or fleet round; run it again to undo.
+    """Go back to the state before the last learn, forget, memory change or fleet round; run it again to undo.
 
     Example: edgecl rollback --state-dir ~/cam-1
     """
@@ -549,9 +563,10 @@ def serve(
     DELETE /v1/classes/{name}, GET /metrics. A learn by the CLI in another shell is served within a few seconds.
 
     Examples:
-      edgecl serve
-      curl -F image=@cat.jpg http://127.0.0.1:8130/v1/classify
-      EDGECL_TOKEN=secret edgecl serve --host 0.0.0.0 --port 8130
+
+        edgecl serve
+        curl -F image=@cat.jpg http://127.0.0.1:8130/v1/classify
+        EDGECL_TOKEN=secret edgecl serve --host 0.0.0.0 --port 8130
     """
     from edgecl.serve import run
     from edgecl.units import parse_bytes
@@ -568,7 +583,7 @@ def serve(
 
 
 fleet_app = typer.Typer(help="Fleet learning on Flower: devices share what they learned, never their images.",
-                        no_args_is_help=True)  # fmt: skip
+                        no_args_is_help=True, rich_markup_mode="markdown")  # fmt: skip
 app.add_typer(fleet_app, name="fleet")
 
 

@@ -210,7 +210,9 @@ def _check_same(snapshot: Snapshot, learner: Any, opts: LearnOptions) -> None:
     if opts.method and opts.method != cfg.method:
         raise EdgeclError(f"this state learns with --method {cfg.method}; omit --method or use a new --state-dir")
     if opts.codec and opts.codec != cfg.memory.codec:
-        raise EdgeclError(f"this state's memory codec is {cfg.memory.codec}; omit --codec or use a new --state-dir")
+        now = f"{cfg.memory.codec} (now {learner.memory.codec.name})" if learner.memory.codec else cfg.memory.codec
+        raise EdgeclError(f"this state's memory codec is {now}; omit --codec, or change it with "
+                          f"`edgecl memory --codec {opts.codec}`")  # fmt: skip
     if opts.groups and opts.groups != cfg.groups:
         raise EdgeclError(f"this state balances --groups {cfg.groups}; omit --groups or use a new --state-dir")
     if opts.seed is not None and opts.seed != cfg.seed:
@@ -296,6 +298,11 @@ def _refuse_bad_options_early(opts: LearnOptions) -> None:
         raise EdgeclError(f"--wait must be 0 or more seconds, got {opts.lock_timeout_s}")
     if opts.budget is not None:
         parse_bytes(opts.budget)
+    if opts.codec is not None:
+        from edgecl.memory.codec import CODEC_NAMES
+
+        if opts.codec not in (*CODEC_NAMES, "auto"):
+            raise EdgeclError(f"unknown --codec {opts.codec!r}; use auto, {', '.join(CODEC_NAMES)}")
     if opts.method or opts.groups:
         from edgecl.settings import LearnerConfig
 
@@ -533,7 +540,8 @@ def rollback(state_dir: str | None = None, lock_timeout_s: float = 300.0,
         before = previous_snapshot(current)
         if before is None:
             raise StateError(f"{display(root)}: no earlier snapshot to go back to (edgecl keeps {KEEP_SNAPSHOTS}: the "
-                             "current one and the one before the last learn, forget or fleet round)")  # fmt: skip
+                             "current one and the one before the last learn, forget, memory change or fleet "
+                             "round)")  # fmt: skip
         state = files.load(before.folder)  # a damaged earlier snapshot is an error here, and the current one stays
 
         def write(folder: Path) -> None:

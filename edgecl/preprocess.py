@@ -123,7 +123,9 @@ def load_image(path: str | Path) -> Image.Image:
         raise ImageLoadError(f"{path}: refused as a decompression bomb ({exc})") from exc
     except FileNotFoundError as exc:
         raise ImageLoadError(f"{path}: no such file") from exc
-    except (OSError, ValueError, SyntaxError, Image.UnidentifiedImageError) as exc:
+    except Image.UnidentifiedImageError as exc:
+        raise ImageLoadError(f"{path}: not a readable image (not a format edgecl reads, or damaged)") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
         raise ImageLoadError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from exc
 
 

@@ -102,7 +102,8 @@ def writer_lock(
     that ends with no state in it (a first learn that failed) is removed again, lock files and all."""
     from filelock import FileLock, Timeout
 
-    created = not root.exists()
+    made = [p for p in (root, *root.parents) if not p.exists()]  # root first: what a failure removes again
+    created = bool(made)
     try:
         root.mkdir(parents=True, exist_ok=True)
         lock = FileLock(root / LOCK_FILE)
@@ -130,8 +131,9 @@ def writer_lock(
                     (root / name).unlink()
         lock.release()
         if empty:
-            with contextlib.suppress(OSError):
-                root.rmdir()  # only if nothing else is in it
+            for folder in made or [root]:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only if nothing else is in it
 
 
 def _acquire(lock: Any, path: Path, timeout_s: float) -> bool:

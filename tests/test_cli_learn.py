@@ -369,7 +369,7 @@ def test_later_learns_keep_their_settings_and_seeds_reproduce(state: Path, tmp_p
     assert sum(report["class_weights"].values()) == pytest.approx(1, abs=1e-3)
     for flag, value, words in (
         ("--method", "er", "--method gdro"),
-        ("--codec", "int8", "codec is auto"),
+        ("--codec", "int8", "codec is auto (now "),
         ("--budget", "64KB", "budget of 32.00 KB; omit --budget, or change it with `edgecl memory"),
         ("--groups", "class", "--groups class_domain"),
     ):

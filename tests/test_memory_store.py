@@ -119,7 +119,8 @@ def test_herding_keeps_a_representative_subset() -> None:
 
 def test_too_small_budget_names_the_minimum() -> None:
     memory = ReplayMemory(MemoryConfig(1_000, "fp16"), 512)
-    with pytest.raises(BudgetError, match=r"minimum is \d+ bytes: raise the budget \(--budget 5KB\)"):
+    words = r"minimum is \d+ bytes: raise the budget or pick a smaller codec: --budget 5KB or --codec int4"
+    with pytest.raises(BudgetError, match=words):
         memory.add(unit_vectors(4, 512, np.random.default_rng(0)), ["a", "b", "c", "d"])
     assert memory.stats().samples == 0
 

@@ -232,13 +232,14 @@ class ReplayMemory:
         return np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
 
     def _way_out(self, need: int) -> str:
-        """What a user can do when the groups outgrow the budget."""
+        """What a user can do when the groups outgrow the budget: on a first learn, and on a state that learned."""
         budget = f"{-(-need // 1000)}KB" if need >= 1000 else f"{need}B"  # rounded up, as a flag takes it
         if self.config.codec in ("auto", "pq", "int4"):  # already the smallest it can be
-            return (f"raise the budget (--budget {budget}); a state that has learned already keeps what it learned "
-                    f"with `edgecl memory --budget {budget}`")  # fmt: skip
-        return (f"raise the budget (--budget {budget}) or pick a smaller codec (--codec int4 or pq); a state that has "
-                f"learned already keeps what it learned with `edgecl memory --budget {budget}` (or --codec int4)")
+            return (f"raise the budget: --budget {budget} on a first learn, `edgecl memory --budget {budget}` on a "
+                    "state that has learned (it keeps what was learned)")  # fmt: skip
+        return (f"raise the budget or pick a smaller codec: --budget {budget} or --codec int4 on a first learn, "
+                f"`edgecl memory --budget {budget}` or `edgecl memory --codec int4` on a state that has learned (it "
+                "keeps what was learned)")
 
     def _offered(self, present: np.ndarray, contents: MemoryContents) -> np.ndarray:
         """(G,) samples ever offered to each present group (the sum over its (class, domain) pairs)."""
