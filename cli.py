@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -213,6 +214,9 @@ class _Bar:
                                  transient=True)  # fmt: skip
         self.tasks: dict[str, Any] = {}
         self.totals: dict[str, int] = {}
+        # no bar (a pipe, a log file) but --verbose: one log line as each stage starts and ends instead
+        self.lines = self.progress.disable and logging.getLogger().isEnabledFor(logging.INFO)
+        self.started, self.done = time.monotonic(), set()
 
     def __enter__(self) -> _Bar:
         self.progress.__enter__()
@@ -230,8 +234,17 @@ class _Bar:
                 if not self.totals[name]:
                     self.progress.update(task_id, total=1, completed=1)
             self.tasks[stage] = self.progress.add_task(stage, total=total or None)
+            self._line(f"{stage}{f' ({total})' if total else ''}")
+        elif total and done == total and stage not in self.done:
+            self.done.add(stage)
+            self._line(f"{stage}: {done}/{total} done")
         self.totals[stage] = total
         self.progress.update(self.tasks[stage], completed=done, total=total or None)
+
+
+    def _line(self, message: str) -> None:
+        if self.lines:
+            logging.getLogger("edgecl.progress").info("%s [%.1f s]", message, time.monotonic() - self.started)
 
 
 def _wait_message(message: str) -> None:

@@ -74,11 +74,13 @@ def gpu_memory() -> dict[str, Any]:
 
 def _train_steps_per_s(dim: int, profile: DeviceProfile) -> float:
     from edgecl.learn.adapters import AdapterConfig, lora_head
+    from edgecl.learn.methods import DEFAULT_METHOD
     from edgecl.learn.trainer import TrainConfig, TrainSchedule, synthetic_data, train
     from edgecl.runtime import Runtime
 
     data = synthetic_data(profile.train_batch * 4, dim, 10)
-    cfg = TrainConfig(method="gdro", schedule=TrainSchedule(epochs=1), runtime=Runtime.from_profile(profile.to_dict()))
+    cfg = TrainConfig(method=DEFAULT_METHOD, schedule=TrainSchedule(epochs=1),
+                      runtime=Runtime.from_profile(profile.to_dict()))  # the method a learn trains by default
     head = lora_head(dim, AdapterConfig(rank=profile.adapter_rank))
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < TRAIN_SECONDS:

@@ -222,8 +222,9 @@ def test_unknown_method_is_named() -> None:
         LearnerConfig(method="ewc")
 
 
-def test_save_and_load_round_trip_then_keep_learning(tmp_path: Path) -> None:
-    learner, _ = _stream("gdro")
+@pytest.mark.parametrize("method", ["gdro", "gdro_ce", "er_cb"])  # the paper's, its DRO-weighted CE, the default
+def test_save_and_load_round_trip_then_keep_learning(method: str, tmp_path: Path) -> None:
+    learner, _ = _stream(method)
     learner.save_to(tmp_path / "s1")
     assert (tmp_path / "s1" / "adapter" / "adapter_model.safetensors").is_file()
     loaded = Learner.load_from(tmp_path / "s1")

@@ -270,3 +270,16 @@ def test_saving_into_the_folder_it_was_loaded_from_and_mixed_files_are_refused(t
     (folder / "learner.json").write_bytes((tmp_path / "two-classes.json").read_bytes())  # from the earlier save
     with pytest.raises(EdgeclError, match="do not belong together"):
         Learner.load_from(folder)
+
+
+def test_verbose_on_a_pipe_says_each_stage_as_a_line(tmp_path: Path, bundled_export: Path) -> None:
+    """No bar where stderr is not a terminal (a log file, a service's journal), but with -v one line per stage."""
+    from tests.test_cli_learn import edgecl
+
+    task = write_task(tmp_path / "t", {"bag": 8, "coat": 4}, n=4)
+    out = edgecl("-v", "learn", "--task-dir", str(task), "--budget", "64KB", "--backbone", "bundled",
+                 "--state-dir", str(tmp_path / "s"))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.startswith("INFO ")]
+    assert any(line.startswith("INFO encoding images (8)") for line in lines), out.stderr
+    assert any(line.startswith("INFO training: ") and " done [" in line for line in lines), out.stderr

@@ -15,7 +15,7 @@ import torch
 from edgecl.errors import EdgeclError
 from edgecl.learn.configs import LossConfig, TrainSchedule
 from edgecl.learn.losses import LOSSES, LossOutput
-from edgecl.learn.methods import METHODS
+from edgecl.learn.methods import DEFAULT_METHOD, METHODS
 from edgecl.runtime import PRECISIONS, Runtime
 from edgecl.vectors import unit_rows
 
@@ -34,7 +34,7 @@ class TrainConfig:
     """One training run: the method, its schedule and loss (saved with the learner) and this device's runtime (its
     `train_batch` is the batch the RAM cap allows)."""
 
-    method: str = "gdro"
+    method: str = DEFAULT_METHOD
     schedule: TrainSchedule = field(default_factory=TrainSchedule)
     runtime: Runtime = field(default_factory=Runtime)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -224,6 +224,6 @@ def warm_up(dim: int, runtime: Runtime, rank: int = 8) -> None:
     from edgecl.learn.adapters import AdapterConfig, lora_head
 
     data = synthetic_data(4, dim, 2)
-    cfg = TrainConfig(method="gdro", schedule=TrainSchedule(epochs=1, min_steps=1, max_steps=1),
+    cfg = TrainConfig(method=DEFAULT_METHOD, schedule=TrainSchedule(epochs=1, min_steps=1, max_steps=1),
                       runtime=replace(runtime, train_batch=4))  # fmt: skip
     train(lora_head(dim, AdapterConfig(rank=rank)), None, data, cfg)
