@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecl.learn.methods import DEFAULT_METHOD
 from edgecl.learner import Learner
 from edgecl.runtime import Runtime
 from edgecl.settings import LearnerConfig
@@ -62,7 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--classes", default="2,20,200,1000")
     parser.add_argument("--budget", default="8MB")
-    parser.add_argument("--method", default="gdro")
+    parser.add_argument("--method", default=DEFAULT_METHOD)
     parser.add_argument("--rounds", type=int, default=3, help="timed learns per class count (median)")
     args = parser.parse_args()
     counts = [int(c) for c in args.classes.split(",")]
