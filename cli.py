@@ -95,8 +95,9 @@ def _main(
 
 
 def _ours_or_errors(record: logging.LogRecord) -> bool:
-    """Our own warnings and everyone's errors reach the terminal; other libraries' warnings need --verbose."""
-    return record.levelno >= logging.ERROR or record.name.split(".")[0] == "edgecl"
+    """Our own warnings (edgecl, and the exporter `export`) and everyone's errors reach the terminal; other libraries'
+    warnings need --verbose."""
+    return record.levelno >= logging.ERROR or record.name.split(".")[0] in ("edgecl", "export")
 
 
 @app.command()
@@ -673,7 +674,9 @@ def profile(
                f"batch {bb['batch']}: p50 {bb['p50_ms']} ms, p95 {bb['p95_ms']} ms")  # fmt: skip
     typer.echo(f"classify end to end: p50 {c['p50_ms']} ms, p95 {c['p95_ms']} ms")
     learn_info, mem = report["learn"], report["memory"]
-    typer.echo(f"learn: {learn_info['images_per_s']} images/s encoded, {learn_info['train_steps_per_s']} train steps/s")
+    typer.echo(f"learn: {learn_info['images_per_s']} images/s for a {learn_info['task_images']}-photo learn (encoding "
+               f"+ training; encoder alone {learn_info['encode_images_per_s']} images/s), "
+               f"{learn_info['train_steps_per_s']} train steps/s")  # fmt: skip
     typer.echo(f"memory entry: {mem['bytes_per_entry']} B ({mem['codec']}), {mem['entries_in_default_budget']} fit")
     typer.echo(f"peak RSS {report['peak_rss_bytes'] / 2**20:.0f} MiB; GPU {report['gpu'] or 'none'}")
     typer.echo(f"note: {report['verdicts_note']}")

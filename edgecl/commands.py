@@ -528,7 +528,8 @@ def change_memory(budget: str | None, codec: str | None, state_dir: str | None =
 def rollback(state_dir: str | None = None, lock_timeout_s: float = 300.0,
              on_wait: Callable[[str], None] = lambda m: None) -> dict[str, Any]:  # fmt: skip
     """Make the snapshot before the current one current again, as a new snapshot (a copy), so that a second
-    rollback undoes the first. The earlier snapshot is checked (every file loads) before anything changes."""
+    rollback undoes the first. The earlier snapshot is loaded before anything changes (learner.json, the memory
+    file and the npz arrays; its peft adapter folder is only read when training resumes)."""
     import shutil
 
     from edgecl.learned import files
