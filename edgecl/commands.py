@@ -272,7 +272,7 @@ def _drop_learned_photos(learner: Any, scan: TaskScan, domain: str | None) -> tu
     for path in scan.paths:
         try:
             hashes.append(content_hash(path))
-        except OSError:
+        except (OSError, ImageLoadError):
             hashes.append(None)
     readable = [i for i, h in enumerate(hashes) if h is not None]
     repeat = learner.already_learned(np.array([hashes[i] for i in readable], np.uint64),
@@ -298,11 +298,7 @@ def _refuse_bad_options_early(opts: LearnOptions) -> None:
         raise EdgeclError(f"--wait must be 0 or more seconds, got {opts.lock_timeout_s}")
     if opts.budget is not None:
         parse_bytes(opts.budget)
-    if opts.codec is not None:
-        from edgecl.memory.codec import CODEC_NAMES
-
-        if opts.codec not in (*CODEC_NAMES, "auto"):
-            raise EdgeclError(f"unknown --codec {opts.codec!r}; use auto, {', '.join(CODEC_NAMES)}")
+    _check_codec_flag(opts.codec)
     if opts.method or opts.groups:
         from edgecl.settings import LearnerConfig
 
@@ -311,6 +307,14 @@ def _refuse_bad_options_early(opts: LearnOptions) -> None:
         from edgecl.profiles import get_profile
 
         get_profile(opts.device, opts.profile_file)
+
+
+def _check_codec_flag(codec: str | None) -> None:
+    """An unknown --codec is refused by its flag's name, before any work."""
+    from edgecl.memory.codec import CODEC_NAMES
+
+    if codec is not None and codec not in (*CODEC_NAMES, "auto"):
+        raise EdgeclError(f"unknown --codec {codec!r}; use auto, {', '.join(CODEC_NAMES)}")
 
 
 def _open_learner(root: Path, opts: LearnOptions, progress: Progress) -> tuple[Any, dict[str, Any]]:
@@ -491,12 +495,9 @@ def change_memory(budget: str | None, codec: str | None, state_dir: str | None =
     from dataclasses import replace
 
     from edgecl.learner import Learner
-    from edgecl.memory.codec import CODEC_NAMES
-
     if budget is None and codec is None:
         raise EdgeclError("give --budget and/or --codec, e.g. `edgecl memory --budget 256KB`")
-    if codec is not None and codec not in (*CODEC_NAMES, "auto"):
-        raise EdgeclError(f"unknown --codec {codec!r}; use auto, {', '.join(CODEC_NAMES)}")
+    _check_codec_flag(codec)
     new_budget = parse_bytes(budget) if budget is not None else None
     root = state_root(state_dir)
     with writer_lock(root, lock_timeout_s, on_wait):

@@ -76,7 +76,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _open_regular(path: Path) -> Any:
+def open_regular(path: Path) -> Any:
     """A binary file object, for regular files only (links to them too). Opened non-blocking and checked on the open
     descriptor, so a FIFO, socket or device can neither block the read nor slip in after a check."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -132,7 +132,7 @@ def load_image(path: str | Path) -> Image.Image:
 def _decoded(path: Path) -> Image.Image:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with _open_regular(path) as handle, Image.open(handle) as img:
+        with open_regular(path) as handle, Image.open(handle) as img:
             if img.width * img.height > MAX_IMAGE_PIXELS:
                 raise ImageLoadError(
                     f"{path}: image is {img.width}x{img.height} pixels, above the "

@@ -6,8 +6,6 @@ budget)."""
 from __future__ import annotations
 
 import hashlib
-import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,14 +23,12 @@ def in_domain(hashes: np.ndarray, domain: str | None) -> np.ndarray:
 
 
 def content_hash(path: Path) -> int:
-    """A 64-bit hash (BLAKE2b) of the file's bytes; OSError if it is not a regular file or cannot be read (a named
-    pipe is never opened: that would block)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # checked on the open descriptor: nothing can slip in
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(f"{path}: not a regular file")
+    """A 64-bit hash (BLAKE2b) of the file's bytes; OSError if it cannot be read, ImageLoadError if it is not a
+    regular file (opened as the image reader opens it: a named pipe never blocks)."""
+    from edgecl.preprocess import open_regular
+
     digest = hashlib.blake2b(digest_size=8)
-    with os.fdopen(fd, "rb") as f:
+    with open_regular(path) as f:
         while chunk := f.read(CHUNK):
             digest.update(chunk)
     return int.from_bytes(digest.digest(), "little")
