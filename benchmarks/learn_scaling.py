@@ -1,27 +1,42 @@
 """Learn time against what is already learned: one task of 2 new classes (30 rows each) into learners that already
-hold 2 ... 1,000 classes, through the same code `edgecl learn` runs (load the saved state, learn, save it again).
-Synthetic clustered unit embeddings stand in for images (encoding costs the same at every class count).
+hold 2 ... 1,000 classes. Two ways:
+
+- the learner (default): through the same code `edgecl learn` runs (load the saved state, learn, save it again), with
+  synthetic clustered unit embeddings standing in for images (encoding costs the same at every class count);
+- `--cli`: whole `edgecl learn --json` processes (bundled backbone; import, model load, encoding 2 x 30 Fashion-MNIST
+  photos, learning, committing the snapshot) into a state that a first CLI learn made and that then grew to N classes
+  with synthetic embeddings; each timed learn starts from a copy of that state.
 
     python benchmarks/learn_scaling.py --classes 2,20,200,1000 --budget 8MB
+    python benchmarks/learn_scaling.py --cli --classes 20,1000
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from edgecl.demo import write_stream
 from edgecl.learn.methods import DEFAULT_METHOD
 from edgecl.learner import Learner
+from edgecl.model_dir import cpu_int8_isa
 from edgecl.runtime import Runtime
 from edgecl.settings import LearnerConfig
+from edgecl.state import commit_snapshot, read_state
 from edgecl.units import parse_bytes
 from edgecl.vectors import unit_rows
 
 DIM, ROWS_PER_CLASS, NEW_CLASSES = 1280, 30, 2
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _rows(rng: np.random.Generator, centres: np.ndarray, first: int, n: int) -> tuple[np.ndarray, list[str]]:
@@ -37,12 +52,17 @@ def _texts(names: list[str], centres: np.ndarray) -> dict[str, np.ndarray]:
 
 def _grown(config: LearnerConfig, centres: np.ndarray, n_classes: int, folder: Path) -> None:
     """A saved learner that learned n_classes in tasks of up to 100 classes (the schedule is per task)."""
-    rng = np.random.default_rng(1)
     learner = Learner(config, DIM, runtime=Runtime())
-    for first in range(0, n_classes, 100):
-        x, names = _rows(rng, centres, first, min(100, n_classes - first))
-        learner.learn_embeddings(x, names, text=_texts(names, centres))
+    _grow(learner, centres, 0, n_classes)
     learner.save_to(folder)
+
+
+def _grow(learner: Learner, centres: np.ndarray, first: int, last: int) -> None:
+    """Learn synthetic classes [first, last) in tasks of up to 100 classes."""
+    rng = np.random.default_rng(1)
+    for start in range(first, last, 100):
+        x, names = _rows(rng, centres, start, min(100, last - start))
+        learner.learn_embeddings(x, names, text=_texts(names, centres))
 
 
 def _timed_learn(folder: Path, out: Path, centres: np.ndarray, n_classes: int) -> dict[str, float]:
@@ -59,14 +79,63 @@ def _timed_learn(folder: Path, out: Path, centres: np.ndarray, n_classes: int) -
     return {"load": t1 - t0, "train": train, "learn_other": t2 - t1 - train, "save": t3 - t2, "total": t3 - t0}
 
 
+def _edgecl_learn(home: Path, state: Path, task: Path, *extra: str) -> tuple[float, dict]:
+    """Wall seconds of one `edgecl learn --json` process and its JSON answer."""
+    env = os.environ | {"EDGECL_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "cli", "learn", "--task-dir", str(task), "--state-dir", str(state),
+                          "--json", *extra], capture_output=True, text=True, env=env, cwd=ROOT)  # fmt: skip
+    if out.returncode:
+        raise SystemExit(f"edgecl learn failed: {out.stderr.strip()}")
+    return time.perf_counter() - start, json.loads(out.stdout)
+
+
+def _cli_state(home: Path, state: Path, task: Path, n_classes: int, args: argparse.Namespace) -> None:
+    """A state made by a first CLI learn of `task` (2 classes) and grown to n_classes with synthetic classes."""
+    _edgecl_learn(home, state, task, "--budget", args.budget, "--method", args.method, "--backbone", "bundled")
+    snapshot = read_state(state)
+    assert snapshot is not None
+    learner = Learner.load_from(snapshot.folder, runtime=Runtime())
+    centres = unit_rows(np.random.default_rng(0).standard_normal((n_classes, learner.dim)).astype(np.float32))
+    _grow(learner, centres, 0, n_classes - NEW_CLASSES)
+    commit_snapshot(state, learner.save_to, snapshot.meta)
+
+
+def cli_main(counts: list[int], args: argparse.Namespace) -> None:
+    print(f"whole `edgecl learn --json` of {NEW_CLASSES} new classes x {ROWS_PER_CLASS} Fashion-MNIST photos, "
+          f"bundled backbone, {args.method}, budget {args.budget}, int8_isa {cpu_int8_isa()}, median of "
+          f"{args.rounds}; seconds")
+    print(f"{'learned':>8} {'wall':>6} {'seconds':>8} {'x first':>8}   (seconds: the JSON's own, after imports)")
+    base = None
+    with tempfile.TemporaryDirectory(prefix="edgecl-learn-scaling-") as tmp:
+        home, tasks = Path(tmp) / "home", write_stream(Path(tmp) / "data", ROWS_PER_CLASS, 1)[0]
+        for n in counts:
+            grown = Path(tmp) / f"grown{n}"
+            _cli_state(home, grown, tasks[0], n, args)
+            runs = []
+            for r in range(args.rounds):
+                state = Path(tmp) / f"run{n}-{r}"
+                shutil.copytree(grown, state, symlinks=True)
+                wall, report = _edgecl_learn(home, state, tasks[1])
+                assert len(report["classes"]) == n + NEW_CLASSES, report["classes"][-3:]
+                runs.append((wall, report["seconds"]))
+                shutil.rmtree(state)
+            wall, seconds = (float(np.median([r[i] for r in runs])) for i in (0, 1))
+            base = base or wall
+            print(f"{n:>8} {wall:6.2f} {seconds:8.2f} {wall / base:7.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--classes", default="2,20,200,1000")
     parser.add_argument("--budget", default="8MB")
     parser.add_argument("--method", default=DEFAULT_METHOD)
     parser.add_argument("--rounds", type=int, default=3, help="timed learns per class count (median)")
+    parser.add_argument("--cli", action="store_true", help="time whole `edgecl learn` processes (bundled backbone)")
     args = parser.parse_args()
     counts = [int(c) for c in args.classes.split(",")]
+    if args.cli:
+        return cli_main(counts, args)
     config = LearnerConfig.from_flat({"method": args.method, "budget_bytes": parse_bytes(args.budget)})
     centres = unit_rows(np.random.default_rng(0).standard_normal((max(counts) + NEW_CLASSES, DIM)).astype(np.float32))
     print(f"one learn of {NEW_CLASSES} new classes x {ROWS_PER_CLASS} rows, {args.method}, budget {args.budget}, "

@@ -229,10 +229,11 @@ def plan_training(cap_bytes: int | None, max_batch: int, dim: int, n_classes: in
     if cap_bytes is None:
         return TrainSizes(max_batch, None)
     release_free_memory()
-    held = rss_bytes() + n_new * dim * 4  # the pool copies the task's embeddings
+    pool_row = 4 * (dim + n_classes)  # the pool copies the task's embeddings; each pool row's frozen text cosines
+    held = rss_bytes() + n_new * pool_row
     row = train_row_bytes(dim, n_classes)
     batch = max(MIN_TRAIN_BATCH, fit_batch(cap_bytes, held, row, max_batch))
     room = cap_bytes * HEADROOM - held - batch * row
     if room <= 0:
         raise cap_error(cap_bytes, (held + batch * row) / HEADROOM, "training this task")
-    return TrainSizes(batch, int(room // (REPLAY_COPIES * 4 * dim)))
+    return TrainSizes(batch, int(room // (REPLAY_COPIES * 4 * dim + 4 * n_classes)))

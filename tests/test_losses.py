@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from edgecl.learn.losses import EPS, GlobalContrastiveLoss, GroupDROLoss, LossConfig, cross_entropy
+from edgecl.learn.similarity import Similarities as S
 
 TAU = 0.5
 # Three classes with orthogonal text embeddings; three samples, one per class (rows are unit vectors).
@@ -19,22 +20,22 @@ IDS = torch.tensor([10, 11, 12])
 
 
 def test_cross_entropy_by_hand() -> None:
-    out = cross_entropy(Z, TEXT, Y, LossConfig(temperature=TAU))
+    out = cross_entropy(S(Z, TEXT), Y, LossConfig(temperature=TAU))
     # sample 1: logits (0.6, 0.8, 0) / 0.5 = (1.2, 1.6, 0), true class 1
     expected = -1.6 + math.log(math.exp(1.2) + math.exp(1.6) + math.exp(0.0))
     assert float(out.per_sample[1]) == pytest.approx(expected, rel=1e-9)
-    restricted = cross_entropy(Z, TEXT, Y, LossConfig(temperature=TAU), candidates=torch.tensor([1, 2]))
+    restricted = cross_entropy(S(Z, TEXT), Y, LossConfig(temperature=TAU), candidates=torch.tensor([1, 2]))
     assert float(restricted.per_sample[1]) == pytest.approx(-1.6 + math.log(math.exp(1.6) + 1.0), rel=1e-9)
 
 
 def test_gcl_terms_by_hand() -> None:
     loss = GlobalContrastiveLoss(LossConfig(temperature=TAU))
-    g1, g2 = loss.terms(Z, TEXT, Y)
+    g1, g2 = loss.terms(S(Z, TEXT), Y)
     # sample 1 (z = (0.6, 0.8, 0), y = 1): text negatives c = 0, 2 with s = 0.6, 0.0; positive s = 0.8
     assert float(g1[1]) == pytest.approx((math.exp((0.6 - 0.8) / TAU) + math.exp((0.0 - 0.8) / TAU)) / 2)
     # image negatives of sample 1 are samples 0 and 2: s(z_0, t_1) = 0, s(z_2, t_1) = 0.6
     assert float(g2[1]) == pytest.approx((math.exp((0.0 - 0.8) / TAU) + math.exp((0.6 - 0.8) / TAU)) / 2)
-    out = loss(Z, TEXT, Y, IDS)  # first visit: u2 = g2
+    out = loss(S(Z, TEXT), Y, IDS)  # first visit: u2 = g2
     expected = TAU * (math.log(EPS + float(g1[1])) + math.log(EPS + float(g2[1])))
     assert float(out.per_sample[1]) == pytest.approx(expected, rel=1e-9)
 
@@ -52,10 +53,10 @@ def test_gamma_one_gives_plain_minibatch_loss_and_gradient() -> None:
     z = Z.clone().requires_grad_(True)
     loss = GlobalContrastiveLoss(LossConfig(temperature=TAU, gamma=1.0))
     loss.estimators(torch.tensor([9.0, 9.0, 9.0], dtype=torch.float64), IDS)  # stale values a gamma=1 update drops
-    out = loss(z, TEXT, Y, IDS)
+    out = loss(S(z, TEXT), Y, IDS)
     out.objective.backward()
     z_ref = Z.clone().requires_grad_(True)
-    g1, g2 = loss.terms(z_ref, TEXT, Y)
+    g1, g2 = loss.terms(S(z_ref, TEXT), Y)
     plain = TAU * (torch.log(EPS + g1) + torch.log(EPS + g2))
     plain.mean().backward()
     torch.testing.assert_close(out.per_sample, plain.detach())
@@ -69,9 +70,9 @@ def test_surrogate_gradient_equals_compositional_gradient() -> None:
     text = torch.nn.functional.normalize(torch.randn(3, 4, dtype=torch.float64), dim=1)
     y, ids = torch.tensor([0, 1, 2, 0, 1, 2]), torch.arange(6)
     z = z0.clone().requires_grad_(True)
-    GlobalContrastiveLoss(LossConfig(temperature=0.1))(z, text, y, ids).objective.backward()
+    GlobalContrastiveLoss(LossConfig(temperature=0.1))(S(z, text), y, ids).objective.backward()
     z_ref = z0.clone().requires_grad_(True)
-    g1, g2 = GlobalContrastiveLoss(LossConfig(temperature=0.1)).terms(z_ref, text, y)
+    g1, g2 = GlobalContrastiveLoss(LossConfig(temperature=0.1)).terms(S(z_ref, text), y)
     (0.1 * (torch.log(EPS + g1) + torch.log(EPS + g2))).mean().backward()
     torch.testing.assert_close(z.grad, z_ref.grad)
 
@@ -91,7 +92,7 @@ def _gcl_values_by_hand(z: np.ndarray, text: np.ndarray, y: list[int], tau: floa
 def test_gdro_weights_by_hand() -> None:
     cfg = LossConfig(temperature=TAU, dro_lambda=0.5, dro_gamma=1.0)
     loss = GroupDROLoss(cfg)
-    out = loss(Z, TEXT, Y, IDS)
+    out = loss(S(Z, TEXT), Y, IDS)
     values = _gcl_values_by_hand(Z.numpy(), TEXT.numpy(), Y.tolist(), TAU)  # one sample per class: v_c = its loss
     assert out.per_sample.tolist() == pytest.approx(values)
     expected = torch.softmax(torch.tensor(values) / 0.5, dim=0).tolist()
@@ -107,8 +108,8 @@ def test_gdro_with_huge_lambda_is_gcl() -> None:
     text = torch.nn.functional.normalize(torch.randn(3, 4, dtype=torch.float64), dim=1)
     y, ids = torch.tensor([0, 1, 2, 0, 1, 2]), torch.arange(6)
     za, zb = z0.clone().requires_grad_(True), z0.clone().requires_grad_(True)
-    dro = GroupDROLoss(LossConfig(temperature=0.1, dro_lambda=1e9))(za, text, y, ids)
-    gcl = GlobalContrastiveLoss(LossConfig(temperature=0.1))(zb, text, y, ids)
+    dro = GroupDROLoss(LossConfig(temperature=0.1, dro_lambda=1e9))(S(za, text), y, ids)
+    gcl = GlobalContrastiveLoss(LossConfig(temperature=0.1))(S(zb, text), y, ids)
     dro.objective.backward()
     gcl.objective.backward()
     torch.testing.assert_close(dro.objective, gcl.objective)
@@ -130,8 +131,8 @@ def test_class_balanced_cross_entropy_averages_class_means() -> None:
     text = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=1)
     z = torch.nn.functional.normalize(torch.tensor([[1.0, 0.2], [1.0, 0.4], [1.0, 0.6], [0.3, 1.0]]), dim=1)
     y = torch.tensor([0, 0, 0, 1])
-    rows = cross_entropy(z, text, y, cfg).per_sample
-    out = BalancedCrossEntropyLoss(cfg)(z, text, y, torch.arange(4))
+    rows = cross_entropy(S(z, text), y, cfg).per_sample
+    out = BalancedCrossEntropyLoss(cfg)(S(z, text), y, torch.arange(4))
     assert math.isclose(float(out.objective), (float(rows[:3].mean()) + float(rows[3])) / 2, rel_tol=1e-6)
     torch.testing.assert_close(out.per_sample, rows)
 
@@ -139,7 +140,7 @@ def test_class_balanced_cross_entropy_averages_class_means() -> None:
 def test_gdro_weighs_the_groups_it_is_given() -> None:
     """Rows 0 and 1 form one group (e.g. one class in one domain), row 2 another: q = softmax(group means / lambda)."""
     cfg = LossConfig(temperature=TAU, dro_lambda=0.5, dro_gamma=1.0)
-    out = GroupDROLoss(cfg)(Z, TEXT, Y, IDS, groups=torch.tensor([7, 7, 9]))
+    out = GroupDROLoss(cfg)(S(Z, TEXT), Y, IDS, groups=torch.tensor([7, 7, 9]))
     v = out.per_sample.tolist()
     expected = torch.softmax(torch.tensor([(v[0] + v[1]) / 2, v[2]]) / 0.5, dim=0).tolist()
     assert out.class_weights is not None and sorted(out.class_weights) == [7, 9]
@@ -159,7 +160,7 @@ def test_text_negatives_beyond_the_cap_are_an_unbiased_sample_of_the_exact_mean(
     loss = GlobalContrastiveLoss(LossConfig(temperature=0.5))
     sim = z @ text.T
     exact = ((torch.exp((sim - sim.gather(1, y[:, None])) / 0.5)).sum(1) - 1) / (n - 1)
-    g1s, g2s = zip(*(loss.terms(z, text, y) for _ in range(400)), strict=True)
+    g1s, g2s = zip(*(loss.terms(S(z, text), y) for _ in range(400)), strict=True)
     assert torch.allclose(torch.stack(g1s).mean(0), exact, rtol=0.02)
     assert all(torch.equal(g2, g2s[0]) for g2 in g2s)
     columns, weights = _text_negatives(y, n)
@@ -175,8 +176,8 @@ def test_gdro_ce_weighs_each_groups_cross_entropy_by_its_dro_weight() -> None:
 
     cfg = LossConfig(temperature=TAU, dro_lambda=0.5, dro_gamma=1.0)
     z = Z.clone().requires_grad_(True)
-    out = GroupDROCrossEntropyLoss(cfg)(z, TEXT, Y, IDS, groups=torch.tensor([7, 7, 9]))
-    rows = cross_entropy(Z, TEXT, Y, LossConfig(temperature=TAU)).per_sample
+    out = GroupDROCrossEntropyLoss(cfg)(S(z, TEXT), Y, IDS, groups=torch.tensor([7, 7, 9]))
+    rows = cross_entropy(S(Z, TEXT), Y, LossConfig(temperature=TAU)).per_sample
     torch.testing.assert_close(out.per_sample, rows)
     means = torch.stack([rows[:2].mean(), rows[2]])
     q = torch.softmax(means / 0.5, dim=0)
@@ -189,3 +190,31 @@ def test_gdro_ce_weighs_each_groups_cross_entropy_by_its_dro_weight() -> None:
     per = torch.nn.functional.cross_entropy(logits, Y, reduction="none")
     (q[0] * per[:2].mean() + q[1] * per[2]).backward()
     torch.testing.assert_close(z.grad, by_hand.grad)
+
+
+@pytest.mark.parametrize("table_bytes", [64 << 20, 0])  # the frozen cosines computed once, or per batch
+def test_factored_lora_similarities_equal_the_heads_output_times_the_texts(monkeypatch: pytest.MonkeyPatch,
+                                                                            table_bytes: int) -> None:  # fmt: skip
+    """What a training step scores through the LoRA factors (edgecl.learn.similarity.LoraSimilarities) is the
+    trained head's own output times the class texts, values and gradients, for every column and for a subset."""
+    from edgecl.learn import trainer
+    from edgecl.learn.adapters import AdapterConfig, lora_factors, lora_head
+
+    monkeypatch.setattr(trainer, "FROZEN_TABLE_BYTES", table_bytes)
+    torch.manual_seed(0)
+    head = lora_head(32, AdapterConfig(rank=4))
+    factors = lora_factors(head)
+    assert factors is not None
+    with torch.no_grad():
+        factors.b.normal_(0, 0.3)  # a head that has learned something (B = 0 at start)
+    x = torch.nn.functional.normalize(torch.randn(50, 32), dim=-1)
+    text = torch.nn.functional.normalize(torch.randn(20, 32), dim=-1)
+    batch, cols = torch.tensor([3, 1, 40, 7]), torch.tensor([2, 5, 19])
+    factored = trainer._scorer(head, None, x, text, "fp32")(batch)
+    direct = S(head(x[batch]), text)
+    for pick in (None, cols):
+        a, b = factored.columns(pick), direct.columns(pick)
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+        grads = [torch.autograd.grad(v.square().sum(), [factors.a, factors.b], retain_graph=True) for v in (a, b)]
+        for ga, gb in zip(*grads, strict=True):
+            torch.testing.assert_close(ga, gb, atol=1e-6, rtol=1e-4)

@@ -4,6 +4,7 @@ with `save_pretrained`, and merged into plain numpy arrays so that classificatio
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -78,10 +79,28 @@ def load_adapter(dim: int, folder: Path) -> nn.Module:
     return _peft().PeftModel.from_pretrained(ResidualHead(dim), str(folder))
 
 
+@dataclass(frozen=True)
+class LoraFactors:
+    """What a lora_head's output is made of: z = normalize(e + scale * dropout(e) A^T B^T)."""
+
+    a: torch.Tensor  # (r, D) peft's lora_A weight (a Parameter: gradients reach it)
+    b: torch.Tensor  # (D, r) peft's lora_B weight
+    scale: float
+    dropout: nn.Module
+
+
+def lora_factors(model: nn.Module) -> LoraFactors | None:
+    """The LoRA factors of a lora_head (or one load_adapter gave); None for any other module."""
+    layer = getattr(getattr(getattr(model, "base_model", None), "model", None), TARGET, None)
+    if not isinstance(getattr(layer, "base_layer", None), ZeroLinear) or list(layer.lora_A) != ["default"]:
+        return None
+    return LoraFactors(layer.lora_A["default"].weight, layer.lora_B["default"].weight,
+                       float(layer.scaling["default"]), layer.lora_dropout["default"])  # fmt: skip
+
+
 def merge(model: nn.Module) -> MergedHead:
     """Fold LoRA's A, B and scaling into two arrays (the frozen base projection is zero)."""
-    layer = model.base_model.model.proj  # type: ignore[union-attr]
-    a = layer.lora_A["default"].weight.detach().double()  # (r, D)
-    b = layer.lora_B["default"].weight.detach().double()  # (D, r)
-    scale = float(layer.scaling["default"])
-    return MergedHead(a.T.float().numpy().copy(), (b * scale).T.float().numpy().copy())
+    factors = lora_factors(model)
+    assert factors is not None, "merge takes a lora_head"
+    a, b = factors.a.detach().double(), factors.b.detach().double()  # (r, D), (D, r)
+    return MergedHead(a.T.float().numpy().copy(), (b * factors.scale).T.float().numpy().copy())

@@ -18,6 +18,7 @@ means the state keeps; it costs 3 floats per class beside the class means.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -115,17 +116,24 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def fit_temperature(scores: np.ndarray, y: np.ndarray, default: float) -> float:
     """The grid temperature whose softmax(scores / T) gives the rows' classes y the least negative log-likelihood
-    (temperature scaling); `default` when there is nothing to fit (fewer than two classes or rows)."""
+    (temperature scaling); `default` when there is nothing to fit (fewer than two classes or rows). The NLL is
+    convex in 1 / T, so along the grid it falls and then rises: a bisection on its slope finds the grid's first
+    minimum in about 2 log2(len(grid)) evaluations instead of len(grid) (each costs a pass over the scores)."""
     if scores.shape[1] < 2 or len(y) < 2:
         return default
     rows = np.arange(len(y))
 
-    def nll(t: float) -> float:
-        z = scores / t
+    @functools.cache
+    def nll(i: int) -> float:
+        z = scores / TEMPERATURE_GRID[i]
         z = z - z.max(1, keepdims=True)
         return float(np.mean(np.log(np.exp(z).sum(1)) - z[rows, y]))
 
-    return min(TEMPERATURE_GRID, key=nll)
+    low, high = 0, len(TEMPERATURE_GRID) - 1
+    while low < high:  # the first i whose next value is no lower
+        mid = (low + high) // 2
+        low, high = (low, mid) if nll(mid) <= nll(mid + 1) else (mid + 1, high)
+    return TEMPERATURE_GRID[low]
 
 
 def loo_cosines(x: np.ndarray, group: np.ndarray, means: np.ndarray, counts: np.ndarray) -> np.ndarray:

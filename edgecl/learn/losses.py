@@ -2,9 +2,10 @@
 class-level KL-regularised DRO weights) and gdro_ce (cross-entropy with the same DRO weights). Formulas: README,
 "Learner".
 
-Every loss returns a LossOutput: `objective` to backpropagate (a surrogate whose gradient is the method's
-compositional gradient), `per_sample` values of the loss itself (detached), and the group weights q (gdro). Losses
-take each row's group key (`groups`); only gdro and gdro_ce use it.
+Every loss scores a batch through its similarities (edgecl.learn.similarity: the cosines of its adapted rows to
+the class texts, by column) and returns a LossOutput: `objective` to backpropagate (a surrogate whose gradient is the
+method's compositional gradient), `per_sample` values of the loss itself (detached), and the group weights q
+(gdro). Losses take each row's group key (`groups`); only gdro and gdro_ce use it.
 
 A loss object owns its estimators across tasks: `state_arrays()` / `from_arrays()` (what estimators.npz holds),
 `forget()` (samples evicted from memory) and `drop_class()` (a forgotten class).
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from edgecl.learn.configs import LossConfig
+from edgecl.learn.similarity import Sims
 from edgecl.memory.policy import group_keys, group_parts
 
 EPS = 1e-8
@@ -37,17 +39,15 @@ class LossOutput:
         return self.weights_of() if self.weights_of is not None else None
 
 
-def cross_entropy(z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, cfg: LossConfig,
-                  candidates: torch.Tensor | None = None) -> LossOutput:  # fmt: skip
-    """CLIP-style CE: logits s(z, t_c) / tau over `candidates` (class indices; default all). z (B, D), text (C, D)."""
-    per_sample = _cross_entropy_rows(z, text, y, cfg, candidates)
+def cross_entropy(sims: Sims, y: torch.Tensor, cfg: LossConfig, candidates: torch.Tensor | None = None) -> LossOutput:
+    """CLIP-style CE: logits s(z, t_c) / tau over `candidates` (class indices; default all)."""
+    per_sample = _cross_entropy_rows(sims, y, cfg, candidates)
     return LossOutput(per_sample.mean(), per_sample.detach())
 
 
-def _cross_entropy_rows(z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, cfg: LossConfig,
-                        candidates: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+def _cross_entropy_rows(sims: Sims, y: torch.Tensor, cfg: LossConfig, candidates: torch.Tensor | None) -> torch.Tensor:
     """(B,) CE of each row, with gradient."""
-    logits = z @ text.T / cfg.temperature  # (B, C)
+    logits = sims.columns() / cfg.temperature  # (B, C)
     if candidates is not None:
         mask = torch.full_like(logits, float("-inf"))
         mask[:, candidates] = 0.0
@@ -74,18 +74,18 @@ class CrossEntropyLoss:
     def drop_class(self, index: int, groups: str) -> None:
         """Nothing per class to drop."""
 
-    def __call__(self, z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
-                 candidates: torch.Tensor | None = None, groups: torch.Tensor | None = None) -> LossOutput:  # fmt: skip
-        return cross_entropy(z, text, y, self.cfg, candidates)
+    def __call__(self, sims: Sims, y: torch.Tensor, ids: torch.Tensor, candidates: torch.Tensor | None = None,
+                 groups: torch.Tensor | None = None) -> LossOutput:  # fmt: skip
+        return cross_entropy(sims, y, self.cfg, candidates)
 
 
 class BalancedCrossEntropyLoss(CrossEntropyLoss):
     """Class-balanced cross-entropy (er_cb): the mean loss of each class in the batch, averaged over those classes,
     so a class with many rows in the batch does not outweigh one with few."""
 
-    def __call__(self, z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
-                 candidates: torch.Tensor | None = None, groups: torch.Tensor | None = None) -> LossOutput:  # fmt: skip
-        per_sample = _cross_entropy_rows(z, text, y, self.cfg, candidates)
+    def __call__(self, sims: Sims, y: torch.Tensor, ids: torch.Tensor, candidates: torch.Tensor | None = None,
+                 groups: torch.Tensor | None = None) -> LossOutput:  # fmt: skip
+        per_sample = _cross_entropy_rows(sims, y, self.cfg, candidates)
         classes, index = torch.unique(y, return_inverse=True)
         sums = torch.zeros(len(classes), dtype=per_sample.dtype).index_add(0, index, per_sample)
         class_means = sums / torch.bincount(index, minlength=len(classes)).to(per_sample.dtype)
@@ -142,18 +142,20 @@ class GlobalContrastiveLoss:
     def drop_class(self, index: int, groups: str) -> None:
         """Per-sample estimators stay valid when a class goes."""
 
-    def terms(self, z: torch.Tensor, text: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def terms(self, sims: Sims, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """g1 (B,) over the seen classes' texts (exact up to TEXT_NEGATIVES classes, beyond that an unbiased
         estimate, see _text_negatives), g2 (B,) in-batch estimate over images of other classes."""
         tau = self.cfg.temperature
-        columns, weights = _text_negatives(y, len(text))  # (S,) class indices, (S,) their weight in the mean
-        sim = z @ text[columns].T  # (B, S); all C columns in order when S == C
-        y_col = y if len(columns) == len(text) else torch.searchsorted(columns, y)  # (B,) each row's own column
+        n_classes = sims.n_classes
+        columns, weights = _text_negatives(y, n_classes)  # (S,) class indices, (S,) their weight in the mean
+        every = len(columns) == n_classes
+        sim = sims.columns(None if every else columns)  # (B, S); all C columns in order when S == C
+        y_col = y if every else torch.searchsorted(columns, y)  # (B,) each row's own column
         pos = sim.gather(1, y_col[:, None])  # (B, 1) s(z_i, t_{y_i})
         other_class = torch.ones_like(sim).scatter_(1, y_col[:, None], 0.0) * weights  # y_i's own column: 0
-        g1 = (torch.exp((sim - pos) / tau) * other_class).sum(1) / max(1, len(text) - 1)
+        g1 = (torch.exp((sim - pos) / tau) * other_class).sum(1) / max(1, n_classes - 1)
         cross = sim[:, y_col].T  # (B, B): cross[i, j] = s(z_j, t_{y_i})
-        negatives = (y[:, None] != y[None, :]).to(z.dtype)  # j is a negative of i when y_j != y_i
+        negatives = (y[:, None] != y[None, :]).to(sim.dtype)  # j is a negative of i when y_j != y_i
         g2 = (torch.exp((cross - pos) / tau) * negatives).sum(1) / negatives.sum(1).clamp(min=1)
         return g1, g2
 
@@ -167,20 +169,18 @@ class GlobalContrastiveLoss:
             out.append(new)
         return torch.tensor(out, dtype=g2.dtype)
 
-    def per_sample(
-        self, z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, ids: torch.Tensor
-    ) -> tuple[torch.Tensor, ...]:
+    def per_sample(self, sims: Sims, y: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(surrogate (B,), value (B,)): surrogate's gradient is tau * (grad g1 / (eps + g1) + grad g2 / (eps + u2))."""
         tau = self.cfg.temperature
-        g1, g2 = self.terms(z, text, y)
+        g1, g2 = self.terms(sims, y)
         u2 = self.estimators(g2, ids)
         surrogate = tau * (g1 / (EPS + g1).detach() + g2 / (EPS + u2))
         value = tau * (torch.log(EPS + g1.detach()) + torch.log(EPS + u2))
         return surrogate, value
 
-    def __call__(self, z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
-                 candidates: torch.Tensor | None = None, groups: torch.Tensor | None = None) -> LossOutput:  # fmt: skip
-        surrogate, value = self.per_sample(z, text, y, ids)
+    def __call__(self, sims: Sims, y: torch.Tensor, ids: torch.Tensor, candidates: torch.Tensor | None = None,
+                 groups: torch.Tensor | None = None) -> LossOutput:  # fmt: skip
+        surrogate, value = self.per_sample(sims, y, ids)
         return LossOutput(surrogate.mean(), value)
 
 
@@ -218,10 +218,10 @@ class GroupDROLoss:
         parts = [(group_parts(groups, k), v) for k, v in self.v.items()]
         self.v = {int(group_keys(groups, c - (c > index), d or 0)): v for (c, d), v in parts if c != index}
 
-    def rows(self, z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
+    def rows(self, sims: Sims, y: torch.Tensor, ids: torch.Tensor,
              candidates: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         """(surrogate (B,), value (B,)) of the loss being reweighted: GCL's."""
-        return self.gcl.per_sample(z, text, y, ids)
+        return self.gcl.per_sample(sims, y, ids)
 
     def class_weights(self, seen: list[int], v_of: dict[int, float] | None = None) -> dict[int, float]:
         """q over the seen groups with a uniform prior (groups without an estimate yet count as v = 0); `v_of`: the
@@ -231,9 +231,9 @@ class GroupDROLoss:
         q = torch.softmax(v / self.cfg.dro_lambda, dim=0)  # log(pi) is constant for a uniform prior
         return {c: float(w) for c, w in zip(seen, q.tolist(), strict=False)}
 
-    def __call__(self, z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
-                 candidates: torch.Tensor | None = None, groups: torch.Tensor | None = None) -> LossOutput:  # fmt: skip
-        surrogate, value = self.rows(z, text, y, ids, candidates)
+    def __call__(self, sims: Sims, y: torch.Tensor, ids: torch.Tensor, candidates: torch.Tensor | None = None,
+                 groups: torch.Tensor | None = None) -> LossOutput:  # fmt: skip
+        surrogate, value = self.rows(sims, y, ids, candidates)
         keys, index = torch.unique(y if groups is None else groups, sorted=True, return_inverse=True)  # (K,), (B,)
         batch_groups = keys.tolist()
         # a fixed number of tensor ops per step, whatever the number of groups in the batch (learn time stays flat
@@ -245,7 +245,7 @@ class GroupDROLoss:
             )
         # q restricted to the batch's groups: the softmax's normaliser over every group cancels in the ratio below
         v = torch.tensor([self.v[k] for k in batch_groups], dtype=torch.float64) / self.cfg.dro_lambda
-        weights = torch.softmax(v, dim=0).to(z.dtype)
+        weights = torch.softmax(v, dim=0).to(value.dtype)
         objective = (weights * _group_means(surrogate, index, len(keys))).sum() / weights.sum()
         seen = dict(self.v)  # the estimators as of this step, for a report that asks for q
         return LossOutput(objective, value, lambda: self.class_weights(sorted(seen), seen))
@@ -255,9 +255,9 @@ class GroupDROCrossEntropyLoss(GroupDROLoss):
     """gdro_ce: cross-entropy replay (er's loss) whose per-group mean losses get gdro's KL-regularised DRO weights,
     with the same estimator v and lambda; no per-sample estimators (its u2 stays empty)."""
 
-    def rows(self, z: torch.Tensor, text: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
+    def rows(self, sims: Sims, y: torch.Tensor, ids: torch.Tensor,
              candidates: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-        per_sample = _cross_entropy_rows(z, text, y, self.cfg, candidates)
+        per_sample = _cross_entropy_rows(sims, y, self.cfg, candidates)
         return per_sample, per_sample.detach()
 
 

@@ -109,14 +109,19 @@ class ClassMeans:
 
 def validation_rows(y: np.ndarray) -> np.ndarray:
     """Indices of the first rows of each class in `y` (N,) (replayed memory rows): OLD_ROWS_PER_CLASS per class, or
-    as many as keep the slice near OLD_ROWS_IN_ALL when there are many classes, so measuring the weight does not
-    grow with the square of the classes learned. In class order, each class's rows in their order in `y`."""
+    as many as keep the slice near OLD_ROWS_IN_ALL when there are many classes (beyond OLD_ROWS_IN_ALL classes, the
+    first row of OLD_ROWS_IN_ALL of them spread evenly over the class order), so measuring the weight does not grow
+    with the square of the classes learned. In class order, each class's rows in their order in `y`."""
     order = np.argsort(y, kind="stable")
     by_class = y[order]
-    n_classes = len(np.unique(y))
-    per_class = max(1, min(OLD_ROWS_PER_CLASS, OLD_ROWS_IN_ALL // max(1, n_classes)))
+    classes = np.unique(y)
+    per_class = max(1, min(OLD_ROWS_PER_CLASS, OLD_ROWS_IN_ALL // max(1, len(classes))))
     starts = np.searchsorted(by_class, by_class)  # the first position of each row's class in `order`
-    return order[np.arange(len(y)) - starts < per_class]
+    keep = np.arange(len(y)) - starts < per_class
+    if len(classes) > OLD_ROWS_IN_ALL:
+        spread = classes[np.linspace(0, len(classes) - 1, OLD_ROWS_IN_ALL).round().astype(int)]
+        keep &= np.isin(by_class, spread)
+    return order[keep]
 
 
 def holdout_mask(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:

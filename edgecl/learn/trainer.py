@@ -13,9 +13,11 @@ import numpy as np
 import torch
 
 from edgecl.errors import EdgeclError
+from edgecl.learn.adapters import LoraFactors, lora_factors
 from edgecl.learn.configs import LossConfig, TrainSchedule
 from edgecl.learn.losses import LOSSES, LossOutput
 from edgecl.learn.methods import DEFAULT_METHOD, METHODS
+from edgecl.learn.similarity import LoraSimilarities, Similarities, Sims
 from edgecl.runtime import PRECISIONS, Runtime
 from edgecl.vectors import unit_rows
 
@@ -23,6 +25,9 @@ TRAINED_METHODS = tuple(name for name, method in METHODS.items() if method.train
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 assert tuple(AUTOCAST_DTYPES) == PRECISIONS
 DIVERGENCE_FACTOR = 1e3  # an epoch loss this many times the first one means training diverged
+# the frozen cosines of every pool row to every class text are computed once per run up to this size (the RAM cap's
+# planning counts them, edgecl.ram.plan_training); beyond it, each step computes its batch's rows
+FROZEN_TABLE_BYTES = 64 << 20
 
 
 class TrainingDivergedError(EdgeclError):
@@ -143,6 +148,7 @@ def _train(head: torch.nn.Module, text_head: torch.nn.Module | None, data: Train
     loss_fn = make_loss(cfg) if loss is None else loss
     x, y = torch.from_numpy(np.asarray(data.x, np.float32)), torch.from_numpy(data.y.astype(np.int64))  # no copy
     ids, text = torch.from_numpy(data.ids.astype(np.int64)), torch.from_numpy(data.text.astype(np.float32))
+    scorer = _scorer(head, text_head, x, text, cfg.runtime.precision)
     groups = y if data.groups is None else torch.from_numpy(data.groups.astype(np.int64))
     only_task = METHODS[cfg.method].task_classes_only
     candidates = torch.from_numpy(data.task_classes.astype(np.int64)) if only_task else None
@@ -155,8 +161,7 @@ def _train(head: torch.nn.Module, text_head: torch.nn.Module | None, data: Train
     head.train()
     for step, rows in enumerate(data.batches(cfg.runtime.train_batch, steps, rng), 1):
         if len(rows) >= 2:
-            last = _step(head, text_head, optimizer, scaler, loss_fn, (x, y, ids, text, candidates, groups), rows,
-                         cfg)  # fmt: skip
+            last = _step(scorer, optimizer, scaler, loss_fn, (y, ids, candidates, groups), rows, cfg)
             total, count, done = total + float(last.per_sample.sum()), count + len(rows), done + 1
         out_of_time = time.perf_counter() - start > cfg.schedule.max_seconds
         if cfg.on_step is not None and (step % tick == 0 or step == steps or out_of_time):
@@ -173,14 +178,13 @@ def _train(head: torch.nn.Module, text_head: torch.nn.Module | None, data: Train
     return TrainReport(epoch_loss, weights, done, time.perf_counter() - start)
 
 
-def _step(head: torch.nn.Module, text_head: torch.nn.Module | None, optimizer: torch.optim.Optimizer,
-          scaler: torch.amp.GradScaler, loss_fn: Callable[..., LossOutput], tensors: tuple, rows: np.ndarray,
+def _step(scorer: Callable[[torch.Tensor], Sims], optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+          loss_fn: Callable[..., LossOutput], tensors: tuple, rows: np.ndarray,
           cfg: TrainConfig) -> LossOutput:  # fmt: skip
     """One optimiser step on the pool rows `rows`; raises TrainingDivergedError on a non-finite loss."""
-    x, y, ids, text, candidates, groups = tensors
+    y, ids, candidates, groups = tensors
     batch = torch.from_numpy(rows)
-    z, t = _forward(head, text_head, x[batch], text, cfg.runtime.precision)
-    out = loss_fn(z, t, y[batch], ids[batch], candidates, groups[batch])
+    out = loss_fn(scorer(batch), y[batch], ids[batch], candidates, groups[batch])
     if not torch.isfinite(out.objective):
         raise TrainingDivergedError(f"{cfg.method} loss became {float(out.objective.detach())}; try a lower --lr")
     optimizer.zero_grad(set_to_none=True)
@@ -188,6 +192,39 @@ def _step(head: torch.nn.Module, text_head: torch.nn.Module | None, optimizer: t
     scaler.step(optimizer)
     scaler.update()
     return out
+
+
+def _scorer(head: torch.nn.Module, text_head: torch.nn.Module | None, x: torch.Tensor, text: torch.Tensor,
+            precision: str) -> Callable[[torch.Tensor], Sims]:  # fmt: skip
+    """How a step turns its batch (pool row indices) into the similarities its loss scores. A LoRA head over frozen
+    texts: factored (LoraSimilarities), over the frozen cosines x . text^T computed here once for the whole pool
+    when they fit FROZEN_TABLE_BYTES (else per batch, without gradient), so that a step's cost barely grows with
+    the classes learned. Otherwise (a text head, another module): the heads' outputs times the texts."""
+    factors = lora_factors(head) if text_head is None else None
+    if factors is None:
+        return lambda batch: Similarities(*_forward(head, text_head, x[batch], text, precision))
+    lora = factors  # a name the closure below keeps as the narrowed type
+    with torch.no_grad():
+        table = x @ text.T if len(x) * len(text) * 4 <= FROZEN_TABLE_BYTES else None
+
+    def similarities(batch: torch.Tensor) -> Sims:
+        rows = x[batch]
+        with torch.no_grad():
+            base = table[batch] if table is not None else rows @ text.T
+        return _lora_similarities(lora, rows, base, text, precision)
+
+    return similarities
+
+
+def _lora_similarities(factors: LoraFactors, e: torch.Tensor, base: torch.Tensor, text: torch.Tensor,
+                       precision: str) -> LoraSimilarities:  # fmt: skip
+    """The LoRA head's part of a batch's cosines (its output's norm and u = scale * dropout(e) A^T), under autocast
+    for bf16/fp16 as the head's own forward runs, returned as fp32."""
+    dtype = AUTOCAST_DTYPES[precision]
+    with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        u = factors.scale * (factors.dropout(e) @ factors.a.T)  # (B, r)
+        norm = torch.linalg.vector_norm(e + u @ factors.b.T, dim=1, keepdim=True)  # (B, 1)
+    return LoraSimilarities(base, u.float(), norm.float().clamp_min(1e-12), text, factors.b)
 
 
 def _forward(head: torch.nn.Module, text_head: torch.nn.Module | None, x: torch.Tensor, text: torch.Tensor,

@@ -79,11 +79,11 @@ def _calibration_rows(before: LearnedState, task: Task,
     x, y, domains = task.x, task.y, np.full(len(task.y), task.domain)
     if not before.method.memory or not len(before.classes):
         return x, y, domains
-    stored = task.memory.samples(earlier_rows(task.memory, task.ids))
-    old_y = class_indices(task.classes, stored)
-    pick = validation_rows(old_y)
-    return (np.concatenate([x, stored.embeddings[pick]]), np.concatenate([y, old_y[pick]]),
-            np.concatenate([domains, after.domain_indices(stored)[pick]]))  # fmt: skip
+    earlier = earlier_rows(task.memory, task.ids)
+    pick = earlier[validation_rows(class_indices(task.classes, task.memory.samples(earlier, decode=False)))]
+    stored = task.memory.samples(pick)  # only the picked rows are decoded
+    return (np.concatenate([x, stored.embeddings]), np.concatenate([y, class_indices(task.classes, stored)]),
+            np.concatenate([domains, after.domain_indices(stored)]))  # fmt: skip
 
 
 def loo_mean_scores(x: np.ndarray, y: np.ndarray, class_means: ClassMeans, loo: np.ndarray,

@@ -271,22 +271,30 @@ class ReplayMemory:
         self.contents = contents
 
     # ---- reading -------------------------------------------------------------------------------------------
-    def samples(self, rows: np.ndarray | None = None) -> MemorySamples:
-        """Decode everything stored, or only the stored rows `rows` (indices into `ids`)."""
+    def samples(self, rows: np.ndarray | None = None, decode: bool = True) -> MemorySamples:
+        """Decode everything stored, or only the stored rows `rows` (indices into `ids`); decode=False: their
+        labels, domains and ids only (embeddings (N, 0))."""
         pick = slice(None) if rows is None else np.asarray(rows, np.int64)
         codes = self.rows.codes[pick]
-        emb = self.codec.decode(codes) if self.codec is not None and len(codes) else np.zeros((0, self.dim), np.float32)
+        if not decode:
+            emb = np.zeros((len(codes), 0), np.float32)
+        elif self.codec is not None and len(codes):
+            emb = self.codec.decode(codes)
+        else:
+            emb = np.zeros((0, self.dim), np.float32)
         return MemorySamples(np.asarray(emb, np.float32), self.rows.labels[pick].astype(np.int64),
                              self.rows.domains[pick].astype(np.int64), self.ids[pick].astype(np.int64),
                              tuple(self.classes), tuple(self.domains))  # fmt: skip
 
     def stats(self) -> MemoryStats:
         """Bytes used and budget, codec, samples per class (and per class/domain), mean reconstruction cosine."""
-        per_class = {c: int((self.rows.labels == i).sum()) for i, c in enumerate(self.classes)}
-        per_group = {
-            f"{c}|{d}": int(((self.rows.labels == i) & (self.rows.domains == j)).sum())
-            for i, c in enumerate(self.classes) for j, d in enumerate(self.domains)
-        }  # fmt: skip
+        labels, domains = self.rows.labels.astype(np.int64), self.rows.domains.astype(np.int64)
+        counts = np.bincount(labels, minlength=len(self.classes)).tolist()
+        per_class = {c: int(n) for c, n in zip(self.classes, counts, strict=True)}
+        n_domains = max(1, len(self.domains))
+        pairs = np.bincount(labels * n_domains + domains, minlength=len(self.classes) * n_domains).tolist()
+        per_group = {f"{c}|{d}": int(pairs[i * n_domains + j])
+                     for i, c in enumerate(self.classes) for j, d in enumerate(self.domains)}  # fmt: skip
         count = self.contents.recon["count"]
         return MemoryStats(
             bytes=self.size_bytes(),
