@@ -26,7 +26,7 @@ import torch
 
 from edgecl.backbones import build_backbone
 from edgecl.encoder import Encoder
-from export import ExportOptions, export_model
+from edgecl.export import ExportOptions, export_model
 
 Runner = Callable[[np.ndarray], object]
 # Matrix-multiply and convolution kernels, fp32 and INT8 (after onnxruntime's fusions)

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from edgecl.backbones import build_backbone
+from edgecl.export.calibration import calibration_sets
+from edgecl.export.onnx_export import IMAGE_INPUT, export_image_tower
+from edgecl.export.quantize import RECIPES, preprocess_for_quantization, quantize, run_batched, session
 from edgecl.vectors import row_cosines
-from export.calibration import calibration_sets
-from export.onnx_export import IMAGE_INPUT, export_image_tower
-from export.quantize import RECIPES, preprocess_for_quantization, quantize, run_batched, session
 
 
 def _time_batch(sess: object, pixels: np.ndarray) -> float:

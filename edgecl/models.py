@@ -16,6 +16,6 @@ def ensure_model(
     target = Path(model_dir) if model_dir else default_model_dir(backbone_id)
     if (target / MANIFEST_NAME).is_file():
         return read_manifest(target)
-    from export import export_model
+    from edgecl.export import export_model
 
     return export_model(backbone_id, target, progress=progress)

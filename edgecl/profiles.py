@@ -126,7 +126,7 @@ def load_profile_file(path: str | Path) -> DeviceProfile:
 
 
 def _shipped() -> dict[str, Any]:
-    folder = resources.files("device_profiles")
+    folder = resources.files("edgecl.device_profiles")
     return {p.name.removesuffix(".toml"): p for p in folder.iterdir() if p.name.endswith(".toml")}
 
 

@@ -27,7 +27,8 @@ from edgecl.model_dir import (
     sha256_file,
     write_json,
 )
-from export.quantize import Agreement
+
+from .quantize import Agreement
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -52,7 +53,7 @@ def _same_export(manifest: ModelManifest, backbone_id: str, options: ExportOptio
 
 def _recipes(kind: str, forced: str | None, learned: str | None) -> tuple[Any, ...]:
     """The recipes to try in order: the forced one alone, else this CPU kind's known recipe first (recipe_order)."""
-    from export.quantize import RECIPES, recipe_order
+    from .quantize import RECIPES, recipe_order
 
     recipes = RECIPES[kind]
     if forced is None:
@@ -81,7 +82,7 @@ def _quantize_tower(job: TowerJob, work: Path, options: ExportOptions, learned: 
     """Quantise work/<name>.fp32.onnx to work/<name>.int8.onnx; return the tower's manifest entry and the INT8
     tower's outputs on the job's feeds. `learned`: the recipe an earlier export on this CPU kind chose per tower
     (tried first)."""
-    from export.quantize import AGREEMENT_TARGETS, COSINE_TARGETS, Targets, choose_recipe, preprocess_for_quantization
+    from .quantize import AGREEMENT_TARGETS, COSINE_TARGETS, Targets, choose_recipe, preprocess_for_quantization
 
     prepared = work / f"{job.name}.prep.onnx"
     preprocess_for_quantization(work / f"{job.name}.fp32.onnx", prepared)
@@ -110,8 +111,9 @@ def _bridged(built: Any, text_outputs: np.ndarray) -> np.ndarray:
 def _prompt_anchors(built: Any, text_model: Path) -> np.ndarray:
     """(K, D) unit embeddings of the evaluation prompts by the text tower in `text_model`."""
     from edgecl.vectors import unit_rows
-    from export.calibration import evaluation_prompts
-    from export.quantize import run_batched, session
+
+    from .calibration import evaluation_prompts
+    from .quantize import run_batched, session
 
     return unit_rows(_bridged(built, run_batched(session(text_model), dict(built.tokenize(evaluation_prompts())))))
 
@@ -119,7 +121,7 @@ def _prompt_anchors(built: Any, text_model: Path) -> np.ndarray:
 def _labelled(sources: np.ndarray) -> tuple[np.ndarray, slice]:
     """What zero-shot agreement is measured on: the labelled Fashion-MNIST evaluation images against their own
     class prompts, or every evaluation image against every prompt when Fashion-MNIST is not installed."""
-    from export.calibration import AGREEMENT_CLASSES, AGREEMENT_SOURCE
+    from .calibration import AGREEMENT_CLASSES, AGREEMENT_SOURCE
 
     rows = sources == AGREEMENT_SOURCE
     return (rows, AGREEMENT_CLASSES) if rows.any() else (np.ones(len(sources), bool), slice(None))
@@ -129,7 +131,8 @@ def _text_agreement(images_fp32: np.ndarray, classes: slice) -> Agreement:
     """A text recipe's agreement: the fp32 image embeddings of the labelled rows classified by the fp32 and by the
     INT8 text tower (so the text tower's share of the product's top-1 error is measured on its own)."""
     from edgecl.vectors import unit_rows
-    from export.quantize import zero_shot_agreement
+
+    from .quantize import zero_shot_agreement
 
     def agreement(reference: np.ndarray, candidate: np.ndarray) -> float:  # text outputs, bridged
         fp32, int8 = unit_rows(reference)[classes], unit_rows(candidate)[classes]
@@ -141,7 +144,7 @@ def _text_agreement(images_fp32: np.ndarray, classes: slice) -> Agreement:
 def _image_agreement(text_fp32: np.ndarray, text_int8: np.ndarray, rows: np.ndarray, classes: slice) -> Agreement:
     """An image recipe's agreement: fp32 image + fp32 text against INT8 image + the already quantised INT8 text
     (the top-1 the product shows)."""
-    from export.quantize import zero_shot_agreement
+    from .quantize import zero_shot_agreement
 
     def agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
         return zero_shot_agreement(reference[rows], text_fp32[classes], candidate[rows], text_int8[classes])
@@ -158,7 +161,8 @@ def _write_check_set(work: Path, images_fp32: np.ndarray, images_int8: np.ndarra
     from edgecl import datasets
     from edgecl.int8_check import CHECK_FILE, check_arrays, figures, save_check_set
     from edgecl.vectors import unit_rows
-    from export.calibration import AGREEMENT_CLASSES, evaluation_prompts
+
+    from .calibration import AGREEMENT_CLASSES, evaluation_prompts
 
     images = datasets.fashion_mnist("test")[0][: len(images_fp32)]  # the same images, in order, as the labelled rows
     arrays = check_arrays(images, evaluation_prompts()[AGREEMENT_CLASSES], unit_rows(images_fp32), texts[0])
@@ -166,10 +170,10 @@ def _write_check_set(work: Path, images_fp32: np.ndarray, images_int8: np.ndarra
 
 
 def _export_towers(built: Any, work: Path, options: ExportOptions, progress: Progress) -> dict[str, Any]:
-    from export import recipe_memory
-    from export.calibration import AGREEMENT_SOURCE, calibration_sets, evaluation_prompts
-    from export.onnx_export import IMAGE_INPUT, export_image_tower, export_text_tower
-    from export.quantize import run_batched, session
+    from . import recipe_memory
+    from .calibration import AGREEMENT_SOURCE, calibration_sets, evaluation_prompts
+    from .onnx_export import IMAGE_INPUT, export_image_tower, export_text_tower
+    from .quantize import run_batched, session
 
     progress("exporting image tower to ONNX")
     export_image_tower(built, work / "image.fp32.onnx")

@@ -175,7 +175,7 @@ def quantize(src: Path, dst: Path, recipe: QuantRecipe, calibration: np.ndarray 
 def _rewrite_weights(src: Path, dst: Path, matmul_block: int | None, tables: bool) -> None:
     import onnx
 
-    from export.weight_only import int8_weights
+    from .weight_only import int8_weights
 
     onnx.save(int8_weights(onnx.load(str(src)), matmul_block, tables), str(dst))
 

@@ -32,7 +32,7 @@ def tiny_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_export(tmp_path_factory: pytest.TempPathFactory, tiny_config: Path) -> Path:
-    from export import ExportOptions, export_model
+    from edgecl.export import ExportOptions, export_model
 
     out = tmp_path_factory.mktemp("models") / "tiny"
     export_model(f"openclip:{tiny_config}", out, ExportOptions(keep_fp32=True))
@@ -48,8 +48,8 @@ def bundled_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     from filelock import FileLock
 
+    from edgecl.export import ExportOptions, export_model
     from edgecl.paths import default_model_dir
-    from export import ExportOptions, export_model
 
     out = default_model_dir("bundled")
     base = tmp_path_factory.getbasetemp()

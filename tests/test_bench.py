@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 from typer.testing import CliRunner
 
-from cli import app
 from edgecl.bench.embeddings import Embedder
 from edgecl.bench.streams import build_streams
 from edgecl.bench.suite import aggregate, markdown
+from edgecl.cli import app
 from edgecl.learn.methods import METHODS
 
 runner = CliRunner()

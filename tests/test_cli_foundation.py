@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
+from edgecl.cli import app
 from edgecl.learn.methods import DEFAULT_METHOD, METHODS
 
 runner = CliRunner()

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cli import app
+from edgecl.cli import app
 from edgecl.learn.methods import DEFAULT_METHOD, METHODS
 
 runner = CliRunner()

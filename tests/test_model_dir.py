@@ -12,8 +12,8 @@ import pytest
 
 from edgecl.encoder import Encoder
 from edgecl.errors import ExportError, ModelFileError
+from edgecl.export import ExportOptions, export_model
 from edgecl.model_dir import read_manifest
-from export import ExportOptions, export_model
 
 
 def test_export_is_deterministic(tiny_export: Path, tiny_config: Path, tmp_path: Path,
@@ -41,12 +41,12 @@ def test_failed_export_leaves_previous_export_intact(
 ) -> None:
     target = tmp_path / "model"
     shutil.copytree(tiny_export, target)
-    import export.quantize
+    import edgecl.export.quantize
 
     def boom(*args: object, **kwargs: object) -> None:
         raise ExportError("simulated crash during quantisation")
 
-    monkeypatch.setattr(export.quantize, "quantize", boom)
+    monkeypatch.setattr(edgecl.export.quantize, "quantize", boom)
     with pytest.raises(ExportError, match="simulated"):
         export_model(f"openclip:{tiny_config}", target, ExportOptions(keep_fp32=False), force=True)
     assert read_manifest(target).data == read_manifest(tiny_export).data

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from edgecl.encoder import Encoder
+from edgecl.export import ExportOptions, export_model
 from edgecl.preprocess import preprocess_batch
 from edgecl.vectors import row_cosines
-from export import ExportOptions, export_model
 
 PROMPTS = ["a photo of a cat.", "a photo of a rocket.", "a diagram.", "an astronaut on the moon", "coffee"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
+from edgecl.cli import app
 from edgecl.profiles import ProfileError, get_profile, list_profiles, load_profile_file
 from edgecl.profiling import learn_rate
 
@@ -136,18 +137,28 @@ def test_profile_json_fields_and_peak_rss_matches_time_v(bundled_export: Path) -
     assert abs(report["peak_rss_bytes"] - outside_kib * 1024) <= 0.1 * outside_kib * 1024
 
 
-def test_profiles_ship_in_the_wheel(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(ROOT)],
+def test_profiles_ship_in_the_wheel_under_the_edgecl_namespace(tmp_path: Path) -> None:
+    """The wheel installs the profiles, the exporter and the command as edgecl.device_profiles, edgecl.export and
+    edgecl.cli (issue 28): no global `cli`, `export` or `device_profiles` module that another distribution could
+    collide with."""
+    source = tmp_path / "source"  # a copy without a checkout's build/ leftovers, which setuptools would pack too
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "build", "*.egg-info", "__pycache__", "tests",
+                                                                "benchmarks"))  # fmt: skip
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(source)],
                    check=True, capture_output=True, timeout=600)  # fmt: skip
     wheel = next((tmp_path / "dist").glob("edgecl-*.whl"))
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
                    check=True, capture_output=True, timeout=600)  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(target)}
-    script = "import device_profiles, cli; print(device_profiles.__file__); cli.main()"
+    script = "import edgecl.device_profiles as p, edgecl.cli as c; print(p.__file__); c.main()"
     out = subprocess.run([sys.executable, "-c", script, "devices", "--json"], capture_output=True, text=True,
                          cwd=tmp_path, env=env, timeout=120, check=False)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith(str(target))
+    top_level = {p.name.removesuffix(".py") for p in target.iterdir()
+                 if not p.name.endswith(".dist-info") and p.name not in ("bin", "__pycache__")}  # fmt: skip
+    assert top_level == {"edgecl"}, top_level
+    assert (target / "edgecl" / "export" / "quantize.py").is_file()
     names = {p["name"] for p in json.loads(out.stdout.split("\n", 1)[1])}
     assert {"jetson-orin-nano", "cpu", "desktop-cuda"} <= names

@@ -137,7 +137,7 @@ def test_in_process_learning_is_not_refused_for_the_hosts_own_memory(tmp_path: P
     learning adds, so it learns (counting the whole process, models + libraries + host would exceed the cap)."""
     from typer.testing import CliRunner
 
-    from cli import app
+    from edgecl.cli import app
     from edgecl.ram import host_bytes, rss_bytes
     from tests.test_cli_learn import write_task
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from edgecl.export import ExportOptions, export_model, recipe_memory
+from edgecl.export.quantize import ISA_FIRST, RECIPES, recipe_order
 from edgecl.model_dir import cpu_int8_isa, read_manifest
-from export import ExportOptions, export_model, recipe_memory
-from export.quantize import ISA_FIRST, RECIPES, recipe_order
 
 
 def _tried(model: Path, tower: str) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from typer.testing import CliRunner
 
-from cli import app
+from edgecl.cli import app
 from edgecl.state import commit_snapshot, read_state
 from tests.test_learner import DIM, clustered
 
