@@ -1,4 +1,4 @@
-"""Methods side by side, class- and domain-incremental, at equal byte budgets: the README's ablation table.
+"""Methods side by side, class- and domain-incremental, at equal byte budgets: the ablation table in docs/method.md.
 
     python benchmarks/domain_ablation.py                       # 3 seeds, 2 worker processes, about 20 minutes
     python benchmarks/domain_ablation.py --seeds 1 --workers 1 --budgets 64KB

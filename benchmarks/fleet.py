@@ -1,4 +1,4 @@
-"""Fleet learning against one device that learned everything: the README's fleet table.
+"""Fleet learning against one device that learned everything: the fleet table in docs/fleet.md.
 
     python benchmarks/fleet.py     # Fashion-MNIST, 3 devices (3/3/4 classes), 64 KB, 3 rounds, 3 seeds
     python benchmarks/fleet.py --seeds 1 --split dirichlet

@@ -32,7 +32,7 @@ METHOD_NAMES = ", ".join(METHODS)
 StateDir = Annotated[str | None, typer.Option(help="State directory. Default: $EDGECL_HOME or ~/.edgecl.")]
 WaitSeconds = Annotated[float, typer.Option(min=0.0, help="Seconds to wait for another edgecl process writing the same "
                                             "state (0: do not wait).")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON (README: JSON contracts).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON (docs/usage.md: JSON contracts).")]
 DeviceName = Annotated[str | None, typer.Option(help="Device profile (see `edgecl devices`; default cpu).")]
 ProfileFile = Annotated[str | None, typer.Option(help="Your own device profile TOML instead of --device.")]
 
@@ -107,8 +107,8 @@ def export(
     out: Path | None = typer.Option(None, help="Model directory to write. Default: $EDGECL_HOME/models/<id>."),
     keep_fp32: bool = typer.Option(False, "--keep-fp32", help="Also keep the fp32 ONNX towers (for comparison)."),
     calibration_dir: Path | None = typer.Option(None, help="Folder of images like yours, for INT8 calibration."),
-    image_recipe: str | None = typer.Option(None, help="Force an image quantisation recipe (see README)."),
-    text_recipe: str | None = typer.Option(None, help="Force a text quantisation recipe (see README)."),
+    image_recipe: str | None = typer.Option(None, help="Force an image quantisation recipe (docs/quantisation.md)."),
+    text_recipe: str | None = typer.Option(None, help="Force a text quantisation recipe (see docs/quantisation.md)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing, different export."),
     as_json: AsJson = False,
 ) -> None:
@@ -157,7 +157,7 @@ def demo(
     state_dir: str | None = typer.Option(None, help="Keep the demo's state here (default: a temporary folder)."),
     train_per_class: int = typer.Option(100, min=1, help="Training images per class."),
     test_per_class: int = typer.Option(100, min=1, help="Held-out images per class."),
-    method: str = typer.Option(DEFAULT_METHOD, help=f"{METHOD_NAMES} (see README, Learner)."),
+    method: str = typer.Option(DEFAULT_METHOD, help=f"{METHOD_NAMES} (see docs/method.md)."),
     as_json: AsJson = False,
 ) -> None:
     """Offline demo: learn Fashion-MNIST in 5 tasks of 2 classes, accuracy after each task, final status."""

@@ -354,7 +354,7 @@ def _with_task(meta: dict[str, Any], learner: Any, opts: LearnOptions, samples: 
 def _learn_report(learner: Any, meta: dict[str, Any], opts: LearnOptions, result: TaskResult,
                   skipped: list[dict[str, str]], encode_plan: BatchPlan | None, root: Path, host: int,
                   start: float, repeats: int) -> LearnReport:  # fmt: skip
-    """`edgecl learn --json` (README: JSON contracts)."""
+    """`edgecl learn --json` (docs/usage.md "JSON contracts")."""
     stats, training = result.memory or learner.memory.stats(), result.training  # a method without memory: empty
     encode_plan = encode_plan or BatchPlan(None, learner.runtime.encode_batch, "learning")  # nothing was encoded
     batches = Batches(encode_plan.summary(), training.batch if training else None,

@@ -3,7 +3,7 @@ vocabulary, save and load. What was learned is one immutable value, `self.state`
 learning and forgetting build a new value and replace the old one in one assignment, scoring is a pure function of
 (value, embeddings) (edgecl.learned.scoring) and saving and loading live in edgecl.learned.files.
 
-Methods (edgecl/learn/methods.py, README "Learner"): zeroshot, ncm, finetune, er, er_cb (the default), gcl, gdro,
+Methods (edgecl/learn/methods.py, docs/method.md): zeroshot, ncm, finetune, er, er_cb (the default), gcl, gdro,
 gdro_ce; all share
 this code, the replay memory and its byte budget. Training works on frozen embeddings, so `learn_embeddings` /
 `classify_embeddings` are the core and the image versions only add the ONNX encoder in front.

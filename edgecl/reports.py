@@ -1,6 +1,6 @@
 """Typed results of the learn path: what learning one task did (`TaskResult`), and the reports `edgecl learn --json`
 and `edgecl status --json` print (`LearnReport`, `StatusReport`). Frozen dataclasses; `to_json()` gives the
-documented JSON contracts (README, "JSON contracts")."""
+documented JSON contracts (docs/usage.md "JSON contracts")."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """`edgecl serve`: a resident HTTP service over one state (FastAPI + uvicorn), for apps, NVRs and cameras.
 
-Endpoints (README, "Serve"): KServe v2 health, `POST /v1/classify` (classify --json), the DeepStack / CodeProject.AI
+Endpoints (docs/serving.md): KServe v2 health, `POST /v1/classify` (classify --json), the DeepStack / CodeProject.AI
 shape `POST /v1/vision/custom/{model}` that Frigate, Blue Iris and Home Assistant speak, `POST /v1/learn`,
 `GET /v1/status`, `DELETE /v1/classes/{name}` and Prometheus `GET /metrics`. Every answer comes from one loaded
 snapshot (edgecl.api.State); a commit by another process is served within a second; uploads are read into a

@@ -226,7 +226,7 @@ def _write_manifest(built: Any, work: Path, towers: dict[str, Any], bridge: Any,
         "tokenizer": built.tokenizer_spec,
         "bridge": bridge,
         "towers": towers,
-        "int8_isa": cpu_int8_isa(),  # where the recipes were measured (README: Model directory)
+        "int8_isa": cpu_int8_isa(),  # where the recipes were measured (docs/formats.md "Model directory")
         "export_options": options.to_dict(),
         "files": files,
     }

@@ -20,7 +20,7 @@ from edgecl.vectors import row_cosines
 
 log = logging.getLogger(__name__)
 # Mean cosine to fp32 that a recipe must reach. The floor is 0.99; the conv tower gets 0.995 because the
-# bundled EfficientNet at 0.992 kept only 96.8% zero-shot top-1 agreement on Fashion-MNIST (README).
+# bundled EfficientNet at 0.992 kept only 96.8% zero-shot top-1 agreement on Fashion-MNIST (docs/quantisation.md).
 COSINE_TARGETS = {"conv": 0.995, "transformer": 0.99, "text": 0.99}
 # Top-1 zero-shot agreement with fp32 over the evaluation prompts that a recipe must also reach: the product
 # promises 97% for both INT8 towers together (tests/test_bundled_backbone.py), and cosine alone let a recipe
@@ -53,7 +53,7 @@ FFN_PATTERN = r"intermediate/|layer\.\d+/output/dense|/mlp/"
 
 # Candidates per tower kind. Export takes the first, in this order, whose mean cosine to fp32 on real evaluation
 # inputs reaches its COSINE_TARGETS entry: the order is fixed (cheapest-to-run and least-fp32 first, as measured by
-# benchmarks/quant_recipes.py, README "Quantisation recipes"), so the choice is deterministic; quality is
+# benchmarks/quant_recipes.py, docs/quantisation.md "Quantisation recipes"), so the choice is deterministic; quality is
 # measured on this machine's own INT8 kernels at every export.
 RECIPES: dict[str, tuple[QuantRecipe, ...]] = {
     "conv": (
@@ -79,7 +79,7 @@ RECIPES: dict[str, tuple[QuantRecipe, ...]] = {
         QuantRecipe("weight-only-b32", "weight-only", int8_tables=True, block_size=32),
     ),
 }
-# The recipe each tower kind needed on a CPU kind's int8 kernels when it was last measured (`int8_isa`, README
+# The recipe each tower kind needed on a CPU kind's int8 kernels when last measured (`int8_isa`, docs/quantisation.md
 # "First learn"): an export tries it first and stops there when it meets every target, so a first learn does not
 # spend minutes on recipes that this CPU kind is known to fail; the fixed order above follows when it does not.
 # avx2: u8 x s8 products saturate without VNNI, the bundled tower needs its first 40 convs in fp32 and ViT-B-32
@@ -89,7 +89,7 @@ ISA_FIRST: dict[str, dict[str, str]] = {
     "conv": {"avx2": "static-keep-stem40", "avx512": "static-keep-stem40", "amx": "static-rr-keep-stem24",
              "avx512-vnni": "static-keep-stem6", "avx-vnni": "static-rr-keep-stem24"},
     "transformer": {"avx2": "static-rr", "avx512": "static-rr"},
-    # the dynamic text recipes missed the targets even on AMX (README "Quantisation recipes"): any CPU ("*")
+    # the dynamic text recipes missed the targets even on AMX (docs/quantisation.md): any CPU ("*")
     "text": {"*": "weight-only"},
 }
 

@@ -3,7 +3,7 @@ activations) and embedding tables as per-row INT8 (only the looked-up rows are d
 
 Dynamic quantisation of a text tower's feed-forward projections costs it most of its accuracy (the activations
 after GELU have outliers); its word-embedding table, which onnxruntime's quantisers leave in fp32, is most of its
-size. These rewrites keep activations in fp32 and store every large weight in 8 bits (README "Quantisation recipes").
+size. These rewrites keep activations in fp32 and store every large weight in 8 bits (docs/quantisation.md).
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ def test_manifest_records_measured_agreement(bundled_export: Path) -> None:
 
 
 def test_the_text_tower_stores_its_weights_in_int8(bundled_export: Path) -> None:
-    """The word-embedding table and every projection are 8-bit on every CPU (README "Quantisation recipes"): the
+    """The word-embedding table and every projection are 8-bit on every CPU (docs/quantisation.md): the
     text tower and the side files take < 26 MB of the model directory (they took 82 MB with an fp32 table); the
     image tower's share depends on the recipe this CPU needs (3.8-8.4 MB)."""
     import onnx

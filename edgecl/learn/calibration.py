@@ -1,7 +1,7 @@
 """Answers a device can act on: a calibrated `confidence` per image, `unknown` below a threshold, and extra labels
 (`--labels`) on the same probability scale as the learned classes. numpy only (classify stays torch-free).
 
-The model (README, "Answers: unknown, confidence, open vocabulary"):
+The model (docs/answers.md "Answers: unknown, confidence, open vocabulary"):
 - familiarity: how typical the image is of its best class, as a z-score of its cosine to the class mean against the
   class's own leave-one-out cosines (each class's spread is its own: bags vary more than trousers);
 - known = Phi(z + KNOWN_SHIFT): the chance the image is one of the learned classes at all (0.98 for an image as
@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
-KNOWN_SHIFT = 2.0  # z = -2 is even odds of being known; chosen by `edgecl bench --suite open-set` (README, Answers)
+KNOWN_SHIFT = 2.0  # z = -2 is even odds of being known; chosen by `edgecl bench --suite open-set` (docs/answers.md)
 DEFAULT_TEMPERATURE = 0.05  # before anything was fitted: the temperature the heads train with
 DEFAULT_TEXT_TEMPERATURE = 0.01  # CLIP's logit scale of 100
 TEMPERATURE_GRID = tuple(float(t) for t in np.geomspace(0.002, 0.5, 41))
 MIN_STD = 0.02  # a class whose rows all look alike still has some spread
-DEFAULT_MIN_CONFIDENCE = 0.45  # chosen by `edgecl bench --suite open-set` (README): keeps about 90% of known images
+DEFAULT_MIN_CONFIDENCE = 0.45  # chosen by `edgecl bench --suite open-set` (docs/answers.md): keeps ~90% of known images
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Training losses over adapted embeddings: ce, gcl (global contrastive, per-sample estimators), gdro (GCL with
-class-level KL-regularised DRO weights) and gdro_ce (cross-entropy with the same DRO weights). Formulas: README,
+class-level KL-regularised DRO weights) and gdro_ce (cross-entropy with the same DRO weights). Formulas: docs/method.md,
 "Learner".
 
 Every loss scores a batch through its similarities (edgecl.learn.similarity: the cosines of its adapted rows to
@@ -99,7 +99,7 @@ def _text_negatives(y: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torc
     """The text columns one step scores for g1, sorted, with each one's weight in the mean over negatives: every
     class while there are at most TEXT_NEGATIVES (weight 1: the exact mean), else the batch's own classes (weight 1)
     and a uniform sample of the others, each weighted by (others) / (sampled) so that the mean stays unbiased. This
-    keeps a step's cost flat in the classes learned (README "Learn time")."""
+    keeps a step's cost flat in the classes learned (docs/benchmarks.md "Learn time")."""
     if n_classes <= TEXT_NEGATIVES:
         return torch.arange(n_classes), torch.ones(n_classes)
     own = torch.unique(y)

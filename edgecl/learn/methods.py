@@ -42,7 +42,7 @@ METHODS: dict[str, Method] = {
                summary="experience replay whose cross-entropy gets gdro's DRO class weights"),
     )
 }  # fmt: skip
-# chosen by `edgecl bench --suite methods` (README, "Which method is the default"): the best mean over 26 cells and at
+# chosen by `edgecl bench --suite methods` (docs/method.md): the best mean over 26 cells and at
 # most 1.2 points behind the best of any cell; gdro stays selectable (--method gdro) and measured
 DEFAULT_METHOD = "er_cb"
-DEFAULT_GROUPS = "class_domain"  # what the memory balances and GDRO weighs (README, "Domain-incremental learning")
+DEFAULT_GROUPS = "class_domain"  # what the memory balances and GDRO weighs (docs/method.md)

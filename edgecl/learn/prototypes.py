@@ -11,8 +11,8 @@ import numpy as np
 from edgecl.vectors import unit_rows
 
 WEIGHT_GRID = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 64.0)  # candidate weights, measured on the held-out slice
-DEFAULT_WEIGHT = 16.0  # chosen by the README's sweep over task sizes and budgets; the prior of a measurement
-DOMAIN_WEIGHT = 2.0  # once a learner has seen two domains: chosen by benchmarks/domain_ablation.py (README)
+DEFAULT_WEIGHT = 16.0  # chosen by the sweep over task sizes and budgets (docs/method.md); the prior of a measurement
+DOMAIN_WEIGHT = 2.0  # once a learner has seen two domains: chosen by benchmarks/domain_ablation.py (docs/method.md)
 HOLDOUT_FRACTION = 0.2  # of each class's new rows, for classes with at least MIN_ROWS_TO_HOLD_OUT
 MIN_ROWS_TO_HOLD_OUT = 3
 MAX_HELD_OUT_PER_CLASS = 25  # a slice this big already measures the weight; the rest trains the head

@@ -1,7 +1,7 @@
 """What the losses score: the cosines s(z_i, t_c) of a batch's adapted image rows to the class texts, for the
 columns a loss asks for. Two forms of the same values: `Similarities` (the head's output times the texts) and
 `LoraSimilarities` (factored through the residual LoRA head, so that a step's cost barely grows with the classes
-learned; README "Learn time")."""
+learned; docs/benchmarks.md "Learn time")."""
 
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ def _spread_ratio(after: LearnedState, x: np.ndarray) -> float:
     """How much more the learner's scores of rows x spread over the classes than their class-mean cosines do (the
     honest scores the temperature is fitted on): the head's cosine adds margin, so the temperature grows by this
     ratio (1 for zeroshot, whose honest scores are its scores). Measured on rows the learner saw, where it matches
-    held-out rows within 0.01 (README, "Answers")."""
+    held-out rows within 0.01 (docs/answers.md "Answers")."""
     if after.method.name == "zeroshot":
         return 1.0
     spread = after.class_means.scores(x, len(after.classes)).std(1).mean()

@@ -89,7 +89,7 @@ class LearnedState:
     @property
     def weight_in_use(self) -> float:
         """The prototype weight scores use: the class-incremental one, or the domain-incremental one once a class is
-        learned in a second domain (there a task retrains the head on classes it already knows; README,
+        learned in a second domain (there a task retrains the head on classes it already knows; docs/method.md,
         "Domain-incremental"). New classes under a new --domain keep the class-incremental weight."""
         return self.config.prototypes.domain_weight if self.revisits_domains else self.prototype_weight
 

@@ -8,7 +8,7 @@ from edgecl.vectors import unit_rows
 
 # `auto` picks the most precise of fp16 / int8 / int4 that still holds AUTO_TARGET_PER_GROUP samples per group
 # (class, or class x domain), else int4; and product quantisation when even int4 holds fewer than
-# AUTO_PQ_BELOW per group. Measured by benchmarks/memory_codecs.py (README, "Replay-memory codecs"): at equal bytes
+# AUTO_PQ_BELOW per group. Measured by benchmarks/memory_codecs.py (docs/benchmarks.md): at equal bytes
 # more samples beat precision until about 150 per class; below ~10 int4 samples per class, PQ's many coarse
 # samples win by 10+ points of nearest-class-mean accuracy.
 AUTO_TARGET_PER_GROUP = 150
@@ -59,7 +59,7 @@ def choose_auto_codec(
     """`capacity_for[codec]` = samples that fit the budget with that codec; returns the codec name. PQ is only
     chosen for an empty memory (`first`): switching to it later would strand most of its capacity; and only when
     `allow_pq` (the learner allows it for NCM, whose class means like many coarse samples; trained methods
-    replay better from int4: README, "gdro last accuracy vs codec and budget")."""
+    replay better from int4: docs/benchmarks.md "gdro last accuracy vs codec and budget")."""
     groups = max(AUTO_MIN_GROUPS, n_groups)
     for name in AUTO_ORDER:
         if capacity_for[name] >= target * groups:
