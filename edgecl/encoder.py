@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,18 +121,11 @@ class Encoder:
             return np.zeros((0, self.embed_dim), np.float32)
         return unit_rows(np.concatenate(out).astype(np.float32))
 
-    def encode_images(
-        self,
-        images: Sequence[ImageLike],
-        batch_size: int = 16,
-        on_batch: Callable[[int], None] | None = None,
-    ) -> np.ndarray:
+    def encode_images(self, images: Sequence[ImageLike], batch_size: int = 16) -> np.ndarray:
         """Image files, PIL images or arrays -> (N, D) f32 unit norm. Unreadable files raise ImageLoadError."""
         chunks = []
         for s in _batches(len(images), batch_size):
             chunks.append(self.encode_pixels(preprocess_batch(images[s], self.preprocess_spec), batch_size))
-            if on_batch:
-                on_batch(s.stop - s.start)
         return np.concatenate(chunks) if chunks else np.zeros((0, self.embed_dim), np.float32)
 
     def _text_parts(self) -> tuple[Any, np.ndarray | None]:

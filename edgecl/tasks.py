@@ -74,10 +74,6 @@ class TaskScan:
     labels: list[str] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
 
-    @property
-    def classes(self) -> list[str]:
-        return sorted(set(self.labels))
-
     def skip(self, path: Path, reason: str) -> None:
         self.skipped.append({"path": display(path), "reason": reason})
 

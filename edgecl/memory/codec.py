@@ -170,10 +170,6 @@ class PQCodec:
     def fitted(self) -> bool:
         return self._codebook is not None
 
-    @property
-    def codebook_bytes(self) -> int:
-        return self.m * (1 << self.nbits) * (self.dim // self.m) * 2
-
     def _faiss(self):  # type: ignore[no-untyped-def]
         import faiss
 
