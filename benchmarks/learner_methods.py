@@ -22,7 +22,7 @@ from edgecl.bench.runner import RunSpec, run_stream
 from edgecl.bench.streams import Stream, Task
 from edgecl.datasets import DIGIT_CLASSES, FASHION_MNIST_CLASSES, fashion_mnist, mnist
 from edgecl.encoder import Encoder
-from edgecl.learner import METHODS
+from edgecl.learn.methods import METHOD_NAMES
 from edgecl.models import ensure_model
 from edgecl.prompts import prompt_for
 from edgecl.units import parse_bytes
@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--budget", default="64KB")
     parser.add_argument("--codec", default="int8")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(METHOD_NAMES))
     parser.add_argument("--train-per-class", type=int, default=600)
     parser.add_argument("--test-per-class", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=5)

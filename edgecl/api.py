@@ -97,12 +97,12 @@ class State:
             time.monotonic() - self._failed[1] < RETRY_FAILED_S)  # fmt: skip
 
     def _load(self, snapshot: Any) -> Served:
-        from edgecl.commands import _encoder, _runtime, check_same_model, state_min_confidence
+        from edgecl.commands import check_same_model, open_encoder, saved_runtime, state_min_confidence
         from edgecl.learner import Learner
 
-        runtime = _runtime(snapshot.meta)
+        runtime = saved_runtime(snapshot.meta)
         if self._encoder is None or str(self._encoder.manifest.root.resolve()) != snapshot.meta["model_dir"]:
-            self._encoder = _encoder(snapshot.meta["model_dir"], runtime)
+            self._encoder = open_encoder(snapshot.meta["model_dir"], runtime)
         check_same_model(snapshot.meta, self._encoder.manifest.data["files"])
         learner = Learner.load_from(snapshot.folder, self._encoder, runtime)
         return Served(snapshot.folder.name, learner, state_min_confidence(snapshot.meta))

@@ -55,7 +55,7 @@ def run_demo(
     test_per_class: int,
     method: str,
     on_task: Callable[[dict[str, Any]], None] = lambda row: None,
-    progress: commands.Progress = commands._quiet,
+    progress: commands.Progress = commands.quiet,
 ) -> dict[str, Any]:
     """Learn the stream into a fresh state; returns per-task accuracy rows and the final status."""
     with tempfile.TemporaryDirectory(prefix="edgecl-demo-") as tmp:

@@ -22,7 +22,6 @@ import numpy as np
 
 from edgecl.errors import EdgeclError
 from edgecl.learn.calibration import DEFAULT_MIN_CONFIDENCE, Answer
-from edgecl.learn.methods import METHODS as METHOD_TABLE
 from edgecl.learn.methods import Method
 from edgecl.learn.prototypes import ClassMeans, holdout_mask, measure_weight, validation_rows
 from edgecl.learned import LearnedState, files, scoring
@@ -39,8 +38,6 @@ from edgecl.reports import TaskResult, Training
 from edgecl.runtime import Runtime
 from edgecl.settings import LearnerConfig
 from edgecl.vectors import unit_rows
-
-METHODS = tuple(METHOD_TABLE)
 
 
 @dataclass(frozen=True)

@@ -145,7 +145,6 @@ def run_profile(profile: DeviceProfile, backbone: str | None = None,
     """Measure everything the profile has targets for; returns the report `edgecl profile --json` prints."""
     from edgecl.encoder import Encoder
     from edgecl.learn.merged import MergedHead
-    from edgecl.ram import peak_rss_bytes
 
     manifest, note = _model(profile, backbone, progress)
     encoder = Encoder(manifest.root, providers=profile.providers, threads=profile.threads)
@@ -165,17 +164,31 @@ def run_profile(profile: DeviceProfile, backbone: str | None = None,
         classify = _timed(lambda: np.argsort(-(head(encoder.encode_images([image])) @ prototypes.T)), LATENCY_RUNS)
     progress("measuring training")
     steps = _train_steps_per_s(encoder.embed_dim, profile)
+    images_per_s = learn_rate(profile.encode_batch / statistics.median(latb), steps)
+    report = _report(profile, manifest.backbone, note, encoder, (lat1, latb, classify), steps)
+    report["measured_on"] = measured_on(report["gpu"])
+    report["verdicts_note"] = verdicts_note(profile, report["measured_on"], report["provider_used"], manifest.backbone)
+    report["checks"] = _checks(profile, report, images_per_s)
+    return report
+
+
+def _report(profile: DeviceProfile, backbone: str, note: str | None, encoder: Any,
+            timings: tuple[list[float], list[float], list[float]], steps: float) -> dict[str, Any]:  # fmt: skip
+    """The measured figures of `edgecl profile --json`, before its verdicts. timings: the encoder's batch-1 and
+    batch latencies and classify's end-to-end ones (seconds); steps: training steps a second."""
+    from edgecl.ram import peak_rss_bytes
+
+    lat1, latb, classify = timings
     encode_per_s = profile.encode_batch / statistics.median(latb)
-    images_per_s = learn_rate(encode_per_s, steps)
-    cls = _percentiles(classify)
-    report = {
-        "device": profile.name, "backbone": manifest.backbone, "backbone_note": note,
+    return {
+        "device": profile.name, "backbone": backbone, "backbone_note": note,
         "providers_requested": list(profile.providers), "provider_used": encoder.providers_in_use[0],
         "threads": profile.threads,
         "encoder_batch1": _percentiles(lat1),
         "encoder_batch": {"batch": profile.encode_batch, **_percentiles(latb)},
-        "classify": cls,
-        "learn": {"images_per_s": round(images_per_s, 1), "encode_images_per_s": round(encode_per_s, 1),
+        "classify": _percentiles(classify),
+        "learn": {"images_per_s": round(learn_rate(encode_per_s, steps), 1),
+                  "encode_images_per_s": round(encode_per_s, 1),
                   "train_steps_per_s": round(steps, 1), "train_batch": profile.train_batch,
                   "task_images": LEARN_TASK_IMAGES},
         "memory": _memory_entries(encoder.embed_dim, profile),
@@ -184,9 +197,12 @@ def run_profile(profile: DeviceProfile, backbone: str | None = None,
         "ram_cap_bytes": profile.ram_cap_bytes,
         "cpu_count": os.cpu_count(),
     }  # fmt: skip
-    report["measured_on"] = measured_on(report["gpu"])
-    report["verdicts_note"] = verdicts_note(profile, report["measured_on"], report["provider_used"], manifest.backbone)
-    report["checks"] = [
+
+
+def _checks(profile: DeviceProfile, report: dict[str, Any], images_per_s: float) -> list[dict[str, Any]]:
+    """The profile's targets against the measured report: classify p95, learn images/s (unrounded), peak RSS."""
+    cls = report["classify"]
+    return [
         {"name": "classify p95", "value": cls["p95_ms"], "target": f"<= {profile.classify_p95_ms} ms",
          "pass": cls["p95_ms"] <= profile.classify_p95_ms},
         {"name": "learn images/s", "value": report["learn"]["images_per_s"],
@@ -194,4 +210,3 @@ def run_profile(profile: DeviceProfile, backbone: str | None = None,
         {"name": "peak RSS", "value": report["peak_rss_bytes"], "target": f"<= {profile.ram_cap}",
          "pass": report["peak_rss_bytes"] <= profile.ram_cap_bytes},
     ]  # fmt: skip
-    return report

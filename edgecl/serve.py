@@ -128,6 +128,15 @@ def create_app(state: Any, token: str | None = None, max_upload_bytes: int = 20_
     """The FastAPI application over an edgecl.api.State."""
     app = FastAPI(title="edgecl", docs_url=None, redoc_url=None, openapi_url=None)
     metrics = Metrics()
+    _add_guard(app, token, metrics)
+    _add_error_handlers(app)
+    _add_answer_routes(app, state)
+    _add_state_routes(app, state, metrics)
+    return UploadLimit(app, max_upload_bytes)
+
+
+def _add_guard(app: FastAPI, token: str | None, metrics: Metrics) -> None:
+    """Every request: the bearer token when one is set, then its route, status and time in the metrics."""
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable) -> Any:
@@ -140,6 +149,10 @@ def create_app(state: Any, token: str | None = None, max_upload_bytes: int = 20_
         route = request.scope.get("route")
         metrics.record(getattr(route, "path", "unmatched"), response.status_code, time.perf_counter() - start)
         return response
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Errors as `{"success": false, "error": "..."}`: edgecl's and bad requests as 400s, HTTP errors as theirs."""
 
     @app.exception_handler(EdgeclError)
     async def edgecl_error(request: Request, exc: EdgeclError) -> JSONResponse:
@@ -155,6 +168,10 @@ def create_app(state: Any, token: str | None = None, max_upload_bytes: int = 20_
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"success": False, "error": str(exc.detail)}, status_code=exc.status_code)
+
+
+def _add_answer_routes(app: FastAPI, state: Any) -> None:
+    """Health, classify and the DeepStack / CodeProject.AI shape."""
 
     @app.get("/v2/health/live")
     def live() -> dict[str, bool]:
@@ -182,6 +199,10 @@ def create_app(state: Any, token: str | None = None, max_upload_bytes: int = 20_
         return {"success": True, "label": answer["label"], "confidence": answer["confidence"],
                 "unknown": answer["unknown"], "predictions": predictions, "model": model}  # fmt: skip
 
+
+def _add_state_routes(app: FastAPI, state: Any, metrics: Metrics) -> None:
+    """Learn, status, forget and the Prometheus metrics."""
+
     @app.post("/v1/learn")
     def learn(image: list[UploadFile] = File(...), label: str = Form(...), domain: str | None = Form(None)) -> Any:
         from edgecl.api import class_folder_name
@@ -203,8 +224,6 @@ def create_app(state: Any, token: str | None = None, max_upload_bytes: int = 20_
     @app.get("/metrics")
     def prometheus() -> PlainTextResponse:
         return PlainTextResponse(metrics.text(state.snapshot))
-
-    return UploadLimit(app, max_upload_bytes)
 
 
 def _authorised(header: str, token: str) -> bool:

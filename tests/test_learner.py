@@ -13,8 +13,9 @@ import torch
 
 from edgecl.errors import EdgeclError
 from edgecl.learn.adapters import AdapterConfig, load_adapter, lora_head, merge, save_adapter
+from edgecl.learn.methods import METHOD_NAMES
 from edgecl.learn.trainer import TrainConfig, TrainData, TrainingDivergedError, TrainSchedule, train
-from edgecl.learner import METHODS, Learner, LearnerConfig
+from edgecl.learner import Learner, LearnerConfig
 from edgecl.memory import MemoryConfig
 from edgecl.runtime import Runtime
 
@@ -136,7 +137,7 @@ def _stream(method: str, seed: int = 0, runtime: Runtime | None = None, **kw: ob
     return learner, accs
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", METHOD_NAMES)
 def test_every_method_runs_the_same_stream(method: str) -> None:
     learner, accs = _stream(method)
     assert learner.classes == [f"class {c}" for c in range(6)]
@@ -218,7 +219,7 @@ def test_classify_before_learning_is_a_clear_error() -> None:
 
 
 def test_unknown_method_is_named() -> None:
-    with pytest.raises(EdgeclError, match=", ".join(METHODS)):
+    with pytest.raises(EdgeclError, match=", ".join(METHOD_NAMES)):
         LearnerConfig(method="ewc")
 
 

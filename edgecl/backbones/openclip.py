@@ -145,6 +145,18 @@ def _tokenizer_parts(open_clip: Any, arch: str, context_length: int) -> tuple[di
     return spec, {vocab.name: vocab}
 
 
+def _preprocess_spec(cfg: dict[str, Any]) -> PreprocessSpec:
+    """The image preprocessing an open_clip model was trained with (its preprocess config)."""
+    size = cfg["size"] if isinstance(cfg["size"], int) else int(cfg["size"][0])
+    return PreprocessSpec(
+        size=size,
+        mean=tuple(cfg["mean"]),
+        std=tuple(cfg["std"]),
+        interpolation=cfg.get("interpolation", "bicubic"),
+        resize_mode="squash" if cfg.get("resize_mode") == "squash" else "shortest",
+    )
+
+
 def build_openclip(ref: BackboneRef) -> BuiltBackbone:
     """Build the frozen towers of an open_clip model."""
     probe = HubProbe()  # runs while open_clip and torch import (several seconds)
@@ -169,15 +181,7 @@ def build_openclip(ref: BackboneRef) -> BuiltBackbone:
     except (RuntimeError, OSError, ValueError, KeyError) as exc:
         raise BackboneUnavailableError(f"could not load {ref.canonical}: {exc}") from exc
     model.eval()
-    cfg = open_clip.get_model_preprocess_cfg(model)
-    size = cfg["size"] if isinstance(cfg["size"], int) else int(cfg["size"][0])
-    spec = PreprocessSpec(
-        size=size,
-        mean=tuple(cfg["mean"]),
-        std=tuple(cfg["std"]),
-        interpolation=cfg.get("interpolation", "bicubic"),
-        resize_mode="squash" if cfg.get("resize_mode") == "squash" else "shortest",
-    )
+    spec = _preprocess_spec(open_clip.get_model_preprocess_cfg(model))
     tok_spec, tok_files = _tokenizer_parts(open_clip, arch, int(model.context_length))
     from edgecl.text_tokenizers import ClipBpeTokenizer
 

@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgecl.learner import METHODS
+from edgecl.learn.methods import METHOD_NAMES
+from edgecl.memory.codec import CODEC_NAMES
 from edgecl.prompts import prompt_for
 from edgecl.units import BudgetError, format_bytes, parse_bytes
 
@@ -30,9 +31,9 @@ class Suite:
 
 
 SUITES = {
-    "quick": Suite(("fashion-mnist",), METHODS, "64KB", "int8", ("16KB", "64KB", "1MB"), (), 1, 150, 60),
-    "default": Suite(("fashion-mnist", "mnist", "digits-domains", "cifar100", "domainnet"), METHODS, "64KB", "int8",
-                     ("16KB", "64KB", "256KB", "1MB", "8MB"), ("fp16", "int8", "int4", "pq", "auto"), 3, 400, 150),
+    "quick": Suite(("fashion-mnist",), METHOD_NAMES, "64KB", "int8", ("16KB", "64KB", "1MB"), (), 1, 150, 60),
+    "default": Suite(("fashion-mnist", "mnist", "digits-domains", "cifar100", "domainnet"), METHOD_NAMES, "64KB",
+                     "int8", ("16KB", "64KB", "256KB", "1MB", "8MB"), (*CODEC_NAMES, "auto"), 3, 400, 150),
 }  # fmt: skip
 
 

@@ -44,5 +44,6 @@ METHODS: dict[str, Method] = {
 }  # fmt: skip
 # chosen by `edgecl bench --suite methods` (docs/method.md): the best mean over 26 cells and at
 # most 1.2 points behind the best of any cell; gdro stays selectable (--method gdro) and measured
+METHOD_NAMES = tuple(METHODS)  # in the order the docs and `--help` list them
 DEFAULT_METHOD = "er_cb"
 DEFAULT_GROUPS = "class_domain"  # what the memory balances and GDRO weighs (docs/method.md)

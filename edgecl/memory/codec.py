@@ -14,7 +14,14 @@ import numpy as np
 from edgecl.errors import EdgeclError
 from edgecl.vectors import row_cosines
 
-CODEC_NAMES = ("fp16", "int8", "int4", "pq")
+CODEC_NAMES = ("fp16", "int8", "int4", "pq")  # most precise first: the one order every choice of codec follows
+SCALAR_CODECS = CODEC_NAMES[:3]  # a fixed size per sample and no codebook: what `auto` picks among first
+
+
+def precision_rank(name: str) -> int:
+    """0 for the most precise codec (fp16), higher for coarser ones."""
+    return CODEC_NAMES.index(name)
+
 _SCALE_BYTES = 2  # per-vector fp16 scale of int8 / int4
 
 

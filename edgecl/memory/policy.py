@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgecl.memory.codec import SCALAR_CODECS
 from edgecl.vectors import unit_rows
 
 # `auto` picks the most precise of fp16 / int8 / int4 that still holds AUTO_TARGET_PER_GROUP samples per group
@@ -16,7 +17,6 @@ AUTO_PQ_BELOW = 10
 # The decision assumes at least this many groups will share the budget (a first task usually brings a few of
 # many classes): every later codec change strands capacity, since evicted samples cannot come back.
 AUTO_MIN_GROUPS = 10
-AUTO_ORDER = ("fp16", "int8", "int4")  # most precise first
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 # What the memory gives equal shares to (and GDRO weighs, edgecl.learn.losses): classes, (class, domain) pairs, or
 # domains. A group key is an int64: the class index, class * DOMAIN_SLOTS + domain, or the domain index.
@@ -61,7 +61,7 @@ def choose_auto_codec(
     `allow_pq` (the learner allows it for NCM, whose class means like many coarse samples; trained methods
     replay better from int4: docs/benchmarks.md "gdro last accuracy vs codec and budget")."""
     groups = max(AUTO_MIN_GROUPS, n_groups)
-    for name in AUTO_ORDER:
+    for name in SCALAR_CODECS:  # most precise first
         if capacity_for[name] >= target * groups:
             return name
     return "pq" if allow_pq and first and capacity_for["int4"] < AUTO_PQ_BELOW * groups else "int4"

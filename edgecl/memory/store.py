@@ -11,7 +11,7 @@ import numpy as np
 
 from edgecl.atomic import atomic_write_bytes
 from edgecl.errors import EdgeclError
-from edgecl.memory.codec import CODEC_NAMES, Codec, make_codec
+from edgecl.memory.codec import CODEC_NAMES, SCALAR_CODECS, Codec, make_codec, precision_rank
 from edgecl.memory.contents import MemoryContents, MemorySamples, StoredRows
 from edgecl.memory.file import (
     MEMORY_FORMAT,
@@ -175,8 +175,7 @@ class ReplayMemory:
         if self.config.codec == "pq":
             return self._fitted_pq(x, grown)
         n_groups = group_count(self.config.groups, len(grown.classes), len(grown.domains))
-        names = ("fp16", "int8", "int4")
-        capacity = {name: self._capacity(make_codec(name, self.dim), grown) for name in names}
+        capacity = {name: self._capacity(make_codec(name, self.dim), grown) for name in SCALAR_CODECS}
         if capacity["int4"] < n_groups:  # no scalar codec holds one sample per group: PQ rather than a refusal
             return self._fitted_pq(x, grown)
         name = choose_auto_codec(capacity, n_groups, first=current is None, allow_pq=self.config.auto_pq)
@@ -185,7 +184,7 @@ class ReplayMemory:
             if self._capacity(pq, grown) > capacity["int4"]:
                 return pq
             name = "int4"
-        if current is not None and _precision_rank(current.name) >= _precision_rank(name):
+        if current is not None and precision_rank(current.name) >= precision_rank(name):
             return current  # never move back up: precision lost in re-encoding cannot be regained
         return make_codec(name, self.dim)
 
@@ -397,7 +396,3 @@ def pq_bits_for_budget(dim: int, budget_bytes: int) -> int:
         if (1 << nbits) * dim * 2 <= budget_bytes // 2:
             return nbits
     return 2
-
-
-def _precision_rank(name: str) -> int:
-    return {"fp16": 0, "int8": 1, "int4": 2, "pq": 3}[name]
