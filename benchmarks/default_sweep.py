@@ -18,7 +18,7 @@ from edgecl.bench.runner import RunSpec, run_stream
 from edgecl.bench.streams import Embedder, build_streams
 from edgecl.bench.task_sizes import resized
 from edgecl.encoder import Encoder
-from edgecl.models import ensure_model
+from edgecl.model_dir import ensure_model
 from edgecl.prompts import prompt_for
 from edgecl.units import parse_bytes
 

@@ -48,7 +48,7 @@ def run(job: tuple[str, str, str, str, int]) -> dict[str, Any]:
     from edgecl.bench.runner import RunSpec, run_stream
     from edgecl.bench.streams import build_streams
     from edgecl.encoder import Encoder
-    from edgecl.models import ensure_model
+    from edgecl.model_dir import ensure_model
     from edgecl.prompts import prompt_for
 
     name, method, groups, budget, seed = job

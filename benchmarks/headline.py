@@ -21,21 +21,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from edgecl.datasets import FASHION_MNIST_CLASSES, fashion_mnist
+from edgecl.datasets import FASHION_MNIST_CLASSES, fashion_mnist, write_pngs
+from edgecl.learned import scoring
 from edgecl.learner import Learner
 from edgecl.state import read_state
 
 BASE_CLASSES, BASE_PHOTOS, NEW_CLASSES, NEW_PHOTOS, TEST_PHOTOS = 4, 50, 5, 20, 100
-
-
-def _write(folder: Path, images: np.ndarray) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"{i:04d}.png" for i in range(len(images))]
-    for path, image in zip(paths, images, strict=True):
-        Image.fromarray(image).save(path)
-    return paths
 
 
 def _folders(root: Path, seed: int) -> tuple[list[int], dict[str, Path], dict[int, np.ndarray]]:
@@ -49,7 +41,7 @@ def _folders(root: Path, seed: int) -> tuple[list[int], dict[str, Path], dict[in
         rows = rng.choice(np.flatnonzero(train_y == c), BASE_PHOTOS if i < BASE_CLASSES else NEW_PHOTOS, replace=False)
         folder = tasks["base"] if i < BASE_CLASSES else root / f"new{i - BASE_CLASSES + 1}"
         tasks.setdefault(folder.name, folder)
-        _write(folder / FASHION_MNIST_CLASSES[c].replace("/", "-"), train[rows])
+        write_pngs(folder / FASHION_MNIST_CLASSES[c].replace("/", "-"), train[rows])
     held = {c: test[np.flatnonzero(test_y == c)[:TEST_PHOTOS]] for c in order}
     return order, tasks, held
 
@@ -69,8 +61,7 @@ def _recall(state: Path, embeddings: dict[int, np.ndarray], classes: list[int]) 
     names = [FASHION_MNIST_CLASSES[c].replace("/", "-") for c in classes]
     out = {}
     for c, name in zip(classes, names, strict=True):
-        predicted = [learner.classes[p] for p in learner.predict(embeddings[c])]
-        out[c] = float(np.mean([p == name for p in predicted]))
+        out[c] = scoring.accuracy(learner.state, embeddings[c], [name] * len(embeddings[c]))
     return out
 
 
@@ -102,7 +93,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write every raw number here")
     args = parser.parse_args()
     from edgecl.encoder import Encoder
-    from edgecl.models import ensure_model
+    from edgecl.model_dir import ensure_model
 
     encoder = Encoder(ensure_model("bundled").root)
     results = {m: [run(None if m == "default" else m, s, encoder) for s in range(args.seeds)]

@@ -23,7 +23,7 @@ from edgecl.bench.streams import Stream, Task
 from edgecl.datasets import DIGIT_CLASSES, FASHION_MNIST_CLASSES, fashion_mnist, mnist
 from edgecl.encoder import Encoder
 from edgecl.learn.methods import METHOD_NAMES
-from edgecl.models import ensure_model
+from edgecl.model_dir import ensure_model
 from edgecl.prompts import prompt_for
 from edgecl.units import parse_bytes
 

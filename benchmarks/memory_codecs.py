@@ -19,7 +19,7 @@ import numpy as np
 from edgecl.bench.embeddings import fashion_embeddings
 from edgecl.encoder import Encoder
 from edgecl.memory import MemoryConfig, ReplayMemory
-from edgecl.models import ensure_model
+from edgecl.model_dir import ensure_model
 from edgecl.units import BudgetError, format_bytes, parse_bytes
 
 CODECS = ("fp32", "fp16", "int8", "int4", "pq", "auto")

@@ -6,6 +6,7 @@ import gzip
 import importlib.util
 import os
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +113,15 @@ def sample_photo_paths() -> list[Path]:
     if sklearn_dir:
         paths += [sklearn_dir / "datasets" / "images" / name for name in ("china.jpg", "flower.jpg")]
     return [p for p in paths if p.is_file()]
+
+
+def write_pngs(folder: Path, images: Sequence[np.ndarray], names: Sequence[str] | None = None) -> list[Path]:
+    """Grey or RGB uint8 images as PNG files in `folder` (made if absent), as a user's photos would arrive; named
+    `names` (default 0000.png, 0001.png, ...). Returns their paths."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / name for name in (names or [f"{i:04d}.png" for i in range(len(images))])]
+    for path, image in zip(paths, images, strict=True):
+        Image.fromarray(image).save(path)
+    return paths

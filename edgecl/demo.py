@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from edgecl import commands
-from edgecl.datasets import FASHION_MNIST_CLASSES, fashion_mnist
+from edgecl.datasets import FASHION_MNIST_CLASSES, fashion_mnist, write_pngs
 
 TASKS = ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))
 DEMO_BUDGET = "64KB"
@@ -30,16 +29,12 @@ def write_stream(root: Path, train_per_class: int, test_per_class: int) -> tuple
     tasks = []
     for t, task in enumerate(TASKS):
         for cls in task:
-            _write(root / f"task{t + 1}" / folder_name(cls), train_x[np.flatnonzero(train_y == cls)[:train_per_class]])
-            _write(root / "test" / folder_name(cls), test_x[np.flatnonzero(test_y == cls)[:test_per_class]])
+            train = np.flatnonzero(train_y == cls)[:train_per_class]
+            test = np.flatnonzero(test_y == cls)[:test_per_class]
+            write_pngs(root / f"task{t + 1}" / folder_name(cls), train_x[train])
+            write_pngs(root / "test" / folder_name(cls), test_x[test])
         tasks.append(root / f"task{t + 1}")
     return tasks, root / "test"
-
-
-def _write(folder: Path, images: np.ndarray) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, img in enumerate(images):
-        Image.fromarray(img).save(folder / f"{i:04d}.png")
 
 
 def _accuracy(state: Path, test_root: Path, classes: list[int]) -> float:

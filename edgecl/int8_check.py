@@ -21,7 +21,7 @@ import numpy as np
 
 from edgecl.atomic import atomic_write_bytes
 from edgecl.model_dir import cpu_int8_isa
-from edgecl.paths import edgecl_home
+from edgecl.paths import measurements_dir
 from edgecl.vectors import row_cosines
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ def _measure(encoder: Encoder, check: Any) -> tuple[float, float, float]:
 
 def _cache_path(encoder: Encoder, isa: str) -> Path:
     key = encoder.manifest.data["files"].get(CHECK_FILE, "")[:16]
-    return edgecl_home() / "cache" / "int8-checks" / f"{encoder.manifest.backbone.replace(':', '-')}-{key}-{isa}.json"
+    return measurements_dir("int8-checks") / f"{encoder.manifest.backbone.replace(':', '-')}-{key}-{isa}.json"
 
 
 def _cached(cache: Path) -> CheckResult | None:

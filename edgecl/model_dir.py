@@ -1,9 +1,11 @@
-"""The exported model directory: manifest.json format, file hashing and verification."""
+"""The exported model directory: manifest.json format, file hashing and verification, and getting a usable one
+(reuse a complete export, or export on first use: the one call into export/)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,3 +109,17 @@ def cpu_int8_isa() -> str:
     except OSError:
         return "unknown"
     return next((name for flag, name in INT8_ISA_FLAGS if flag in flags), "unknown")
+
+
+def ensure_model(
+    backbone_id: str, model_dir: str | Path | None = None, progress: Callable[[str], None] = lambda m: None
+) -> ModelManifest:
+    """The manifest of `model_dir` (default: the backbone's folder under $EDGECL_HOME), exporting it if absent."""
+    from edgecl.paths import default_model_dir
+
+    target = Path(model_dir) if model_dir else default_model_dir(backbone_id)
+    if (target / MANIFEST_NAME).is_file():
+        return read_manifest(target)
+    from edgecl.export import export_model
+
+    return export_model(backbone_id, target, progress=progress)

@@ -40,7 +40,7 @@ def _timed(fn: Callable[[], object], runs: int) -> list[float]:
 
 def _model(profile: DeviceProfile, backbone: str | None, progress: Callable[[str], None]) -> tuple[Any, str]:
     """The profile's backbone, or the bundled one (with a note) when that cannot be obtained here."""
-    from edgecl.models import ensure_model
+    from edgecl.model_dir import ensure_model
 
     wanted = backbone or profile.default_backbone
     try:

@@ -24,7 +24,7 @@ from typing import Any
 
 from edgecl.atomic import atomic_write_bytes, publish_folder
 from edgecl.errors import EdgeclError, check_file_format
-from edgecl.tasks import display
+from edgecl.paths import display
 
 STATE_FORMAT = "edgecl-state"
 STATE_FORMAT_VERSION = 1

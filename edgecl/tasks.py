@@ -8,6 +8,7 @@ from pathlib import Path
 
 from edgecl.errors import EdgeclError
 from edgecl.names import class_key, clean_name
+from edgecl.paths import display
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif",
                             ".avif"})  # fmt: skip
@@ -15,11 +16,6 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".
 
 class TaskDirError(EdgeclError):
     """A task or image folder is missing, empty or malformed."""
-
-
-def display(path: str | Path) -> str:
-    """A path as printable UTF-8, whatever bytes the file system gave (undecodable bytes become U+FFFD)."""
-    return os.fsencode(str(path)).decode("utf-8", errors="replace")
 
 
 # Folders that file managers, NAS boxes and archivers add beside photos: never a class, never walked.

@@ -13,11 +13,11 @@ from typing import Any
 
 from edgecl.atomic import atomic_write_bytes
 from edgecl.model_dir import cpu_int8_isa
-from edgecl.paths import default_model_dir, edgecl_home
+from edgecl.paths import default_model_dir, measurements_dir
 
 
 def _path(backbone_id: str) -> Path:
-    return edgecl_home() / "cache" / "recipes" / f"{default_model_dir(backbone_id).name}-{cpu_int8_isa()}.json"
+    return measurements_dir("recipes") / f"{default_model_dir(backbone_id).name}-{cpu_int8_isa()}.json"
 
 
 def learned(backbone_id: str) -> dict[str, str]:

@@ -18,6 +18,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from edgecl.cli import app
+from edgecl.datasets import write_pngs
 from edgecl.learn.methods import DEFAULT_METHOD, METHODS
 
 runner = CliRunner()
@@ -34,9 +35,8 @@ def fashion_images(cls: int, n: int, offset: int = 0) -> list[np.ndarray]:
 
 def write_task(folder: Path, classes: dict[str, int], n: int = 12, offset: int = 0) -> Path:
     for name, cls in classes.items():
-        (folder / name).mkdir(parents=True, exist_ok=True)
-        for i, img in enumerate(fashion_images(cls, n, offset)):
-            Image.fromarray(img).save(folder / name / f"{i}.png")
+        images = fashion_images(cls, n, offset)
+        write_pngs(folder / name, images, [f"{i}.png" for i in range(len(images))])
     return folder
 
 

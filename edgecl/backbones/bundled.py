@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import zipfile
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 from edgecl.atomic import publish_folder
 from edgecl.backbones.base import BuiltBackbone
 from edgecl.errors import BackboneUnavailableError
+from edgecl.paths import cache_dir
 from edgecl.preprocess import PreprocessSpec
 from edgecl.prompts import DEFAULT_PROMPT
 from edgecl.vectors import unit_rows
@@ -44,11 +44,6 @@ def bundled_available() -> tuple[bool, str]:
         if importlib.util.find_spec(name) is None
     ]
     return (not missing, f"missing {', '.join(missing)}; {_INSTALL_HINT}" if missing else "")
-
-
-def cache_dir() -> Path:
-    """Where extracted assets live: $EDGECL_CACHE, else ~/.cache/edgecl."""
-    return Path(os.environ.get("EDGECL_CACHE", Path.home() / ".cache" / "edgecl"))
 
 
 def minilm_dir() -> Path:

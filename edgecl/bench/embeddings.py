@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecl.backbones.bundled import cache_dir
 from edgecl.datasets import fashion_mnist
 from edgecl.encoder import Encoder
+from edgecl.paths import cache_dir
 
 
 class Embedder:

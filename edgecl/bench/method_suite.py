@@ -90,7 +90,7 @@ def _streams(suite: MethodSuite) -> dict[str, tuple[Any, np.ndarray, np.ndarray]
     if "streams" not in _WORKER:
         from edgecl.bench.streams import Embedder, build_streams
         from edgecl.encoder import Encoder
-        from edgecl.models import ensure_model
+        from edgecl.model_dir import ensure_model
         from edgecl.prompts import prompt_for
 
         encoder = Encoder(ensure_model("bundled").root)

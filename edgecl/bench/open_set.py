@@ -87,7 +87,7 @@ def run_open_set(suite: OpenSetSuite, out_dir: Path, name: str = "open-set",
     roc.png and reliability.png into out_dir."""
     from edgecl.bench.streams import Embedder
     from edgecl.encoder import Encoder
-    from edgecl.models import ensure_model
+    from edgecl.model_dir import ensure_model
 
     start = time.perf_counter()
     encoder = Encoder(ensure_model("bundled", None, lambda m: progress(m, 0, 0)).root)

@@ -10,6 +10,7 @@ import numpy as np
 
 from edgecl.bench.metrics import average_incremental_accuracy, backward_transfer, forgetting, last_accuracy
 from edgecl.bench.streams import Stream
+from edgecl.learned import scoring
 from edgecl.learner import Learner, LearnerConfig
 from edgecl.ram import peak_rss_bytes
 
@@ -23,10 +24,7 @@ class RunSpec:
 
 
 def _accuracy(learner: Learner, labels: tuple[str, ...], x: np.ndarray, y: np.ndarray) -> float:
-    if len(x) == 0:
-        return float("nan")
-    predicted = np.array([labels.index(learner.classes[p]) for p in learner.predict(x)])
-    return float((predicted == y).mean())
+    return scoring.accuracy(learner.state, x, [labels[i] for i in y])
 
 
 def zero_shot_accuracy(head: Any, x: np.ndarray, y: np.ndarray, text: np.ndarray) -> float:

@@ -53,7 +53,7 @@ def run_size_suite(suite: SizeSuite, out_dir: Path, name: str = "task-size",
     from edgecl.bench.streams import Embedder, build_streams
     from edgecl.bench.task_sizes import resized
     from edgecl.encoder import Encoder
-    from edgecl.models import ensure_model
+    from edgecl.model_dir import ensure_model
     from edgecl.prompts import prompt_for
 
     start = time.perf_counter()

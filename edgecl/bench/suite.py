@@ -45,7 +45,7 @@ def run_suite(name: str, out_dir: Path, data_root: Path | None = None, download:
     from edgecl.bench.runner import RunSpec, run_stream
     from edgecl.bench.streams import Embedder, build_streams
     from edgecl.encoder import Encoder
-    from edgecl.models import ensure_model
+    from edgecl.model_dir import ensure_model
 
     suite = suite or SUITES[name]
     start = time.perf_counter()

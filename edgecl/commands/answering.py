@@ -9,9 +9,10 @@ from typing import Any
 from edgecl.commands.common import Progress, current_snapshot, load_learner, quiet, state_min_confidence
 from edgecl.commands.encoding import encode_files
 from edgecl.errors import EdgeclError
+from edgecl.paths import display
 from edgecl.profiles import DEFAULT_DEVICE
 from edgecl.reports import StatusReport
-from edgecl.tasks import collect_images, display
+from edgecl.tasks import collect_images
 
 
 def classify(images: Sequence[str], state_dir: str | None = None, top_k: int = 5, labels: Sequence[str] = (),

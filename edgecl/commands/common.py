@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecl.errors import EdgeclError
+from edgecl.paths import display
 from edgecl.runtime import Runtime
 from edgecl.state import (
     Snapshot,
@@ -16,7 +17,6 @@ from edgecl.state import (
     read_state,
     state_root,
 )
-from edgecl.tasks import display
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 

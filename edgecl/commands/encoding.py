@@ -13,9 +13,9 @@ import numpy as np
 
 from edgecl.commands.common import Progress
 from edgecl.errors import ImageLoadError
+from edgecl.paths import display
 from edgecl.ram import BatchPlan, PeakRss, TrainSizes
 from edgecl.runtime import DEFAULT_ENCODE_BATCH
-from edgecl.tasks import display
 
 
 def encode_files(

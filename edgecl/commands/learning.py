@@ -17,6 +17,7 @@ from edgecl.commands.common import Progress, check_codec_flag, load_learner, now
 from edgecl.commands.encoding import _encode_plan, _train_sizes, encode_files
 from edgecl.errors import EdgeclError, ImageLoadError
 from edgecl.learn.methods import DEFAULT_GROUPS, DEFAULT_METHOD
+from edgecl.paths import display
 from edgecl.ram import BatchPlan, host_bytes, peak_rss_bytes
 from edgecl.reports import Batches, LearnReport, TaskResult
 from edgecl.state import (
@@ -27,7 +28,7 @@ from edgecl.state import (
     without_rollback_mark,
     writer_lock,
 )
-from edgecl.tasks import TaskScan, display, scan_task_dir
+from edgecl.tasks import TaskScan, scan_task_dir
 from edgecl.units import format_bytes, parse_bytes
 
 AUTO_BACKBONE = "auto"  # the profile's CLIP when obtainable, else the bundled backbone
@@ -54,7 +55,7 @@ def _new_learner(opts: LearnOptions, progress: Progress) -> tuple[Any, dict[str,
     """A learner with the flags' settings over the profile's over the defaults (edgecl.settings.resolve); a budget
     above the profile's maximum is refused unless --force."""
     from edgecl.learner import Learner
-    from edgecl.models import ensure_model
+    from edgecl.model_dir import ensure_model
     from edgecl.profiles import get_profile
     from edgecl.settings import resolve
 

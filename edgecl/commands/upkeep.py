@@ -9,6 +9,7 @@ from typing import Any
 from edgecl.commands.common import check_codec_flag, current_snapshot, now_iso
 from edgecl.errors import EdgeclError
 from edgecl.names import known_as
+from edgecl.paths import display
 from edgecl.state import (
     StateError,
     commit_snapshot,
@@ -16,7 +17,6 @@ from edgecl.state import (
     without_rollback_mark,
     writer_lock,
 )
-from edgecl.tasks import display
 from edgecl.units import format_bytes, parse_bytes
 
 FORGET_NOTE = (

@@ -77,12 +77,12 @@ def partition(labels: np.ndarray, spec: FleetSpec) -> list[np.ndarray]:
 
 
 def write_task(folder: Path, images: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> Path:
-    """Class folders of PNG files, as a user's photos would arrive."""
-    from PIL import Image
+    """Class folders of PNG files, as a user's photos would arrive (each named by its row: 0.png, 1.png, ...)."""
+    from edgecl.datasets import write_pngs
 
-    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
-        (folder / names[label]).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(folder / names[label] / f"{i}.png")
+    for label in np.unique(labels):
+        rows = np.flatnonzero(labels == label)
+        write_pngs(folder / names[label], images[rows], [f"{i}.png" for i in rows])
     return folder
 
 
@@ -110,8 +110,7 @@ def accuracy(state_dir: Path, x: np.ndarray, y: np.ndarray, names: tuple[str, ..
     if head_only:
         state = state.replaced(prototype_weight=0.0, config=replace(state.config, prototypes=replace(
             state.config.prototypes, domain_weight=0.0)))  # fmt: skip
-    predicted = [state.classes[p] for p in scoring.predict(state, x)]
-    return float(np.mean([p == names[t] for p, t in zip(predicted, y, strict=True)]))
+    return scoring.accuracy(state, x, [names[t] for t in y])
 
 
 def simulate(spec: FleetSpec, work: Path | None = None,
@@ -185,6 +184,6 @@ def run_fleet(root: Path, devices: int, rounds: int, progress: Callable[[str], N
 def _embed(images: np.ndarray) -> np.ndarray:
     from edgecl.bench.embeddings import Embedder
     from edgecl.encoder import Encoder
-    from edgecl.models import ensure_model
+    from edgecl.model_dir import ensure_model
 
     return Embedder(Encoder(ensure_model("bundled").root))(images)

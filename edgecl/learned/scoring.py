@@ -53,6 +53,15 @@ def predict(state: LearnedState, x: np.ndarray) -> np.ndarray:
     return learned_scores(state, x).argmax(axis=1)
 
 
+def accuracy(state: LearnedState, x: np.ndarray, truth: Sequence[str]) -> float:
+    """Share of the rows x (N, D) whose best learned class is named as in truth (N,) (a class never learned counts
+    wrong); NaN without rows. What the benchmarks, the fleet and the demo measure a learner by."""
+    if len(x) == 0:
+        return float("nan")
+    predicted = predict(state, x)
+    return float(np.mean([state.classes[p] == t for p, t in zip(predicted, truth, strict=True)]))
+
+
 def extra_labels(state: LearnedState, labels: Sequence[str]) -> list[str]:
     """The extra labels that are not learned classes, each once, in order, tidied; one that names a learned class
     (" Cat " for cat, "Ankle Boot" for ankle_boot: edgecl.names) is that class, not an extra."""
