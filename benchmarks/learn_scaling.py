@@ -28,9 +28,9 @@ import numpy as np
 from edgecl.demo import write_stream
 from edgecl.learn.methods import DEFAULT_METHOD
 from edgecl.learner import Learner
+from edgecl.learner_config import LearnerConfig
 from edgecl.model_dir import cpu_int8_isa
 from edgecl.runtime import Runtime
-from edgecl.settings import LearnerConfig
 from edgecl.state import commit_snapshot, read_state
 from edgecl.units import parse_bytes
 from edgecl.vectors import unit_rows

@@ -29,6 +29,7 @@ from edgecl.learned.calibrate import calibrated
 from edgecl.learned.seen import in_domain
 from edgecl.learned.task import Task, earlier_rows
 from edgecl.learned.value import class_indices
+from edgecl.learner_config import LearnerConfig
 from edgecl.memory import ReplayMemory
 from edgecl.memory.policy import group_keys
 from edgecl.names import clean_name, joined_names, known_as
@@ -36,7 +37,6 @@ from edgecl.prompts import prompt_for
 from edgecl.ram import TrainSizes
 from edgecl.reports import TaskResult, Training
 from edgecl.runtime import Runtime
-from edgecl.settings import LearnerConfig
 from edgecl.vectors import unit_rows
 
 
@@ -236,7 +236,7 @@ class Learner:
                  for q in result.class_weights]  # fmt: skip
         training = Training(result.seconds, result.epoch_loss, result.steps, names, batch=sizes.batch,
                             replayed_rows=len(data.x) - int((~held).sum()), replay_rows_available=old.size,
-                            precision=self.runtime.precision,
+                            precision=self.runtime.train_precision,
                             held_out_rows=int(held.sum()) if state.uses_prototypes else None)  # fmt: skip
         return _Fitted(training, heads, weight)
 

@@ -27,14 +27,14 @@ class Runtime:
     train_batch: int = 256  # rows per optimiser step, before the RAM cap shrinks it
     train_threads: int = TRAIN_THREADS
     optimizer: str = "adamw"
-    precision: str = "fp32"
+    train_precision: str = "fp32"  # autocast of the heads' training: fp32, bf16 or fp16 (not the towers' int8 / fp32)
     ram_cap_bytes: int | None = None  # the learn process's RAM cap above what its host held (edgecl.ram)
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"Runtime.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"Runtime.precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.train_precision not in PRECISIONS:
+            raise ValueError(f"Runtime.train_precision must be one of {PRECISIONS}, got {self.train_precision!r}")
         if self.train_batch < 2 or self.encode_batch < 1 or self.train_threads < 1:
             raise ValueError("Runtime: train_batch >= 2, encode_batch >= 1 and train_threads >= 1 are required")
 
@@ -51,6 +51,6 @@ class Runtime:
             encode_batch=int(profile.get("encode_batch", default.encode_batch)),
             train_batch=int(profile.get("train_batch", default.train_batch)),
             optimizer=str(profile.get("optimizer", default.optimizer)),
-            precision=str(profile.get("train_precision", default.precision)),
+            train_precision=str(profile.get("train_precision", default.train_precision)),
             ram_cap_bytes=parse_bytes(cap) if cap else None,
         )

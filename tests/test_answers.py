@@ -15,8 +15,8 @@ from edgecl.errors import EdgeclError
 from edgecl.learn.calibration import DEFAULT_MIN_CONFIDENCE, Calibration, loo_cosines
 from edgecl.learn.configs import TrainSchedule
 from edgecl.learner import Learner
+from edgecl.learner_config import LearnerConfig
 from edgecl.memory import MemoryConfig
-from edgecl.settings import LearnerConfig
 from tests.test_cli_learn import edgecl, invoke, write_task
 
 DIM = 32

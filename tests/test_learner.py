@@ -105,21 +105,21 @@ def test_reduced_precision_training_learns_like_fp32(precision: str) -> None:
     for p in ("fp32", precision):
         head = lora_head(DIM, AdapterConfig(rank=4))
         cfg = TrainConfig(method="gdro", schedule=TrainSchedule(epochs=6, lr=5e-3),
-                          runtime=Runtime(train_batch=32, precision=p))  # fmt: skip
+                          runtime=Runtime(train_batch=32, train_precision=p))  # fmt: skip
         report = train(head, None, data, cfg)
         assert all(param.dtype == torch.float32 for param in head.parameters())
         ups[p], losses[p] = merge(head).up, report.epoch_loss
     assert losses[precision][-1] < losses[precision][0]
     assert abs(losses[precision][-1] - losses["fp32"][-1]) < 0.1 * abs(losses["fp32"][0])
     assert not np.array_equal(ups[precision], ups["fp32"])
-    _, accs = _stream("gdro", runtime=Runtime(precision=precision))
+    _, accs = _stream("gdro", runtime=Runtime(train_precision=precision))
     _, accs32 = _stream("gdro")
     assert accs[-1] >= accs32[-1] - 0.1
 
 
 def test_unknown_precision_is_named() -> None:
     with pytest.raises(ValueError, match="precision"):
-        Runtime(precision="int4")
+        Runtime(train_precision="int4")
 
 
 def _stream(method: str, seed: int = 0, runtime: Runtime | None = None, **kw: object) -> tuple[Learner, list[float]]:

@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from edgecl.cli import app
+from edgecl.measure_device import learn_rate
 from edgecl.profiles import ProfileError, get_profile, list_profiles, load_profile_file
-from edgecl.profiling import learn_rate
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p.stem for p in (ROOT / "device_profiles").glob("*.toml"))

@@ -14,10 +14,10 @@ from edgecl.learn.methods import DEFAULT_METHOD
 from edgecl.learn.prototypes import PrototypeConfig
 from edgecl.learn.trainer import TrainSchedule
 from edgecl.learner import Learner
+from edgecl.learner_config import FLAT_NAMES, LearnerConfig, resolve
 from edgecl.memory import MemoryConfig
 from edgecl.profiles import get_profile
 from edgecl.runtime import Runtime
-from edgecl.settings import FLAT_NAMES, LearnerConfig, resolve
 from tests.test_learner import DIM, clustered
 
 
@@ -62,7 +62,7 @@ def test_device_settings_are_not_saved_and_a_loaded_state_trains_with_this_devic
     learner.save_to(tmp_path / "s")
     saved = (tmp_path / "s" / "learner.json").read_text()
     assert not any(f'"{key}"' in saved for key in ("batch_size", "train_batch", "precision", "threads", "optimizer"))
-    here = replace(Runtime(), train_batch=16, precision="bf16")
+    here = replace(Runtime(), train_batch=16, train_precision="bf16")
     loaded = Learner.load_from(tmp_path / "s", runtime=here)
     again = loaded.learn_embeddings(x[~rows], ["c2"] * int((~rows).sum()), text={"c2": text[2]})
     assert (again.training.batch, again.training.precision) == (16, "bf16")

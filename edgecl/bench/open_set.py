@@ -109,7 +109,7 @@ def run_open_set(suite: OpenSetSuite, out_dir: Path, name: str = "open-set",
 def _learn(suite: OpenSetSuite, data: DataSet, learned: np.ndarray, per_class: int, budget: int, seed: int) -> Any:
     """A learner that learned `learned` classes in tasks of suite.classes_per_task, per_class images each."""
     from edgecl.learner import Learner
-    from edgecl.settings import LearnerConfig
+    from edgecl.learner_config import LearnerConfig
 
     learner = Learner(LearnerConfig.from_flat({"method": suite.method, "budget_bytes": budget, "seed": seed}),
                       data.train_x.shape[1])  # fmt: skip

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from edgecl.learn.methods import PAPER_METHOD
+
 
 def plot_all(results: dict[str, Any], main: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """The suite's figures: `main` are its runs at the main budget and codec (edgecl.bench.suite.main_runs)."""
@@ -17,9 +19,9 @@ def plot_all(results: dict[str, Any], main: list[dict[str, Any]], out_dir: Path)
     paths = []
     for stream in sorted({r["stream"] for r in main}):
         paths.append(_per_task(stream, [r for r in main if r["stream"] == stream], out_dir))
-        gdro = [r for r in main if r["stream"] == stream and r["method"] == "gdro"]
-        if gdro:
-            paths.append(_heatmap(stream, gdro, out_dir))
+        swept = [r for r in main if r["stream"] == stream and r["method"] == PAPER_METHOD]
+        if swept:
+            paths.append(_heatmap(stream, swept, out_dir))
     first = cfg["streams"][0]
     sweep = [r for r in results["runs"] if r["stream"] == first and r["codec"] == cfg["main_codec"]]
     if sweep:
@@ -73,11 +75,11 @@ def _heatmap(stream: str, runs: list[dict[str, Any]], out_dir: Path) -> Path:
     for (t, k), value in np.ndenumerate(matrix):
         if k <= t:
             ax.text(k, t, f"{value:.0f}", ha="center", va="center", color="white", fontsize=8)
-    ax.set(xlabel="task evaluated", ylabel="after task", title=f"{stream}: gdro accuracy matrix (%)")
+    ax.set(xlabel="task evaluated", ylabel="after task", title=f"{stream}: {PAPER_METHOD} accuracy matrix (%)")
     ax.set_xticks(range(len(matrix)), [str(i + 1) for i in range(len(matrix))])
     ax.set_yticks(range(len(matrix)), [str(i + 1) for i in range(len(matrix))])
     fig.colorbar(image, ax=ax)
-    path = out_dir / f"{stream}-gdro-accuracy-matrix.png"
+    path = out_dir / f"{stream}-{PAPER_METHOD}-accuracy-matrix.png"
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgecl.learn.methods import METHOD_NAMES
+from edgecl.learn.methods import METHOD_NAMES, PAPER_METHOD
 from edgecl.memory.codec import CODEC_NAMES
 from edgecl.prompts import prompt_for
 from edgecl.units import BudgetError, format_bytes, parse_bytes
@@ -23,7 +23,7 @@ class Suite:
     main_budget: str
     main_codec: str
     budget_sweep: tuple[str, ...]  # run on the first stream, every method
-    codec_sweep: tuple[str, ...]  # run on the first stream, gdro, every sweep budget
+    codec_sweep: tuple[str, ...]  # run on the first stream, PAPER_METHOD, every sweep budget
     seeds: int
     train_per_class: int
     test_per_class: int
@@ -83,7 +83,7 @@ def _jobs(suite: Suite, streams: list[str]) -> list[tuple[str, str, str, str, in
             jobs |= {(stream, m, suite.main_budget, suite.main_codec, seed) for m in suite.methods}
         if streams:
             jobs |= {(streams[0], m, b, suite.main_codec, seed) for m in suite.methods for b in suite.budget_sweep}
-            jobs |= {(streams[0], "gdro", b, c, seed) for b in suite.budget_sweep for c in suite.codec_sweep}
+            jobs |= {(streams[0], PAPER_METHOD, b, c, seed) for b in suite.budget_sweep for c in suite.codec_sweep}
     return sorted(jobs)
 
 
@@ -143,10 +143,11 @@ def markdown(results: dict[str, Any]) -> str:
     for method in cfg["methods"]:
         cells = [_pct(table[(method, b)], "last_accuracy") if (method, b) in table else "" for b in budgets]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    codecs = [r for r in results["runs"] if r["stream"] == first and r["method"] == "gdro"]
+    codecs = [r for r in results["runs"] if r["stream"] == first and r["method"] == PAPER_METHOD]
     if cfg["codec_sweep"]:
         table = {(r["codec"], r["budget_bytes"]): r for r in aggregate(codecs, ("codec", "budget_bytes"))}
-        lines += ["", f"gdro last accuracy vs codec and budget ({first}):", "", "| codec" + header[0][8:], header[1]]
+        title = f"{PAPER_METHOD} last accuracy vs codec and budget ({first}):"
+        lines += ["", title, "", "| codec" + header[0][8:], header[1]]
         for codec in cfg["codec_sweep"]:
             cells = [_pct(table[(codec, b)], "last_accuracy") if (codec, b) in table else "" for b in budgets]
             lines.append(f"| {codec} | " + " | ".join(cells) + " |")

@@ -25,7 +25,6 @@ def export(
     as_json: AsJson = False,
 ) -> None:
     """Export a CLIP backbone to INT8 ONNX image and text towers."""
-    from edgecl.model_dir import read_manifest  # noqa: F401  (fails fast on a broken install)
     from edgecl.paths import default_model_dir
     from export import ExportOptions, export_model
 
@@ -118,8 +117,8 @@ def profile(
     as_json: AsJson = False,
 ) -> None:
     """Measure latency, throughput and memory on this machine against a device profile's targets."""
+    from edgecl.measure_device import run_profile
     from edgecl.profiles import get_profile
-    from edgecl.profiling import run_profile
 
     chosen = get_profile(device, profile_file)
     with stderr_console().status("profiling") as spinner:

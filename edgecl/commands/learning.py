@@ -52,12 +52,12 @@ class LearnOptions:
 
 
 def _new_learner(opts: LearnOptions, progress: Progress) -> tuple[Any, dict[str, Any]]:
-    """A learner with the flags' settings over the profile's over the defaults (edgecl.settings.resolve); a budget
+    """A learner with the flags' settings over the profile's over the defaults (edgecl.learner_config.resolve); a budget
     above the profile's maximum is refused unless --force."""
     from edgecl.learner import Learner
+    from edgecl.learner_config import resolve
     from edgecl.model_dir import ensure_model
     from edgecl.profiles import get_profile
-    from edgecl.settings import resolve
 
     profile = get_profile(opts.device, opts.profile_file)
     settings = resolve(profile, method=opts.method, budget_bytes=parse_bytes(opts.budget) if opts.budget else None,
@@ -199,7 +199,7 @@ def _refuse_bad_options_early(opts: LearnOptions) -> None:
         parse_bytes(opts.budget)
     check_codec_flag(opts.codec)
     if opts.method or opts.groups:
-        from edgecl.settings import LearnerConfig
+        from edgecl.learner_config import LearnerConfig
 
         LearnerConfig.from_flat({"method": opts.method or DEFAULT_METHOD, "groups": opts.groups or DEFAULT_GROUPS})
     if opts.device or opts.profile_file:

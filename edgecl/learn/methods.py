@@ -46,4 +46,5 @@ METHODS: dict[str, Method] = {
 # most 1.2 points behind the best of any cell; gdro stays selectable (--method gdro) and measured
 METHOD_NAMES = tuple(METHODS)  # in the order the docs and `--help` list them
 DEFAULT_METHOD = "er_cb"
+PAPER_METHOD = "gdro"  # GCL + DRO class weights: the one `edgecl bench` sweeps codecs with and draws the matrix of
 DEFAULT_GROUPS = "class_domain"  # what the memory balances and GDRO weighs (docs/method.md)

@@ -144,11 +144,12 @@ def _train(head: torch.nn.Module, text_head: torch.nn.Module | None, data: Train
     rng = np.random.default_rng(cfg.seed)
     params = [p for m in (head, text_head) if m is not None for p in m.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, cfg)
-    scaler = torch.amp.GradScaler("cpu", enabled=cfg.runtime.precision == "fp16")  # fp16 gradients underflow unscaled
+    fp16 = cfg.runtime.train_precision == "fp16"
+    scaler = torch.amp.GradScaler("cpu", enabled=fp16)  # fp16 gradients underflow unscaled
     loss_fn = make_loss(cfg) if loss is None else loss
     x, y = torch.from_numpy(np.asarray(data.x, np.float32)), torch.from_numpy(data.y.astype(np.int64))  # no copy
     ids, text = torch.from_numpy(data.ids.astype(np.int64)), torch.from_numpy(data.text.astype(np.float32))
-    scorer = _scorer(head, text_head, x, text, cfg.runtime.precision)
+    scorer = _scorer(head, text_head, x, text, cfg.runtime.train_precision)
     groups = y if data.groups is None else torch.from_numpy(data.groups.astype(np.int64))
     only_task = METHODS[cfg.method].task_classes_only
     candidates = torch.from_numpy(data.task_classes.astype(np.int64)) if only_task else None

@@ -23,8 +23,8 @@ from edgecl.learn.merged import MergedHead
 from edgecl.learn.prototypes import ClassMeans
 from edgecl.learned.seen import SeenImages
 from edgecl.learned.value import LearnedState, Resume
+from edgecl.learner_config import CONFIG_VERSION, LearnerConfig
 from edgecl.memory import ReplayMemory
-from edgecl.settings import CONFIG_VERSION, LearnerConfig
 
 ADAPTERS = ("adapter", "text_adapter")
 

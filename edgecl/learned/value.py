@@ -18,9 +18,9 @@ from edgecl.learn.merged import MergedHead
 from edgecl.learn.methods import METHODS, Method
 from edgecl.learn.prototypes import DEFAULT_WEIGHT, ClassMeans
 from edgecl.learned.seen import SeenImages
+from edgecl.learner_config import LearnerConfig
 from edgecl.memory import ReplayMemory
 from edgecl.memory.policy import group_parts
-from edgecl.settings import LearnerConfig
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,6 @@ def _checksum(meta: dict[str, Any], tensors: dict[str, np.ndarray]) -> str:
 
 def decode_file(data: bytes, source: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read a memory file's tensors and metadata, verifying format and checksum; never unpickles."""
-    from safetensors import safe_open  # noqa: F401  (import check: the format library is present)
     from safetensors.numpy import load
 
     fix = "the file is damaged: restore it from a backup or start a new memory"
