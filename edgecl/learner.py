@@ -31,7 +31,7 @@ from edgecl.learned.task import Task, earlier_rows
 from edgecl.learned.value import class_indices
 from edgecl.learner_config import LearnerConfig
 from edgecl.memory import ReplayMemory
-from edgecl.memory.policy import group_keys
+from edgecl.memory.groups import grouping
 from edgecl.names import clean_name, joined_names, known_as
 from edgecl.prompts import prompt_for
 from edgecl.ram import TrainSizes
@@ -267,7 +267,7 @@ class Learner:
         groups = state.config.groups
         x, y, ids = task.x[trains], task.y[trains], task.ids[trains]
         if not state.method.replay:
-            keys = group_keys(groups, y, np.full(len(y), task.domain))
+            keys = grouping(groups).keys(y, np.full(len(y), task.domain))
             return TrainData(x, y, ids, task.text, task_classes, groups=keys)
         if replay_rows is not None and len(old) > replay_rows:
             rng = np.random.default_rng(state.config.seed + len(state.tasks))
@@ -278,7 +278,7 @@ class Learner:
         pool_ids = np.concatenate([ids, stored.ids])
         pool_domains = np.concatenate([np.full(len(x), task.domain), state.domain_indices(stored)])
         return TrainData(pool_x, pool_y, pool_ids, task.text, task_classes, n_new=len(x),
-                         groups=group_keys(groups, pool_y, pool_domains))  # fmt: skip
+                         groups=grouping(groups).keys(pool_y, pool_domains))  # fmt: skip
 
     def _saved_loss(self) -> Any:
         """The method's loss rebuilt from the saved estimators (a fresh one without them); None for no loss."""

@@ -164,8 +164,10 @@ def run_profile(profile: DeviceProfile, backbone: str | None = None,
         classify = _timed(lambda: np.argsort(-(head(encoder.encode_images([image])) @ prototypes.T)), LATENCY_RUNS)
     progress("measuring training")
     steps = _train_steps_per_s(encoder.embed_dim, profile)
-    images_per_s = learn_rate(profile.encode_batch / statistics.median(latb), steps)
-    report = _report(profile, manifest.backbone, note, encoder, (lat1, latb, classify), steps)
+    encode_per_s = profile.encode_batch / statistics.median(latb)
+    images_per_s = learn_rate(encode_per_s, steps)
+    rates = (encode_per_s, steps, images_per_s)
+    report = _report(profile, manifest.backbone, note, encoder, (lat1, latb, classify), rates)
     report["measured_on"] = measured_on(report["gpu"])
     report["verdicts_note"] = verdicts_note(profile, report["measured_on"], report["provider_used"], manifest.backbone)
     report["checks"] = _checks(profile, report, images_per_s)
@@ -173,13 +175,15 @@ def run_profile(profile: DeviceProfile, backbone: str | None = None,
 
 
 def _report(profile: DeviceProfile, backbone: str, note: str | None, encoder: Any,
-            timings: tuple[list[float], list[float], list[float]], steps: float) -> dict[str, Any]:  # fmt: skip
+            timings: tuple[list[float], list[float], list[float]],
+            rates: tuple[float, float, float]) -> dict[str, Any]:  # fmt: skip
     """The measured figures of `edgecl profile --json`, before its verdicts. timings: the encoder's batch-1 and
-    batch latencies and classify's end-to-end ones (seconds); steps: training steps a second."""
+    batch latencies and classify's end-to-end ones (seconds); rates: images encoded, training steps and images
+    learned a second."""
     from edgecl.ram import peak_rss_bytes
 
     lat1, latb, classify = timings
-    encode_per_s = profile.encode_batch / statistics.median(latb)
+    encode_per_s, steps, images_per_s = rates
     return {
         "device": profile.name, "backbone": backbone, "backbone_note": note,
         "providers_requested": list(profile.providers), "provider_used": encoder.providers_in_use[0],
@@ -187,7 +191,7 @@ def _report(profile: DeviceProfile, backbone: str, note: str | None, encoder: An
         "encoder_batch1": _percentiles(lat1),
         "encoder_batch": {"batch": profile.encode_batch, **_percentiles(latb)},
         "classify": _percentiles(classify),
-        "learn": {"images_per_s": round(learn_rate(encode_per_s, steps), 1),
+        "learn": {"images_per_s": round(images_per_s, 1),
                   "encode_images_per_s": round(encode_per_s, 1),
                   "train_steps_per_s": round(steps, 1), "train_batch": profile.train_batch,
                   "task_images": LEARN_TASK_IMAGES},

@@ -87,7 +87,6 @@ def _show_version(value: bool) -> None:
 
 
 @app.callback()
-@app.callback()
 def _main(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details to stderr."),
     version: bool = typer.Option(

@@ -21,7 +21,7 @@ from edgecl.cli.base import (
 )
 from edgecl.cli.progress import ProgressBar
 from edgecl.learn.methods import DEFAULT_GROUPS, DEFAULT_METHOD
-from edgecl.memory.policy import GROUPINGS
+from edgecl.memory.groups import GROUPINGS
 
 if TYPE_CHECKING:
     from edgecl.reports import Batches, LearnReport
@@ -32,7 +32,7 @@ TaskDir = Annotated[Path, typer.Option("--task-dir", help="Folder with one sub-f
 Budget = Annotated[str | None, typer.Option(help="Replay-memory budget, e.g. 8MB, 512KiB (first learn; default: the "
                                             "device profile's, 8MB for cpu; see `edgecl devices`).")]
 Domain = Annotated[str | None, typer.Option(help="Name of the visual domain of these images (domain-incremental).")]
-Method = Annotated[str | None, typer.Option(help=f"{METHODS_TEXT} (default {DEFAULT_METHOD}).")]
+MethodName = Annotated[str | None, typer.Option(help=f"{METHODS_TEXT} (default {DEFAULT_METHOD}).")]
 Backbone = Annotated[str | None, typer.Option(help="Backbone id (first learn): auto (default: the profile's CLIP when "
                                               "its weights can be had, else bundled), bundled, or "
                                               "openclip:<arch>[:<tag | checkpoint>].")]
@@ -46,7 +46,7 @@ Seed = Annotated[int | None, typer.Option(min=0, help="Random seed (memory selec
 
 @handles_errors
 def learn(task_dir: TaskDir, budget: Budget = None, state_dir: StateDir = None, domain: Domain = None,
-          method: Method = None, backbone: Backbone = None, device: DeviceName = None,
+          method: MethodName = None, backbone: Backbone = None, device: DeviceName = None,
           profile_file: ProfileFile = None, force: Force = False, codec: Codec = None, groups: Groups = None,
           seed: Seed = None, wait: WaitSeconds = 300.0, as_json: AsJson = False) -> None:  # fmt: skip
     """Learn a task: new classes, or known classes in a new --domain.

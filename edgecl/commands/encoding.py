@@ -65,7 +65,7 @@ def _read_batch(encoder: Any, paths: Sequence[Path], indices: range, progress: P
     return _ReadBatch(np.stack(pixels) if pixels else np.zeros((0,), np.float32), kept, skipped)
 
 
-def _encode_plan(learner: Any, host: int) -> BatchPlan:
+def plan_encoding(learner: Any, host: int) -> BatchPlan:
     """Encode batches under the profile's RAM cap. Everything learning loads (both towers, and torch + peft when
     the method trains) is loaded first, so that a cap too small for it fails before any work, and batches are
     sized against what the process really holds."""
@@ -80,7 +80,7 @@ def _encode_plan(learner: Any, host: int) -> BatchPlan:
     return plan
 
 
-def _train_sizes(learner: Any, labels: list[str], host: int) -> TrainSizes | None:
+def plan_training(learner: Any, labels: list[str], host: int) -> TrainSizes | None:
     """Training batch and replayed rows under the RAM cap (None: the method does not train)."""
     from edgecl.ram import plan_training
 

@@ -14,7 +14,7 @@ import numpy as np
 import edgecl
 from edgecl.backbones import parse_backbone_id
 from edgecl.commands.common import Progress, check_codec_flag, load_learner, now_iso, open_encoder, quiet
-from edgecl.commands.encoding import _encode_plan, _train_sizes, encode_files
+from edgecl.commands.encoding import encode_files, plan_encoding, plan_training
 from edgecl.errors import EdgeclError, ImageLoadError
 from edgecl.learn.methods import DEFAULT_GROUPS, DEFAULT_METHOD
 from edgecl.paths import display
@@ -149,10 +149,10 @@ def learn(
         if not scan.paths:  # every photo was learned before: nothing changes
             return _learn_report(learner, meta, opts, _nothing_learned(learner), scan.skipped, None, root, host,
                                  start, repeats)  # fmt: skip
-        encode_plan = _encode_plan(learner, host)
+        encode_plan = plan_encoding(learner, host)
         x, kept, skipped = _encode_task(learner, scan, opts.task_dir, encode_plan, progress)
         labels = [scan.labels[i] for i in kept]
-        result = learner.learn_embeddings(x, labels, opts.domain, sizes=_train_sizes(learner, labels, host),
+        result = learner.learn_embeddings(x, labels, opts.domain, sizes=plan_training(learner, labels, host),
                                           image_hashes=np.array([hashes[i] for i in kept], np.uint64),
                                           on_train_step=lambda done, steps: progress("training", done, steps),
                                           )  # fmt: skip

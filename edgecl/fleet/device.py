@@ -29,7 +29,7 @@ from edgecl.fleet.aggregate import Update, compact, pooled_means, taken_head
 from edgecl.learn.merged import MergedHead
 from edgecl.learn.prototypes import ClassMeans
 from edgecl.learned import LearnedState, files
-from edgecl.memory.policy import DOMAIN_SLOTS
+from edgecl.memory.groups import DOMAIN_SLOTS
 from edgecl.names import class_key, known_as
 from edgecl.state import commit_snapshot, read_state, state_root, without_rollback_mark, writer_lock
 

@@ -22,7 +22,7 @@ import torch
 
 from edgecl.learn.configs import LossConfig
 from edgecl.learn.similarity import Sims
-from edgecl.memory.policy import group_keys, group_parts
+from edgecl.memory.groups import grouping
 
 EPS = 1e-8
 
@@ -213,10 +213,11 @@ class GroupDROLoss:
 
     def drop_class(self, index: int, groups: str) -> None:
         """The group estimators without class `index`, later classes moved down (domain groups stay valid)."""
-        if groups == "domain":
+        by = grouping(groups)
+        if not by.by_class:
             return
-        parts = [(group_parts(groups, k), v) for k, v in self.v.items()]
-        self.v = {int(group_keys(groups, c - (c > index), d or 0)): v for (c, d), v in parts if c != index}
+        parts = [(by.parts(k), v) for k, v in self.v.items()]
+        self.v = {int(by.keys(c - (c > index), d or 0)): v for (c, d), v in parts if c != index}
 
     def rows(self, sims: Sims, y: torch.Tensor, ids: torch.Tensor,
              candidates: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip

@@ -20,7 +20,7 @@ from edgecl.learn.prototypes import DEFAULT_WEIGHT, ClassMeans
 from edgecl.learned.seen import SeenImages
 from edgecl.learner_config import LearnerConfig
 from edgecl.memory import ReplayMemory
-from edgecl.memory.policy import group_parts
+from edgecl.memory.groups import grouping
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ class LearnedState:
     def group_name(self, key: int, domains: list[str], classes: tuple[str, ...] | list[str]) -> str:
         """How a report names a group: its class, "class|domain" (just the class while there is one domain), or
         its domain."""
-        c, d = group_parts(self.config.groups, key)
+        c, d = grouping(self.config.groups).parts(key)
         if d is None or (c is not None and len(domains) <= 1):
             return classes[c]
         return domains[d] if c is None else f"{classes[c]}|{domains[d]}"

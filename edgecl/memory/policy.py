@@ -18,37 +18,6 @@ AUTO_PQ_BELOW = 10
 # many classes): every later codec change strands capacity, since evicted samples cannot come back.
 AUTO_MIN_GROUPS = 10
 _MIX = np.uint64(0x9E3779B97F4A7C15)
-# What the memory gives equal shares to (and GDRO weighs, edgecl.learn.losses): classes, (class, domain) pairs, or
-# domains. A group key is an int64: the class index, class * DOMAIN_SLOTS + domain, or the domain index.
-GROUPINGS = ("class", "class_domain", "domain")
-DOMAIN_SLOTS = 256  # more than MAX_DOMAINS
-
-
-def group_keys(groups: str, classes: np.ndarray, domains: np.ndarray) -> np.ndarray:
-    """(N,) int64 group key of rows with class indices `classes` and domain indices `domains`."""
-    c, d = np.asarray(classes, np.int64), np.asarray(domains, np.int64)
-    if groups == "class":
-        return c
-    if groups == "domain":
-        return d
-    return c * DOMAIN_SLOTS + d
-
-
-def group_parts(groups: str, key: int) -> tuple[int | None, int | None]:
-    """(class index, domain index) of one group key; None for the part the grouping leaves out."""
-    if groups == "class":
-        return key, None
-    if groups == "domain":
-        return None, key
-    return key // DOMAIN_SLOTS, key % DOMAIN_SLOTS
-
-
-def group_count(groups: str, n_classes: int, n_domains: int) -> int:
-    """How many groups n_classes classes in n_domains domains can make (at least 1)."""
-    counts = {"class": n_classes, "domain": n_domains, "class_domain": n_classes * n_domains}
-    return max(1, counts[groups])
-
-
 def choose_auto_codec(
     capacity_for: dict[str, int],
     n_groups: int,

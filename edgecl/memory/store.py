@@ -21,15 +21,8 @@ from edgecl.memory.file import (
     encode_file,
     header_growth,
 )
-from edgecl.memory.policy import (
-    GROUPINGS,
-    balanced_quotas,
-    choose_auto_codec,
-    group_count,
-    group_keys,
-    herding_order,
-    random_priority,
-)
+from edgecl.memory.groups import GROUPINGS, grouping
+from edgecl.memory.policy import balanced_quotas, choose_auto_codec, herding_order, random_priority
 from edgecl.memory.stats import MemoryStats
 from edgecl.units import BudgetError, format_bytes
 from edgecl.vectors import row_cosines
@@ -174,7 +167,7 @@ class ReplayMemory:
             return current  # a fixed codec, or PQ, whose codebook must stay stable
         if self.config.codec == "pq":
             return self._fitted_pq(x, grown)
-        n_groups = group_count(self.config.groups, len(grown.classes), len(grown.domains))
+        n_groups = grouping(self.config.groups).count(len(grown.classes), len(grown.domains))
         capacity = {name: self._capacity(make_codec(name, self.dim), grown) for name in SCALAR_CODECS}
         if capacity["int4"] < n_groups:  # no scalar codec holds one sample per group: PQ rather than a refusal
             return self._fitted_pq(x, grown)
@@ -193,7 +186,7 @@ class ReplayMemory:
         whose codebook takes at most half the budget and still leaves room for one sample per group."""
         stored = [self.codec.decode(self.rows.codes)] if self.codec is not None and len(self.rows.codes) else []
         data = np.concatenate([*stored, x])
-        n_groups = group_count(self.config.groups, len(grown.classes), len(grown.domains))
+        n_groups = grouping(self.config.groups).count(len(grown.classes), len(grown.domains))
         top = pq_bits_for_budget(self.dim, self.config.budget_bytes)
         for nbits in (b for b in PQ_BITS if b <= top):
             codec = make_codec("pq", self.dim, {"nbits": nbits})
@@ -215,7 +208,7 @@ class ReplayMemory:
 
     def _select(self, codec: Codec, rows: StoredRows, contents: MemoryContents) -> np.ndarray:
         """Row indices to keep: water-filled equal quotas per group (MemoryConfig.groups), by priority within one."""
-        group = group_keys(self.config.groups, rows.labels, rows.domains)
+        group = grouping(self.config.groups).keys(rows.labels, rows.domains)
         present, group_of_row = np.unique(group, return_inverse=True)
         capacity = self._capacity(codec, contents)
         if capacity < len(present):
@@ -246,7 +239,7 @@ class ReplayMemory:
         domain_index = {d: i for i, d in enumerate(contents.domains)}
         pairs = [(class_index[c], domain_index[d], n) for (c, d), n in contents.supplied.items()
                  if c in class_index and d in domain_index]  # fmt: skip
-        keys = group_keys(self.config.groups, [p[0] for p in pairs], [p[1] for p in pairs])
+        keys = grouping(self.config.groups).keys([p[0] for p in pairs], [p[1] for p in pairs])
         totals: dict[int, int] = {}
         for key, (_, _, n) in zip(keys.tolist(), pairs, strict=True):
             totals[key] = totals.get(key, 0) + n
