@@ -208,10 +208,14 @@ def _add_state_routes(app: FastAPI, state: Any, metrics: Metrics) -> None:
         from edgecl.api import class_folder_name
 
         uploads = _uploaded(image, class_folder_name(label))  # the uploads are the task folder's one class folder
-        with uploads:
-            report = state.learn(Path(uploads.folder), domain=domain or None)
+        with uploads as paths:
+            named = _client_names(uploads.folder, paths, image)
+            try:
+                report = state.learn(Path(uploads.folder), domain=domain or None).to_json()
+            except EdgeclError as exc:
+                raise EdgeclError(named(str(exc))) from None
         metrics.learned()
-        return report.to_json()
+        return report | {"skipped": [{**item, "path": named(item["path"])} for item in report["skipped"]]}
 
     @app.get("/v1/status")
     def status() -> Any:
@@ -240,6 +244,21 @@ def _answers(state: Any, files: list[Any], top_k: int, labels: str, min_confiden
     if skipped:
         raise EdgeclError(f"{skipped[0]['path']}: {skipped[0]['reason']}")
     return results
+
+
+def _client_names(folder: str, paths: list[Path], files: list[Any]) -> Callable[[str], str]:
+    """A text with the server's names for the uploads (temporary paths) put back as the client's file names, and
+    the temporary folder as "the upload"."""
+    from edgecl.paths import display
+
+    names = {display(p): f.filename or f"image {i}" for i, (p, f) in enumerate(zip(paths, files, strict=True))}
+
+    def named(text: str) -> str:
+        for path, name in names.items():
+            text = text.replace(path, name)
+        return text.replace(display(folder), "the upload")
+
+    return named
 
 
 class _uploaded:  # noqa: N801 - a context manager

@@ -260,3 +260,19 @@ def test_a_format_1_file_still_loads_and_is_rewritten_as_format_2(tmp_path: Path
     assert again.stats().per_class == memory.stats().per_class == {"café": 4, "dog": 6, "bird": 4}
     old_size = (data / "memory-format1.safetensors").stat().st_size
     assert again.to_bytes()[8:].count(b"\\\\") == 0 and len(again.to_bytes()) < old_size + 2 * 25  # 2 rows more
+
+
+@pytest.mark.parametrize("dim", [64, 512])
+def test_the_minimum_an_auto_memory_names_is_enough(dim: int) -> None:
+    """A refused first add names a minimum budget; a memory of exactly that budget takes the same rows (it used to
+    name PQ's minimum, its codebook included, while int4 needed about a quarter of it)."""
+    rng = np.random.default_rng(0)
+    x, labels = unit_vectors(6, dim, rng), ["a", "a", "b", "b", "c", "c"]
+    with pytest.raises(BudgetError, match="minimum is") as refused:
+        ReplayMemory(MemoryConfig(dim // 2, "auto"), dim).add(x, labels)
+    minimum = int(str(refused.value).split("minimum is ")[1].split()[0])
+    memory = ReplayMemory(MemoryConfig(minimum, "auto"), dim)
+    memory.add(x, labels)
+    assert sorted(set(memory.samples().labels)) == [0, 1, 2] and memory.size_bytes() <= minimum
+    with pytest.raises(BudgetError):
+        ReplayMemory(MemoryConfig(minimum - 40, "auto"), dim).add(x, labels)

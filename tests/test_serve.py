@@ -143,13 +143,20 @@ def test_classify_learn_forget_and_limits_over_http(server: Server, learned: Pat
     assert json.loads(body)["new_classes"] == ["sneaker"]
     code, body = request(server.url + "/v1/learn", "POST", upload[:1], {"label": "../x"})
     assert code == 400 and "cannot name a class" in json.loads(body)["error"]
+    code, body = request(server.url + "/v1/learn", "POST", [("notes.jpg", b"not an image")], {"label": "coat"})
+    error = json.loads(body)["error"]  # the client's name, not the server's temporary folder
+    assert code == 400 and error.startswith("the upload: none of its 1 images") and "edgecl-upload" not in error
+    fresh = [(f"new{i}.png", _png(p)) for i, p in enumerate(sorted((write_task(tmp_path / "t3", {"sneaker": 7}, n=2,
+                                                                                offset=50) / "sneaker").iterdir()))]
+    code, body = request(server.url + "/v1/learn", "POST", [*fresh, ("bad.png", b"broken")], {"label": "sneaker"})
+    assert code == 200 and [item["path"] for item in json.loads(body)["skipped"]] == ["bad.png"], body
     code, body = request(server.url + "/v1/classes/sneaker", "DELETE")
     assert code == 200 and json.loads(body)["forgotten"] == "sneaker"
     code, body = request(server.url + "/v1/status")
     assert code == 200 and json.loads(body)["classes"] == ["bag", "trouser"]
     code, body = request(server.url + "/metrics")
     assert code == 200 and b'edgecl_requests_total{route="/v1/classify",status="200"}' in body
-    assert b"edgecl_learns_total 1" in body
+    assert b"edgecl_learns_total 2" in body
     assert server.stop() < 10 and server.process.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM
 
 

@@ -35,7 +35,7 @@ Domain = Annotated[str | None, typer.Option(help="Name of the visual domain of t
 MethodName = Annotated[str | None, typer.Option(help=f"{METHODS_TEXT} (default {DEFAULT_METHOD}).")]
 Backbone = Annotated[str | None, typer.Option(help="Backbone id (first learn): auto (default: the profile's CLIP when "
                                               "its weights can be had, else bundled), bundled, or "
-                                              "openclip:<arch>[:<tag | checkpoint>].")]
+                                              "`openclip:<arch>[:<tag | checkpoint>]`.")]
 Force = Annotated[bool, typer.Option("--force", help="Allow a --budget above the profile's maximum.")]
 Codec = Annotated[str | None, typer.Option(help="Memory codec: auto (default), fp16, int8, int4 or pq.")]
 Groups = Annotated[str | None, typer.Option(help=f"What the memory balances and gdro weighs: {', '.join(GROUPINGS)} "

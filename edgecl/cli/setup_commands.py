@@ -15,8 +15,8 @@ from edgecl.learn.methods import DEFAULT_METHOD
 
 @handles_errors
 def export(
-    backbone: str = typer.Option("bundled", help="'bundled' (offline) or 'openclip:<arch>[:<tag | checkpoint>]'."),
-    out: Path | None = typer.Option(None, help="Model directory to write. Default: $EDGECL_HOME/models/<id>."),
+    backbone: str = typer.Option("bundled", help="'bundled' (offline) or `openclip:<arch>[:<tag | checkpoint>]`."),
+    out: Path | None = typer.Option(None, help="Model directory to write. Default: `$EDGECL_HOME/models/<id>`."),
     keep_fp32: bool = typer.Option(False, "--keep-fp32", help="Also keep the fp32 ONNX towers (for comparison)."),
     calibration_dir: Path | None = typer.Option(None, help="Folder of images like yours, for INT8 calibration."),
     image_recipe: str | None = typer.Option(None, help="Force an image quantisation recipe (docs/quantisation.md)."),

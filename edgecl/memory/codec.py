@@ -228,6 +228,17 @@ def _default_subspaces(dim: int) -> int:
     return next(m for m in range(target, 0, -1) if dim % m == 0)
 
 
+PQ_BITS = (8, 6, 4, 2)  # bits per PQ sub-code, most precise first
+
+
+def pq_bits_for_budget(dim: int, budget_bytes: int) -> int:
+    """Bits per PQ sub-code: the most (8, 6, 4, 2) whose fp16 codebook takes at most half the budget."""
+    for nbits in PQ_BITS:
+        if (1 << nbits) * dim * 2 <= budget_bytes // 2:
+            return nbits
+    return 2
+
+
 def make_codec(
     name: str, dim: int, config: dict[str, int] | None = None, state: dict[str, np.ndarray] | None = None
 ) -> Codec:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,15 @@ import numpy as np
 
 from edgecl.atomic import atomic_write_bytes
 from edgecl.errors import EdgeclError
-from edgecl.memory.codec import CODEC_NAMES, SCALAR_CODECS, Codec, make_codec, precision_rank
+from edgecl.memory.codec import (
+    PQ_BITS,
+    SCALAR_CODECS,
+    Codec,
+    make_codec,
+    pq_bits_for_budget,
+    precision_rank,
+)
+from edgecl.memory.config import MemoryConfig
 from edgecl.memory.contents import MemoryContents, MemorySamples, StoredRows
 from edgecl.memory.file import (
     MEMORY_FORMAT,
@@ -21,7 +29,7 @@ from edgecl.memory.file import (
     encode_file,
     header_growth,
 )
-from edgecl.memory.groups import GROUPINGS, grouping
+from edgecl.memory.groups import grouping
 from edgecl.memory.policy import balanced_quotas, choose_auto_codec, herding_order, random_priority
 from edgecl.memory.stats import MemoryStats
 from edgecl.units import BudgetError, format_bytes
@@ -29,28 +37,6 @@ from edgecl.vectors import row_cosines
 
 _ROW_BYTES = 2 + 1 + 4  # label uint16, domain uint8, id uint32 beside each code
 MAX_CLASSES, MAX_DOMAINS = 65535, 255
-
-
-@dataclass(frozen=True)
-class MemoryConfig:
-    """Budget and policy of a replay memory."""
-
-    budget_bytes: int
-    codec: str = "auto"  # fp16 | int8 | int4 | pq | auto
-    selection: str = "random"  # random | herding
-    seed: int = 0
-    auto_pq: bool = True  # may `auto` pick PQ for a tiny budget? (best for NCM; trained methods do better on int4)
-    groups: str = "class_domain"  # what gets equal shares: class | class_domain | domain (GROUPINGS)
-
-    def __post_init__(self) -> None:
-        if self.budget_bytes <= 0:
-            raise BudgetError(f"MemoryConfig.budget_bytes must be > 0, got {self.budget_bytes}")
-        if self.codec not in (*CODEC_NAMES, "auto"):
-            raise EdgeclError(f"MemoryConfig.codec: unknown codec {self.codec!r}; use {', '.join(CODEC_NAMES)} or auto")
-        if self.selection not in ("random", "herding"):
-            raise EdgeclError(f"MemoryConfig.selection must be 'random' or 'herding', got {self.selection!r}")
-        if self.groups not in GROUPINGS:
-            raise EdgeclError(f"unknown groups {self.groups!r}; choose one of {', '.join(GROUPINGS)}")
 
 
 class ReplayMemory:
@@ -196,10 +182,12 @@ class ReplayMemory:
         return codec
 
     # ---- selection under the budget ------------------------------------------------------------------------
-    def _fixed_bytes(self, codec: Codec, contents: MemoryContents) -> int:
-        """File bytes besides the rows: the exact size with empty arrays plus a bound on header growth."""
+    def _fixed_bytes(self, codec: Codec, contents: MemoryContents, budget: int | None = None) -> int:
+        """File bytes besides the rows: the exact size with empty arrays plus a bound on header growth (which grows
+        with the budget, `budget` or the memory's own)."""
         empty = replace(contents, codec=codec, rows=StoredRows.empty(codec.bytes_per_vector), next_id=10**12)
-        return len(self._serialize(empty)) + header_growth(4 + len(codec.state()), self.config.budget_bytes)
+        growth = header_growth(4 + len(codec.state()), budget or self.config.budget_bytes)
+        return len(self._serialize(empty)) + growth
 
     def _capacity(self, codec: Codec, contents: MemoryContents) -> int:
         """Rows that fit the budget with this codec."""
@@ -212,16 +200,33 @@ class ReplayMemory:
         present, group_of_row = np.unique(group, return_inverse=True)
         capacity = self._capacity(codec, contents)
         if capacity < len(present):
-            need = self._fixed_bytes(codec, contents) + len(present) * (codec.bytes_per_vector + _ROW_BYTES)
+            need, smallest = self._minimum_bytes(codec, contents, len(present))
             raise BudgetError(
                 f"budget {format_bytes(self.config.budget_bytes)} cannot hold one sample for each of {len(present)} "
                 f"{self.config.groups.replace('_', '/')} groups with codec {codec.name} "
-                f"({codec.bytes_per_vector} B/sample); minimum is {need} bytes: {self._way_out(need)}"
+                f"({codec.bytes_per_vector} B/sample); minimum is {need} bytes"
+                f"{'' if smallest == codec.name else f' (with {smallest})'}: {self._way_out(need)}"
             )
         available = np.bincount(group_of_row, minlength=len(present))
         quota = balanced_quotas(available, np.maximum(self._offered(present, contents), available), capacity)
         keep = [self._pick(codec, rows, np.flatnonzero(group_of_row == g), int(q)) for g, q in enumerate(quota)]
         return np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
+
+    def _minimum_bytes(self, codec: Codec, contents: MemoryContents, groups: int) -> tuple[int, str]:
+        """The smallest budget that holds one sample of each of `groups` groups: with this codec, or for `auto` with
+        int4 when that needs less (auto falls back to PQ when int4 does not fit, but PQ's codebook costs more)."""
+        candidates = [codec] + ([make_codec("int4", self.dim)] if self.config.codec == "auto" else [])
+        return min((self._least_budget(c, contents, groups), c.name) for c in candidates)
+
+    def _least_budget(self, codec: Codec, contents: MemoryContents, groups: int) -> int:
+        """The budget whose room, its own header growth counted, holds `groups` rows of this codec."""
+        need = self.config.budget_bytes
+        for _ in range(8):  # the header bound grows with the budget's digits: settles in a step or two
+            wanted = self._fixed_bytes(codec, contents, need) + groups * (codec.bytes_per_vector + _ROW_BYTES)
+            if wanted <= need:
+                return need
+            need = wanted
+        return need
 
     def _way_out(self, need: int) -> str:
         """What a user can do when the groups outgrow the budget: on a first learn, and on a state that learned."""
@@ -378,14 +383,3 @@ def _reconstruction(totals: dict[str, Any], x: np.ndarray, y: np.ndarray) -> dic
     """Running count and sum of encode->decode cosines over every sample ever encoded."""
     cos = row_cosines(x, y)
     return {"count": int(totals["count"]) + len(x), "cosine_sum": float(totals["cosine_sum"]) + float(cos.sum())}
-
-
-PQ_BITS = (8, 6, 4, 2)  # bits per PQ sub-code, most precise first
-
-
-def pq_bits_for_budget(dim: int, budget_bytes: int) -> int:
-    """Bits per PQ sub-code: the most (8, 6, 4, 2) whose fp16 codebook takes at most half the budget."""
-    for nbits in PQ_BITS:
-        if (1 << nbits) * dim * 2 <= budget_bytes // 2:
-            return nbits
-    return 2
