@@ -2,6 +2,7 @@
 
     python benchmarks/domain_ablation.py                       # 3 seeds, 2 worker processes, about 20 minutes
     python benchmarks/domain_ablation.py --seeds 1 --workers 1 --budgets 64KB
+    python benchmarks/domain_ablation.py --report-only                # the table again from --out's JSON
 
 Streams: class-incremental Fashion-MNIST and MNIST (5 tasks x 2 classes) and two domain-incremental streams over
 the same 10 classes (digits: MNIST -> optdigits -> inverted -> rotated; fashion: original -> inverted -> rotated ->
@@ -101,7 +102,11 @@ def main() -> None:
     parser.add_argument("--class-budgets", default="64KB,1MB", help="class-incremental streams")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/domain-ablation.json"))
+    parser.add_argument("--report-only", action="store_true", help="rewrite the table from --out's JSON, run nothing")
     args = parser.parse_args()
+    if args.report_only:
+        write_table(json.loads(args.out.read_text())["runs"], args.out)
+        return
     start = time.perf_counter()
     todo = jobs(args.seeds, args.budgets.split(","), args.class_budgets.split(","))
     todo.sort(key=lambda j: (j[0], j[4]))  # a worker keeps reusing the streams it has built
@@ -115,7 +120,14 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"seconds": round(seconds, 1), "seeds": args.seeds, "runs": runs}, indent=1))
     print(f"\n{args.seeds} seed(s), 400 train / 150 test images per class, codec auto, {seconds:.0f} s\n")
-    print(table(runs))
+    print(write_table(runs, args.out))
+
+
+def write_table(runs: list[dict[str, Any]], out: Path) -> str:
+    """The markdown table beside the JSON (`<out>.md`, what docs/method.md includes); returns it."""
+    text = table(runs)
+    out.with_suffix(".md").write_text(text + "\n")
+    return text
 
 
 if __name__ == "__main__":
