@@ -2,6 +2,7 @@
 
     python benchmarks/fleet.py     # Fashion-MNIST, 3 devices (3/3/4 classes), 64 KB, 3 rounds, 3 seeds
     python benchmarks/fleet.py --seeds 1 --split dirichlet
+    python benchmarks/fleet.py --report-only      # the report again from --out's JSON (benchmarks/results/fleet.md)
 
 For each seed: `edgecl fleet simulate`'s code (each device learns its part with `learn`, device k with seed
 seed + k, then Flower's simulation engine runs the rounds), and a single device that learns the same parts one after
@@ -21,6 +22,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -94,7 +96,11 @@ def main() -> None:
     parser.add_argument("--split", default="disjoint")
     parser.add_argument("--stream", default="fashion-mnist")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/fleet.json"))
+    parser.add_argument("--report-only", action="store_true", help="rewrite the report from --out's JSON, run nothing")
     args = parser.parse_args()
+    if args.report_only:
+        write_report(json.loads(args.out.read_text()), args.out)
+        return
     start, runs = time.perf_counter(), []
     for seed in range(args.seeds):
         spec = FleetSpec(args.devices, args.rounds, args.stream, args.split, args.budget, seed=seed)
@@ -106,36 +112,47 @@ def main() -> None:
                           for d in fleet["devices"]), flush=True)  # fmt: skip
     work = local_work(FleetSpec(args.devices, args.rounds, args.stream, args.split, args.budget, seed=0))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)}, "runs": runs, "local_work": work},
-                                   indent=1))  # fmt: skip
-
-    def mean(values: list[float]) -> str:
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{100 * statistics.mean(values):.1f} ± {100 * std:.1f}"
-
-    devices = [d for r in runs for d in r["fleet"]["devices"]]
+    results = {"args": vars(args) | {"out": str(args.out)}, "runs": runs, "local_work": work}
+    args.out.write_text(json.dumps(results, indent=1))
     print(f"\n{args.stream}, {args.devices} devices ({args.split}), {args.budget} each, {args.rounds} rounds, "
           f"{args.seeds} seeds, {time.perf_counter() - start:.0f} s")  # fmt: skip
-    print("| | accuracy on all 10 classes |\n|---|---|")
-    print(f"| a device before federation (its own classes only) | {mean([d['acc_all_before'] for d in devices])} |")
-    print(f"| a device after federation | {mean([d['acc_all_after'] for d in devices])} |")
-    print(f"| a device before federation, head alone | {mean([d['acc_head_before'] for d in devices])} |")
-    print(f"| a device after federation, head alone | {mean([d['acc_head_after'] for d in devices])} |")
-    print(f"| one device that learned every part in sequence, {args.devices} x {args.budget} | "
-          f"{mean([r['single_device'] for r in runs])} |")  # fmt: skip
-    print(f"\nown classes after federation: {mean([d['acc_local_after'] for d in devices])}; bytes per round: "
-          f"{int(statistics.mean(r['fleet']['bytes_up_per_round'] for r in runs))} up (all devices), "
-          f"{int(statistics.mean(r['fleet']['bytes_down_per_round'] for r in runs))} down; largest memory file "
-          f"{max(d['memory_bytes'] for d in devices)} B of {devices[0]['budget_bytes']} B")  # fmt: skip
-    gains = [d["acc_head_after"] - d["acc_head_before"] for d in devices]
-    print(f"head alone, after - before: smallest gain of any device {100 * min(gains):+.1f} points (target +20)")
-    lw = work["learn_between_rounds"]
-    print(f"device 0 learns between rounds: own classes {100 * lw['before']['own']:.1f} -> "
-          f"{100 * lw['after_learn']['own']:.1f} after the learn -> {100 * lw['after_round']['own']:.1f} after a "
-          f"round; own samples {lw['after_learn']['samples']} -> {lw['after_round']['samples']}; device 1 forgot "
-          f"{work['forgotten']!r}: gone after the round {work['forgotten_on_device_1_after_round']}, kept by the "
-          f"others {work['forgotten_kept_by_others']}")  # fmt: skip
+    print(write_report(results, args.out))
 
+
+def _mean(values: list[float]) -> str:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.mean(values):.1f} ± {100 * std:.1f}"
+
+
+def write_report(results: dict[str, Any], out: Path) -> str:
+    """The table and the figures under it, from the results JSON, written beside it (`<out>.md`, what
+    docs/fleet.md includes); returns the text."""
+    args, runs, work = results["args"], results["runs"], results["local_work"]
+    devices = [d for r in runs for d in r["fleet"]["devices"]]
+    gains = [d["acc_head_after"] - d["acc_head_before"] for d in devices]
+    lw = work["learn_between_rounds"]
+    lines = [
+        "| | accuracy on all 10 classes |", "|---|---|",
+        f"| a device before federation (its own classes only) | {_mean([d['acc_all_before'] for d in devices])} |",
+        f"| a device after federation | {_mean([d['acc_all_after'] for d in devices])} |",
+        "| a device before federation, head alone (prototype weight 0) | "
+        f"{_mean([d['acc_head_before'] for d in devices])} |",
+        f"| a device after federation, head alone | {_mean([d['acc_head_after'] for d in devices])} |",
+        f"| one device that learned every part in sequence, {args['devices']} x {args['budget']} | "
+        f"{_mean([r['single_device'] for r in runs])} |", "",
+        f"Own classes after federation: {_mean([d['acc_local_after'] for d in devices])}; bytes per round: "
+        f"{int(statistics.mean(r['fleet']['bytes_up_per_round'] for r in runs))} up (all devices), "
+        f"{int(statistics.mean(r['fleet']['bytes_down_per_round'] for r in runs))} down; largest memory file "
+        f"{max(d['memory_bytes'] for d in devices)} B of {devices[0]['budget_bytes']} B. Head alone, after - before: "
+        f"smallest gain of any device {100 * min(gains):+.1f} points (target +20). Device 0 learns between rounds: "
+        f"own classes {100 * lw['before']['own']:.1f} -> {100 * lw['after_learn']['own']:.1f} after the learn -> "
+        f"{100 * lw['after_round']['own']:.1f} after a round; own samples {lw['after_learn']['samples']} -> "
+        f"{lw['after_round']['samples']}; device 1 forgot {work['forgotten']!r}: gone after the round "
+        f"{work['forgotten_on_device_1_after_round']}, kept by the others {work['forgotten_kept_by_others']}.",
+    ]  # fmt: skip
+    text = "\n".join(lines)
+    out.with_suffix(".md").write_text(text + "\n")
+    return text
 
 if __name__ == "__main__":
     main()
