@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -90,34 +91,44 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--methods", default="default,ncm", help="comma-separated; 'default' = no --method")
-    parser.add_argument("--json", type=Path, help="also write every raw number here")
+    parser.add_argument("--json", type=Path, help="also write every raw number here (and the table beside it, .md)")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the table from --json's file, run nothing")
     args = parser.parse_args()
+    if args.report_only:
+        results = json.loads(args.json.read_text())
+        args.json.with_suffix(".md").write_text(f"```\n{report(results)}\n```\n")
+        return
     from edgecl.encoder import Encoder
     from edgecl.model_dir import ensure_model
 
     encoder = Encoder(ensure_model("bundled").root)
     results = {m: [run(None if m == "default" else m, s, encoder) for s in range(args.seeds)]
                for m in args.methods.split(",")}  # fmt: skip
-    print(
-        f"Fashion-MNIST, {BASE_CLASSES} classes x {BASE_PHOTOS} photos, then {NEW_CLASSES} x one new class of "
-        f"{NEW_PHOTOS} photos, 64KB, bundled; {TEST_PHOTOS} held-out test images per class; {args.seeds} seeds"
-    )
-    print(
-        f"{'method':<9} {'new class acc right after its learn (%), per step':<44} {'mean':>6} "
-        f"{'old-class drop/new class':>25} {'all classes at end':>19} {'cold learn s (max)':>19}"
-    )
-    for method, seeds in results.items():
-        per_step = np.array([r["new_class_accuracy"] for r in seeds]) * 100  # (seeds, steps)
-        drop = 100 * np.mean([r["old_drop"] for r in seeds])
-        final = 100 * np.mean([r["final_all"] for r in seeds])
-        secs = [s for r in seeds for s in r["learn_seconds"]]
-        steps = " ".join(f"{v:5.1f}" for v in per_step.mean(0))
-        print(
-            f"{method:<9} {steps:<44} {per_step.mean():6.1f} {drop:24.1f}pt {final:18.1f}% "
-            f"{statistics.median(secs):8.1f} ({max(secs):.1f})"
-        )
+    print(report(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
+        args.json.with_suffix(".md").write_text(f"```\n{report(results)}\n```\n")
+
+
+def report(results: dict[str, list[dict[str, Any]]]) -> str:
+    """The table this benchmark prints, from its results (method -> one run per seed); with --json it is also
+    written beside the JSON (`<json>.md`, what docs/method.md includes)."""
+    seeds = len(next(iter(results.values())))
+    lines = [
+        f"Fashion-MNIST, {BASE_CLASSES} classes x {BASE_PHOTOS} photos, then {NEW_CLASSES} x one new class of "
+        f"{NEW_PHOTOS} photos, 64KB, bundled; {TEST_PHOTOS} held-out test images per class; {seeds} seeds",
+        f"{'method':<9} {'new class acc right after its learn (%), per step':<44} {'mean':>6} "
+        f"{'old-class drop/new class':>25} {'all classes at end':>19} {'cold learn s (max)':>19}",
+    ]
+    for method, runs in results.items():
+        per_step = np.array([r["new_class_accuracy"] for r in runs]) * 100  # (seeds, steps)
+        drop = 100 * np.mean([r["old_drop"] for r in runs])
+        final = 100 * np.mean([r["final_all"] for r in runs])
+        secs = [s for r in runs for s in r["learn_seconds"]]
+        steps = " ".join(f"{v:5.1f}" for v in per_step.mean(0))
+        lines.append(f"{method:<9} {steps:<44} {per_step.mean():6.1f} {drop:24.1f}pt {final:18.1f}% "
+                     f"{statistics.median(secs):8.1f} ({max(secs):.1f})")  # fmt: skip
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
