@@ -213,9 +213,11 @@ class ReplayMemory:
         return np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
 
     def _minimum_bytes(self, codec: Codec, contents: MemoryContents, groups: int) -> tuple[int, str]:
-        """The smallest budget that holds one sample of each of `groups` groups: with this codec, or for `auto` with
-        int4 when that needs less (auto falls back to PQ when int4 does not fit, but PQ's codebook costs more)."""
-        candidates = [codec] + ([make_codec("int4", self.dim)] if self.config.codec == "auto" else [])
+        """The smallest budget that holds one sample of each of `groups` groups: with this codec, or with int4 when
+        `auto` is choosing the codec now (an empty memory) and int4 needs less (auto falls back to PQ when int4 does
+        not fit, but PQ's codebook costs more; a memory that holds PQ rows keeps PQ, so there only PQ's counts)."""
+        choosing = self.config.codec == "auto" and self.codec is None
+        candidates = [codec] + ([make_codec("int4", self.dim)] if choosing else [])
         return min((self._least_budget(c, contents, groups), c.name) for c in candidates)
 
     def _least_budget(self, codec: Codec, contents: MemoryContents, groups: int) -> int:
