@@ -1,7 +1,11 @@
 """First learn on a fresh machine (the one-time export of the bundled backbone included), later learns, and a cold
 classify: whole `edgecl` processes in a fresh $EDGECL_HOME, as a new user runs them, on this machine's CPU kind.
 
-    python benchmarks/first_learn.py            # 3 tasks of 2 Fashion-MNIST classes x 30 photos, 64KB
+    python benchmarks/first_learn.py                # 3 tasks of 2 Fashion-MNIST classes x 30 photos, 64KB
+    python benchmarks/first_learn.py --report-only  # the report again from this CPU kind's JSON
+
+Writes benchmarks/results/first-learn-<int8_isa>.json and, beside it, the .md that docs/benchmarks.md includes: the
+figures depend on the CPU kind, so each kind measured keeps its own pair.
 """
 
 from __future__ import annotations
@@ -31,13 +35,7 @@ def _edgecl(home: Path, *args: str) -> tuple[float, dict]:
     return time.perf_counter() - start, json.loads(out.stdout)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--photos", type=int, default=30, help="photos per class")
-    parser.add_argument("--budget", default="64KB")
-    parser.add_argument("--tasks", type=int, default=3)
-    parser.add_argument("--classify-rounds", type=int, default=3)
-    args = parser.parse_args()
+def _measure(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="edgecl-first-learn-") as tmp:
         home = Path(tmp) / "home"
         tasks, test_root = write_stream(Path(tmp) / "data", args.photos, 1)
@@ -46,23 +44,57 @@ def main() -> None:
         for task in tasks[: args.tasks]:
             seconds, _ = _edgecl(home, "learn", "--task-dir", str(task), "--budget", args.budget,
                                  "--state-dir", state, "--backbone", "bundled")  # fmt: skip
-            learns.append(seconds)
+            learns.append(round(seconds, 2))
         image = str(next(test_root.rglob("*.png")))
         classify = [_edgecl(home, "classify", image, "--state-dir", state)[0] for _ in range(args.classify_rounds)]
         manifest = json.loads((home / "models" / "bundled" / "manifest.json").read_text())
-    towers = manifest["towers"]
-    print(f"fresh $EDGECL_HOME, bundled backbone, int8_isa {cpu_int8_isa()}, {os.cpu_count()} cores; tasks of 2 "
-          f"classes x {args.photos} photos, {args.budget}")
+    recipes = {}
     for tower in ("text", "image"):
-        quant = towers[tower]["quantization"]
-        print(f"  {tower} recipe {quant['chosen']} after {len(quant['tried'])} tried "
-              f"(cosine {quant['tried'][-1]['cosine_mean']:.4f}, agreement {quant.get('agreement', 0):.3f})")
-    print(f"{'step':<36} {'wall s':>7}")
-    print(f"{'first learn (export included)':<36} {learns[0]:7.1f}")
-    for i, seconds in enumerate(learns[1:], 2):
-        print(f"{f'learn {i}':<36} {seconds:7.1f}")
-    print(f"{'classify one image, cold (median)':<36} {statistics.median(classify):7.2f}")
-    print(f"first learn vs a later one: {learns[0] / statistics.median(learns[1:] or learns):.1f}x")
+        quant = manifest["towers"][tower]["quantization"]
+        recipes[tower] = {"chosen": quant["chosen"], "tried": len(quant["tried"]),
+                          "cosine": quant["tried"][-1]["cosine_mean"], "agreement": quant.get("agreement", 0)}
+    return {"int8_isa": cpu_int8_isa(), "cores": os.cpu_count(), "photos": args.photos, "budget": args.budget,
+            "commit": _commit(), "date": time.strftime("%Y-%m-%d"), "learns_s": learns,
+            "classify_cold_s": round(statistics.median(classify), 3), "recipes": recipes}  # fmt: skip
+
+
+def _commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    return out.stdout.strip() or "unknown"
+
+
+def report(r: dict) -> str:
+    """The printed table, from a results JSON (what the .md beside it holds, in a code block)."""
+    learns = r["learns_s"]
+    lines = [f"fresh $EDGECL_HOME, bundled backbone, int8_isa {r['int8_isa']}, {r['cores']} cores; tasks of 2 "
+             f"classes x {r['photos']} photos, {r['budget']} (commit {r['commit']}, {r['date']})"]  # fmt: skip
+    for tower, q in r["recipes"].items():
+        lines.append(f"  {tower} recipe {q['chosen']} after {q['tried']} tried (cosine {q['cosine']:.4f}, "
+                     f"agreement {q['agreement']:.3f})")  # fmt: skip
+    lines += [f"{'step':<36} {'wall s':>7}", f"{'first learn (export included)':<36} {learns[0]:7.1f}"]
+    lines += [f"{f'learn {i}':<36} {seconds:7.1f}" for i, seconds in enumerate(learns[1:], 2)]
+    lines.append(f"{'classify one image, cold (median)':<36} {r['classify_cold_s']:7.2f}")
+    lines.append(f"first learn vs a later one: {learns[0] / statistics.median(learns[1:] or learns):.1f}x")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", type=int, default=30, help="photos per class")
+    parser.add_argument("--budget", default="64KB")
+    parser.add_argument("--tasks", type=int, default=3)
+    parser.add_argument("--classify-rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results JSON (default benchmarks/results/first-learn-<int8_isa>.json)")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the report from --out's JSON, run nothing")
+    args = parser.parse_args()
+    out = args.out or ROOT / "benchmarks" / "results" / f"first-learn-{cpu_int8_isa()}.json"
+    results = json.loads(out.read_text()) if args.report_only else _measure(args)
+    if not args.report_only:
+        out.write_text(json.dumps(results, indent=1) + "\n")
+    text = report(results)
+    out.with_suffix(".md").write_text(f"```\n{text}\n```\n")
+    print(text)
 
 
 if __name__ == "__main__":

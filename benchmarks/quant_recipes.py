@@ -21,7 +21,8 @@ import numpy as np
 from edgecl.backbones import build_backbone
 from edgecl.export.calibration import calibration_sets
 from edgecl.export.onnx_export import IMAGE_INPUT, export_image_tower
-from edgecl.export.quantize import RECIPES, preprocess_for_quantization, quantize, run_batched, session
+from edgecl.export.quant_source import QuantSource
+from edgecl.export.quantize import RECIPES, quantize, run_batched, session
 from edgecl.vectors import row_cosines
 
 
@@ -43,15 +44,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         export_image_tower(built, work / "fp32.onnx")
-        preprocess_for_quantization(work / "fp32.onnx", work / "prep.onnx")
+        fp32 = QuantSource(work / "fp32.onnx")  # the recipes share its prepared graph and calibration ranges
         calib, evaluate, source, _ = calibration_sets(built.preprocess, None)
-        sessions = {"fp32": session(work / "prep.onnx")}
+        sessions = {"fp32": session(work / "fp32.onnx")}
         reference = run_batched(sessions["fp32"], {IMAGE_INPUT: evaluate})
         cosines = {"fp32": 1.0}
         for i, recipe in enumerate(recipes):
             path = work / f"{i}.onnx"
             start = time.perf_counter()
-            quantize(work / "prep.onnx", path, recipe, calib, IMAGE_INPUT)
+            quantize(fp32, path, recipe, calib, IMAGE_INPUT)
             print(f"quantised {recipe.name} in {time.perf_counter() - start:.1f}s", flush=True)
             sessions[recipe.name] = session(path)
             cosines[recipe.name] = float(

@@ -82,19 +82,18 @@ def _quantize_tower(job: TowerJob, work: Path, options: ExportOptions, learned: 
     """Quantise work/<name>.fp32.onnx to work/<name>.int8.onnx; return the tower's manifest entry and the INT8
     tower's outputs on the job's feeds. `learned`: the recipe an earlier export on this CPU kind chose per tower
     (tried first)."""
-    from .quantize import AGREEMENT_TARGETS, COSINE_TARGETS, Targets, choose_recipe, preprocess_for_quantization
+    from .quant_source import QuantSource
+    from .quantize import AGREEMENT_TARGETS, COSINE_TARGETS, Targets, choose_recipe
 
-    prepared = work / f"{job.name}.prep.onnx"
-    preprocess_for_quantization(work / f"{job.name}.fp32.onnx", prepared)
     recipes = _recipes(job.kind, getattr(options, f"{job.name}_recipe"), learned.get(job.name))
     tries = iter(range(1, len(recipes) + 1))
-    report, outputs = choose_recipe(
-        prepared, work / f"{job.name}.int8.onnx", recipes,
-        job.feeds, job.calibration, Targets(COSINE_TARGETS[job.kind], AGREEMENT_TARGETS[job.name]), job.postprocess,
-        lambda recipe: progress(f"quantising the {job.name} tower to INT8, recipe {next(tries)} of at most "
-                                f"{len(recipes)} ({recipe})"), job.agreement, job.reference,
-    )  # fmt: skip
-    prepared.unlink()
+    with QuantSource(work / f"{job.name}.fp32.onnx") as source:
+        report, outputs = choose_recipe(
+            source, work / f"{job.name}.int8.onnx", recipes, job.feeds, job.calibration,
+            Targets(COSINE_TARGETS[job.kind], AGREEMENT_TARGETS[job.name]), job.postprocess,
+            lambda recipe: progress(f"quantising the {job.name} tower to INT8, recipe {next(tries)} of at most "
+                                    f"{len(recipes)} ({recipe})"), job.agreement, job.reference,
+        )  # fmt: skip
     files = {"int8": f"{job.name}.int8.onnx"}
     if options.keep_fp32:
         files["fp32"] = f"{job.name}.fp32.onnx"
@@ -180,8 +179,10 @@ def _export_towers(built: Any, work: Path, options: ExportOptions, progress: Pro
     progress("exporting text tower to ONNX")
     export_text_tower(built, work / "text.fp32.onnx")
     calib_dir = Path(options.calibration_dir) if options.calibration_dir else None
+    progress("reading the calibration and evaluation images")
     calib, evaluate, source, sources = calibration_sets(built.preprocess, calib_dir)
     rows, classes = _labelled(sources)
+    progress(f"measuring the fp32 image tower on {len(evaluate)} evaluation images")
     evaluated_fp32 = run_batched(session(work / "image.fp32.onnx"), {IMAGE_INPUT: evaluate})  # every evaluation image
     images_fp32 = evaluated_fp32[rows]
     text_fp32 = _prompt_anchors(built, work / "text.fp32.onnx")

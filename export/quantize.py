@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import re
 import shutil
@@ -18,6 +16,8 @@ import numpy as np
 from edgecl.errors import ExportError
 from edgecl.vectors import row_cosines
 
+from .quant_source import CALIBRATION_OPTIONS, STATIC_OPS, ArrayReader, QuantSource, calibration_method
+
 log = logging.getLogger(__name__)
 # Mean cosine to fp32 that a recipe must reach. The issue's floor is 0.99; the conv tower gets 0.995 because the
 # bundled EfficientNet at 0.992 kept only 96.8% zero-shot top-1 agreement on Fashion-MNIST (docs/quantisation.md).
@@ -26,7 +26,6 @@ COSINE_TARGETS = {"conv": 0.995, "transformer": 0.99, "text": 0.99}
 # promises 97% for both INT8 towers together (tests/test_bundled_backbone.py), and cosine alone let a recipe
 # through at 0.966. The text tower, quantised first, may use half of those 3 points.
 AGREEMENT_TARGETS = {"image": 0.97, "text": 0.985}
-CALIBRATION_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -104,24 +103,7 @@ def recipe_order(kind: str, isa: str, learned: str | None = None) -> tuple[Quant
     return tuple(sorted(recipes, key=lambda r: r.name != first))
 
 
-# Activations feeding these ops take the range after the activation function (ReLU6 in EfficientNet).
-STATIC_OPS = ("Conv", "MatMul", "Gemm", "Clip", "Relu")
 DYNAMIC_OPS = ("MatMul", "Gemm")
-
-
-def preprocess_for_quantization(src: Path, dst: Path) -> None:
-    """Shape inference + graph optimisation, as onnxruntime recommends before quantising."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    src, dst = src.resolve(), dst.resolve()
-    # When symbolic inference is incomplete, onnxruntime dumps a debug model into the working directory.
-    with tempfile.TemporaryDirectory(prefix="edgecl-prep-") as scratch, contextlib.chdir(scratch):
-        with contextlib.redirect_stdout(io.StringIO()):
-            try:
-                quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
-            except Exception:  # symbolic inference cannot follow some dynamic reshapes; ONNX's own inference can
-                log.info("symbolic shape inference failed on %s; using ONNX shape inference", src.name)
-                quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
 
 
 def _excluded_nodes(model_path: Path, recipe: QuantRecipe) -> list[str]:
@@ -136,26 +118,10 @@ def _excluded_nodes(model_path: Path, recipe: QuantRecipe) -> list[str]:
     return convs[: recipe.exclude_first_convs] + matched
 
 
-class _ArrayReader:
-    """Feeds calibration batches to onnxruntime's quantiser (its CalibrationDataReader protocol)."""
-
-    def __init__(self, input_name: str, data: np.ndarray) -> None:
-        usable = max(CALIBRATION_BATCH, len(data) - len(data) % CALIBRATION_BATCH)  # histograms need equal batches
-        self._batches = iter(
-            [data[i : i + CALIBRATION_BATCH] for i in range(0, min(usable, len(data)), CALIBRATION_BATCH)]
-        )
-        self._name = input_name
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        batch = next(self._batches, None)
-        return None if batch is None else {self._name: batch}
-
-    def rewind(self) -> None:  # pragma: no cover - part of the protocol, unused by minmax/percentile
-        raise NotImplementedError
-
-
-def quantize(src: Path, dst: Path, recipe: QuantRecipe, calibration: np.ndarray | None, input_name: str) -> None:
+def quantize(source: QuantSource, dst: Path, recipe: QuantRecipe, calibration: np.ndarray | None,
+             input_name: str) -> None:  # fmt: skip
     """Write the INT8 model for `recipe`; static recipes calibrate on `calibration` (N, ...) f32."""
+    src = source.for_recipe(recipe)
     try:
         if recipe.mode == "weight-only":
             _rewrite_weights(src, dst, recipe.block_size, recipe.int8_tables)
@@ -163,7 +129,7 @@ def quantize(src: Path, dst: Path, recipe: QuantRecipe, calibration: np.ndarray 
         if recipe.mode == "dynamic":
             _quantize_dynamic(src, dst, recipe)
         else:
-            _quantize_static(src, dst, recipe, calibration, input_name)
+            _quantize_static(source, dst, recipe, calibration, input_name)
         if recipe.int8_tables:
             _rewrite_weights(dst, dst, None, tables=True)
     except ExportError:
@@ -191,23 +157,24 @@ def _quantize_dynamic(src: Path, dst: Path, recipe: QuantRecipe) -> None:
 
 
 def _quantize_static(
-    src: Path, dst: Path, recipe: QuantRecipe, calibration: np.ndarray | None, input_name: str
+    source: QuantSource, dst: Path, recipe: QuantRecipe, calibration: np.ndarray | None, input_name: str
 ) -> None:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     if calibration is None or len(calibration) == 0:
         raise ExportError(f"recipe {recipe.name} needs calibration inputs and none were given")
-    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-              "entropy": CalibrationMethod.Entropy}[recipe.calibrate]  # fmt: skip
+    src = source.for_recipe(recipe)
+    ranges = source.ranges(recipe, calibration, input_name)
+    measured = {"calibration_cache_path": str(ranges)} if ranges else {}  # else: calibrated here, on the reader
     with tempfile.TemporaryDirectory(prefix="edgecl-calib-") as tmp:
         work = Path(tmp) / src.name
         shutil.copyfile(src, work)  # the calibrator writes an augmented model beside its input
         quantize_static(
-            str(work), str(dst), _ArrayReader(input_name, calibration), quant_format=QuantFormat.QDQ,
+            str(work), str(dst), None if ranges else ArrayReader(input_name, calibration), quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(STATIC_OPS), per_channel=recipe.per_channel, activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8, calibrate_method=method, nodes_to_exclude=_excluded_nodes(src, recipe),
-            reduce_range=recipe.reduce_range,
-            extra_options={"CalibPercentile": 99.99, "CalibTensorRangeSymmetric": False},
+            weight_type=QuantType.QInt8, calibrate_method=calibration_method(recipe.calibrate),
+            nodes_to_exclude=_excluded_nodes(src, recipe), reduce_range=recipe.reduce_range,
+            extra_options=CALIBRATION_OPTIONS, **measured,
         )  # fmt: skip
 
 
@@ -244,7 +211,7 @@ class Targets:
 
 
 def choose_recipe(
-    fp32_path: Path,
+    source: QuantSource,
     out_path: Path,
     recipes: tuple[QuantRecipe, ...],
     feeds_eval: dict[str, np.ndarray],
@@ -260,7 +227,7 @@ def choose_recipe(
     kept model's postprocessed outputs on `feeds_eval`. `reference`: the fp32 tower's postprocessed outputs on
     them when the caller has them already (else they are computed here)."""
     if reference is None:
-        reference = postprocess(run_batched(session(fp32_path), feeds_eval))
+        reference = postprocess(run_batched(session(source.fp32), feeds_eval))
     input_name = next(iter(feeds_eval))
     tried: list[dict[str, Any]] = []
     best: tuple[tuple[float, float], Path, dict[str, Any], np.ndarray] | None = None
@@ -268,7 +235,7 @@ def choose_recipe(
         for index, recipe in enumerate(recipes):
             on_try(recipe.name)
             candidate = Path(tmp) / f"{index}.onnx"
-            quantize(fp32_path, candidate, recipe, calibration, input_name)
+            quantize(source, candidate, recipe, calibration, input_name)
             output = postprocess(run_batched(session(candidate), feeds_eval))
             entry = _measure(recipe, candidate, reference, output, agreement)
             tried.append(entry)

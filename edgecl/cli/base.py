@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import warnings
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -94,10 +95,18 @@ def _main(
     ),
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    if not verbose:  # third-party warnings (bitsandbytes via peft, onnxruntime's shape inference) stay off stderr
-        for handler in logging.getLogger().handlers:
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_not_quantiser_detail)
+        if not verbose:  # third-party warnings (bitsandbytes via peft, onnxruntime's shape inference) stay off stderr
             handler.addFilter(_ours_or_errors)
+    if not verbose:
         warnings.simplefilter("ignore")
+
+
+def _not_quantiser_detail(record: logging.LogRecord) -> bool:
+    """onnxruntime's quantisers log one INFO line per adjusted weight channel (thousands per export) on the root
+    logger: --verbose shows the export's steps without them."""
+    return record.levelno >= logging.WARNING or f"onnxruntime{os.sep}quantization" not in record.pathname
 
 
 def _ours_or_errors(record: logging.LogRecord) -> bool:
