@@ -107,16 +107,6 @@ def _bridged(built: Any, text_outputs: np.ndarray) -> np.ndarray:
     return text_outputs @ built.bridge if built.bridge is not None else text_outputs
 
 
-def _prompt_anchors(built: Any, text_model: Path) -> np.ndarray:
-    """(K, D) unit embeddings of the evaluation prompts by the text tower in `text_model`."""
-    from edgecl.vectors import unit_rows
-
-    from .calibration import evaluation_prompts
-    from .quantize import run_batched, session
-
-    return unit_rows(_bridged(built, run_batched(session(text_model), dict(built.tokenize(evaluation_prompts())))))
-
-
 def _labelled(sources: np.ndarray) -> tuple[np.ndarray, slice]:
     """What zero-shot agreement is measured on: the labelled Fashion-MNIST evaluation images against their own
     class prompts, or every evaluation image against every prompt when Fashion-MNIST is not installed."""
@@ -169,6 +159,8 @@ def _write_check_set(work: Path, images_fp32: np.ndarray, images_int8: np.ndarra
 
 
 def _export_towers(built: Any, work: Path, options: ExportOptions, progress: Progress) -> dict[str, Any]:
+    from edgecl.vectors import unit_rows
+
     from . import recipe_memory
     from .calibration import AGREEMENT_SOURCE, calibration_sets, evaluation_prompts
     from .onnx_export import IMAGE_INPUT, export_image_tower, export_text_tower
@@ -185,12 +177,13 @@ def _export_towers(built: Any, work: Path, options: ExportOptions, progress: Pro
     progress(f"measuring the fp32 image tower on {len(evaluate)} evaluation images")
     evaluated_fp32 = run_batched(session(work / "image.fp32.onnx"), {IMAGE_INPUT: evaluate})  # every evaluation image
     images_fp32 = evaluated_fp32[rows]
-    text_fp32 = _prompt_anchors(built, work / "text.fp32.onnx")
-    text_job = TowerJob("text", "text", dict(built.tokenize(evaluation_prompts())),
-                        _text_agreement(images_fp32, classes), postprocess=lambda x: _bridged(built, x))  # fmt: skip
+    prompts = dict(built.tokenize(evaluation_prompts()))
+    text_reference = _bridged(built, run_batched(session(work / "text.fp32.onnx"), prompts))
+    text_job = TowerJob("text", "text", prompts, _text_agreement(images_fp32, classes),
+                        postprocess=lambda x: _bridged(built, x), reference=text_reference)  # fmt: skip
     learned = recipe_memory.learned(built.backbone_id)
-    text, _ = _quantize_tower(text_job, work, options, learned, progress)
-    text_int8 = _prompt_anchors(built, work / "text.int8.onnx")
+    text, text_outputs = _quantize_tower(text_job, work, options, learned, progress)
+    text_fp32, text_int8 = unit_rows(text_reference), unit_rows(text_outputs)  # the evaluation prompts' anchors
     image_job = TowerJob("image", built.image_arch, {IMAGE_INPUT: evaluate},
                          _image_agreement(text_fp32, text_int8, rows, classes), calibration=calib,
                          reference=evaluated_fp32)  # fmt: skip

@@ -23,7 +23,8 @@ STATIC_OPS = ("Conv", "MatMul", "Gemm", "Clip", "Relu")
 CALIBRATION_BATCH = 8
 # onnxruntime's calibrator options, as quantize_static's extra_options name them and as create_calibrator does
 CALIBRATION_OPTIONS = {"CalibPercentile": 99.99, "CalibTensorRangeSymmetric": False}
-_CALIBRATOR_OPTIONS = {"percentile": 99.99, "symmetric": False}
+_CALIBRATOR_OPTIONS = {"percentile": CALIBRATION_OPTIONS["CalibPercentile"],
+                       "symmetric": CALIBRATION_OPTIONS["CalibTensorRangeSymmetric"]}  # fmt: skip
 
 
 def preprocess_for_quantization(src: Path, dst: Path) -> None:
