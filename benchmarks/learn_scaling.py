@@ -9,6 +9,10 @@ hold 2 ... 1,000 classes. Two ways:
 
     python benchmarks/learn_scaling.py --classes 2,20,200,1000 --budget 8MB
     python benchmarks/learn_scaling.py --cli --classes 20,1000
+    python benchmarks/learn_scaling.py [--cli] --report-only   # the report again from this CPU kind's JSON
+
+Writes benchmarks/results/learn-scaling[-cli]-<int8_isa>.json and, beside it, the .md that docs/benchmarks.md
+includes (the figures depend on the CPU kind: each kind measured keeps its own pair).
 """
 
 from __future__ import annotations
@@ -101,12 +105,9 @@ def _cli_state(home: Path, state: Path, task: Path, n_classes: int, args: argpar
     commit_snapshot(state, learner.save_to, snapshot.meta)
 
 
-def cli_main(counts: list[int], args: argparse.Namespace) -> None:
-    print(f"whole `edgecl learn --json` of {NEW_CLASSES} new classes x {ROWS_PER_CLASS} Fashion-MNIST photos, "
-          f"bundled backbone, {args.method}, budget {args.budget}, int8_isa {cpu_int8_isa()}, median of "
-          f"{args.rounds}; seconds")
-    print(f"{'learned':>8} {'wall':>6} {'seconds':>8} {'x first':>8}   (seconds: the JSON's own, after imports)")
-    base = None
+def cli_rows(counts: list[int], args: argparse.Namespace) -> list[dict[str, float]]:
+    """Median wall and JSON seconds of whole `edgecl learn` processes into states grown to each class count."""
+    rows = []
     with tempfile.TemporaryDirectory(prefix="edgecl-learn-scaling-") as tmp:
         home, tasks = Path(tmp) / "home", write_stream(Path(tmp) / "data", ROWS_PER_CLASS, 1)[0]
         for n in counts:
@@ -121,8 +122,47 @@ def cli_main(counts: list[int], args: argparse.Namespace) -> None:
                 runs.append((wall, report["seconds"]))
                 shutil.rmtree(state)
             wall, seconds = (float(np.median([r[i] for r in runs])) for i in (0, 1))
-            base = base or wall
-            print(f"{n:>8} {wall:6.2f} {seconds:8.2f} {wall / base:7.2f}x")
+            rows.append({"learned": n, "wall": round(wall, 3), "seconds": round(seconds, 3)})
+            print(f"{n} classes: {wall:.2f} s", flush=True)
+    return rows
+
+
+def learner_rows(counts: list[int], args: argparse.Namespace) -> list[dict[str, float]]:
+    """Median seconds of each part of one learner learn into learners grown to each class count."""
+    config = LearnerConfig.from_flat({"method": args.method, "budget_bytes": parse_bytes(args.budget)})
+    centres = unit_rows(np.random.default_rng(0).standard_normal((max(counts) + NEW_CLASSES, DIM)).astype(np.float32))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in counts:
+            folder = Path(tmp) / f"c{n}"
+            _grown(config, centres, n, folder)
+            runs = [_timed_learn(folder, Path(tmp) / f"out{n}-{r}", centres, n) for r in range(args.rounds)]
+            rows.append({"learned": n} | {k: round(float(np.median([r[k] for r in runs])), 4) for k in runs[0]})
+            print(f"{n} classes: {rows[-1]['total']:.2f} s", flush=True)
+    return rows
+
+
+def report(r: dict) -> str:
+    """The table, from a results JSON (what the .md beside it holds, in a code block)."""
+    base = r["rows"][0]["wall" if r["cli"] else "total"]
+    common = f"{r['method']}, budget {r['budget']}, int8_isa {r['int8_isa']}, median of {r['rounds']}"
+    if r["cli"]:
+        lines = [f"whole `edgecl learn --json` of {NEW_CLASSES} new classes x {ROWS_PER_CLASS} Fashion-MNIST photos, "
+                 f"bundled backbone, {common}; seconds (commit {r['commit']}, {r['date']})",
+                 f"{'learned':>8} {'wall':>6} {'seconds':>8} {'x first':>8}   (seconds: the JSON's own, after imports)"]
+        lines += [f"{x['learned']:>8} {x['wall']:6.2f} {x['seconds']:8.2f} {x['wall'] / base:7.2f}x" for x in r["rows"]]
+    else:
+        lines = [f"one learn of {NEW_CLASSES} new classes x {ROWS_PER_CLASS} rows, {DIM}-d, {common}; seconds "
+                 f"(commit {r['commit']}, {r['date']})",
+                 f"{'learned':>8} {'load':>6} {'train':>6} {'other':>6} {'save':>6} {'total':>6} {'x first':>8}"]
+        lines += [f"{x['learned']:>8} {x['load']:6.2f} {x['train']:6.2f} {x['learn_other']:6.2f} {x['save']:6.2f} "
+                  f"{x['total']:6.2f} {x['total'] / base:7.2f}x" for x in r["rows"]]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    return out.stdout.strip() or "unknown"
 
 
 def main() -> None:
@@ -132,25 +172,23 @@ def main() -> None:
     parser.add_argument("--method", default=DEFAULT_METHOD)
     parser.add_argument("--rounds", type=int, default=3, help="timed learns per class count (median)")
     parser.add_argument("--cli", action="store_true", help="time whole `edgecl learn` processes (bundled backbone)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results JSON (default benchmarks/results/learn-scaling[-cli]-<int8_isa>.json)")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the report from --out's JSON, run nothing")
     args = parser.parse_args()
-    counts = [int(c) for c in args.classes.split(",")]
-    if args.cli:
-        return cli_main(counts, args)
-    config = LearnerConfig.from_flat({"method": args.method, "budget_bytes": parse_bytes(args.budget)})
-    centres = unit_rows(np.random.default_rng(0).standard_normal((max(counts) + NEW_CLASSES, DIM)).astype(np.float32))
-    print(f"one learn of {NEW_CLASSES} new classes x {ROWS_PER_CLASS} rows, {args.method}, budget {args.budget}, "
-          f"{DIM}-d, median of {args.rounds}; seconds")
-    print(f"{'learned':>8} {'load':>6} {'train':>6} {'other':>6} {'save':>6} {'total':>6} {'x first':>8}")
-    base = None
-    with tempfile.TemporaryDirectory() as tmp:
-        for n in counts:
-            folder = Path(tmp) / f"c{n}"
-            _grown(config, centres, n, folder)
-            runs = [_timed_learn(folder, Path(tmp) / f"out{n}-{r}", centres, n) for r in range(args.rounds)]
-            med = {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
-            base = base or med["total"]
-            print(f"{n:>8} {med['load']:6.2f} {med['train']:6.2f} {med['learn_other']:6.2f} {med['save']:6.2f} "
-                  f"{med['total']:6.2f} {med['total'] / base:7.2f}x")
+    name = f"learn-scaling{'-cli' if args.cli else ''}-{cpu_int8_isa()}.json"
+    out = args.out or ROOT / "benchmarks" / "results" / name
+    if args.report_only:
+        results = json.loads(out.read_text())
+    else:
+        counts = [int(c) for c in args.classes.split(",")]
+        rows = cli_rows(counts, args) if args.cli else learner_rows(counts, args)
+        results = {"cli": args.cli, "method": args.method, "budget": args.budget, "rounds": args.rounds,
+                   "int8_isa": cpu_int8_isa(), "commit": _commit(), "date": time.strftime("%Y-%m-%d"), "rows": rows}
+        out.write_text(json.dumps(results, indent=1) + "\n")
+    text = report(results)
+    out.with_suffix(".md").write_text(f"```\n{text}\n```\n")
+    print(text)
 
 
 if __name__ == "__main__":
