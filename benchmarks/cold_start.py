@@ -2,11 +2,15 @@
 same backbone (EfficientNet-Lite0 image tower, the learned class prototypes), interleaved rounds in one run.
 
     python benchmarks/cold_start.py --rounds 5
+    python benchmarks/cold_start.py --report-only   # the report again from this CPU kind's JSON
+
+Writes benchmarks/results/cold-start-<int8_isa>.json and, beside it, the .md that docs/benchmarks.md includes.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -22,8 +26,10 @@ from edgecl import commands
 from edgecl.datasets import fashion_mnist, sample_photo_paths
 from edgecl.learned import scoring
 from edgecl.learner import Learner
+from edgecl.model_dir import cpu_int8_isa
 from edgecl.state import read_state
 
+TORCH = "torch + open_clip script (same tower)"
 TORCH_SCRIPT = textwrap.dedent(
     """
     import sys
@@ -55,40 +61,71 @@ def _run(cmd: list[str]) -> tuple[float, int]:
     return time.perf_counter() - start, int(out.stderr.strip().splitlines()[-1])
 
 
+def _state_and_commands(root: Path) -> dict[str, list[str]]:
+    """A state learned from 2 x 20 Fashion-MNIST photos under `root`, and the two commands that classify one photo."""
+    images, labels = fashion_mnist("train")
+    for cls in (0, 1):
+        (root / "task" / f"c{cls}").mkdir(parents=True)
+        for i in np.flatnonzero(labels == cls)[:20]:
+            Image.fromarray(images[i]).save(root / "task" / f"c{cls}" / f"{i}.png")
+    state = root / "state"
+    commands.learn(commands.LearnOptions(str(root / "task"), "64KB", str(state), backbone="bundled"))
+    learner = Learner.load_from(read_state(state).folder)  # type: ignore[union-attr]
+    np.save(root / "protos.npy", scoring.prototypes(learner.state))
+    one = root / "one.jpg"
+    Image.open(sample_photo_paths()[1]).convert("RGB").save(one)
+    return {
+        "edgecl classify (bundled, INT8 ONNX)": [sys.executable, "-m", "cli", "classify", str(one),
+                                                 "--state-dir", str(state), "--json"],
+        TORCH: [sys.executable, "-c", TORCH_SCRIPT, str(one), str(root / "protos.npy"), ",".join(learner.classes)],
+    }  # fmt: skip
+
+
+def _measure(rounds: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        cmds = _state_and_commands(Path(tmp))
+        runs: dict[str, list[tuple[float, int]]] = {name: [] for name in cmds}
+        for _ in range(rounds):  # interleaved: both commands see the same machine load
+            for name, cmd in cmds.items():
+                runs[name].append(_run(cmd))
+    rows = {name: {"wall_s": round(statistics.median(t for t, _ in r), 3),
+                   "peak_rss_mib": round(statistics.median(k for _, k in r) / 1024)}
+            for name, r in runs.items()}  # fmt: skip
+    return {"rounds": rounds, "int8_isa": cpu_int8_isa(), "commit": _commit(), "date": time.strftime("%Y-%m-%d"),
+            "rows": rows}  # fmt: skip
+
+
+def _commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+    return out.stdout.strip() or "unknown"
+
+
+def report(r: dict) -> str:
+    """The table, from a results JSON (what the .md beside it holds, in a code block)."""
+    base = r["rows"][TORCH]["wall_s"]
+    lines = [f"cold start, whole process, median of {r['rounds']} interleaved rounds, int8_isa {r['int8_isa']} "
+             f"(commit {r['commit']}, {r['date']})",
+             f"{'command':<40} {'wall s':>7} {'speed-up':>9} {'peak RSS MiB':>13}"]  # fmt: skip
+    lines += [f"{name:<40} {x['wall_s']:7.2f} {base / x['wall_s']:8.2f}x {x['peak_rss_mib']:13.0f}"
+              for name, x in r["rows"].items()]  # fmt: skip
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results JSON (default benchmarks/results/cold-start-<int8_isa>.json)")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the report from --out's JSON, run nothing")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        images, labels = fashion_mnist("train")
-        for cls in (0, 1):
-            (root / "task" / f"c{cls}").mkdir(parents=True)
-            for i in np.flatnonzero(labels == cls)[:20]:
-                Image.fromarray(images[i]).save(root / "task" / f"c{cls}" / f"{i}.png")
-        state = root / "state"
-        commands.learn(commands.LearnOptions(str(root / "task"), "64KB", str(state), backbone="bundled"))
-        learner = Learner.load_from(read_state(state).folder)  # type: ignore[union-attr]
-        np.save(root / "protos.npy", scoring.prototypes(learner.state))
-        one = root / "one.jpg"
-        Image.open(sample_photo_paths()[1]).convert("RGB").save(one)
-        cmds = {
-            "edgecl classify (bundled, INT8 ONNX)": [sys.executable, "-m", "cli", "classify", str(one),
-                                                     "--state-dir", str(state), "--json"],
-            "torch + open_clip script (same tower)": [sys.executable, "-c", TORCH_SCRIPT, str(one),
-                                                      str(root / "protos.npy"), ",".join(learner.classes)],
-        }  # fmt: skip
-        results: dict[str, list[tuple[float, int]]] = {name: [] for name in cmds}
-        for _ in range(args.rounds):
-            for name, cmd in cmds.items():
-                results[name].append(_run(cmd))
-    base = statistics.median(t for t, _ in results["torch + open_clip script (same tower)"])
-    print(f"cold start, whole process, median of {args.rounds} interleaved rounds")
-    print(f"{'command':<40} {'wall s':>7} {'speed-up':>9} {'peak RSS MiB':>13}")
-    for name, runs in results.items():
-        wall = statistics.median(t for t, _ in runs)
-        rss = statistics.median(r for _, r in runs) / 1024
-        print(f"{name:<40} {wall:7.2f} {base / wall:8.2f}x {rss:13.0f}")
+    out = args.out or Path(__file__).resolve().parent / "results" / f"cold-start-{cpu_int8_isa()}.json"
+    results = json.loads(out.read_text()) if args.report_only else _measure(args.rounds)
+    if not args.report_only:
+        out.write_text(json.dumps(results, indent=1) + "\n")
+    text = report(results)
+    out.with_suffix(".md").write_text(f"```\n{text}\n```\n")
+    print(text)
 
 
 if __name__ == "__main__":
