@@ -3,6 +3,9 @@ from memory at equal byte budgets (fp32 rows as the reference), Fashion-MNIST th
 
     python benchmarks/memory_codecs.py                      # budgets 16KB..8MB, 3 seeds
     python benchmarks/memory_codecs.py --budgets 64KB,1MB --seeds 1
+    python benchmarks/memory_codecs.py --report-only        # the table again from --out's JSON
+
+Writes --out (benchmarks/results/memory-codecs.json) and, beside it, the .md that docs/benchmarks.md includes.
 
 The memory is filled the way `edgecl learn` fills it: 5 class-incremental tasks of 2 classes each.
 """
@@ -10,9 +13,11 @@ The memory is filled the way `edgecl learn` fills it: 5 class-incremental tasks 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -24,6 +29,7 @@ from edgecl.units import BudgetError, format_bytes, parse_bytes
 
 CODECS = ("fp32", "fp16", "int8", "int4", "pq", "auto")
 TASKS = [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
+HEADER = f"{'budget':>9} {'codec':<6} {'used':<5} {'samples':>8} {'samples/MB':>11} {'recon cos':>9} {'NCM acc':>14}"
 
 
 def ncm_accuracy(mem_x: np.ndarray, mem_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> float:
@@ -59,36 +65,61 @@ def run_codec(codec: str, budget: int, seed: int, data: tuple[np.ndarray, ...]) 
             "ncm": ncm_accuracy(samples.embeddings, mem_y, test_x, test_y)}  # fmt: skip
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budgets", default="16KB,64KB,256KB,1MB,8MB")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--train-per-class", type=int, default=600)
-    parser.add_argument("--test-per-class", type=int, default=200)
-    args = parser.parse_args()
+def measure(args: argparse.Namespace) -> dict:
+    """Every codec at every budget over the seeds: one row each (`ncm`: the seeds' accuracies; None: too small)."""
     start = time.perf_counter()
     encoder = Encoder(ensure_model("bundled").root, threads=os.cpu_count())
     train_x, train_y = fashion_embeddings(encoder, "train", args.train_per_class)
     test_x, test_y = fashion_embeddings(encoder, "test", args.test_per_class)
     data = (train_x, train_y, test_x, test_y)
-    print(f"bundled backbone, {train_x.shape[1]}-d; memory filled by 5 tasks x 2 classes from "
-          f"{len(train_x)} Fashion-MNIST train embeddings; NCM accuracy on {len(test_x)} test images; "
-          f"{args.seeds} seeds (mean +- std)\n")  # fmt: skip
-    print(f"{'budget':>9} {'codec':<6} {'used':<5} {'samples':>8} {'samples/MB':>11} {'recon cos':>9} {'NCM acc':>14}")
+    rows = []
     for budget_text in args.budgets.split(","):
         budget = parse_bytes(budget_text)
         for codec in CODECS:
             try:
                 runs = [run_codec(codec, budget, seed, data) for seed in range(args.seeds)]
             except BudgetError:
-                print(f"{format_bytes(budget):>9} {codec:<6} {'':<5} {'too small for 10 classes':>45}")
+                rows.append({"budget": budget, "codec": codec, "ncm": None})
                 continue
-            acc = [float(r["ncm"]) for r in runs]
-            n = int(runs[0]["samples"])
-            std = statistics.stdev(acc) if len(acc) > 1 else 0.0
-            row = f"{format_bytes(budget):>9} {codec:<6} {runs[0]['used']!s:<5} {n:>8} {n / budget * 1e6:>11.0f}"
-            print(f"{row} {float(runs[0]['cosine']):>9.4f} {100 * statistics.mean(acc):>7.1f} +- {100 * std:>3.1f}")
-    print(f"\n({time.perf_counter() - start:.0f} s)")
+            rows.append({"budget": budget, "codec": codec, "used": runs[0]["used"], "samples": int(runs[0]["samples"]),
+                         "cosine": float(runs[0]["cosine"]), "ncm": [float(r["ncm"]) for r in runs]})  # fmt: skip
+            print(f"{budget_text} {codec}: {100 * statistics.mean(rows[-1]['ncm']):.1f}", flush=True)
+    return {"dim": int(train_x.shape[1]), "train": len(train_x), "test": len(test_x), "seeds": args.seeds,
+            "seconds": round(time.perf_counter() - start), "date": time.strftime("%Y-%m-%d"), "rows": rows}  # fmt: skip
+
+
+def report(r: dict) -> str:
+    """The table, from a results JSON (what the .md beside it holds, in a code block)."""
+    lines = [f"bundled backbone, {r['dim']}-d; memory filled by 5 tasks x 2 classes from {r['train']} Fashion-MNIST "
+             f"train embeddings; NCM accuracy on {r['test']} test images; {r['seeds']} seeds (mean +- std); "
+             f"{r['date']}", "", HEADER]
+    for x in r["rows"]:
+        budget = format_bytes(x["budget"])
+        if x["ncm"] is None:
+            lines.append(f"{budget:>9} {x['codec']:<6} {'':<5} {'too small for 10 classes':>45}")
+            continue
+        n, acc = x["samples"], x["ncm"]
+        std = statistics.stdev(acc) if len(acc) > 1 else 0.0
+        lines.append(f"{budget:>9} {x['codec']:<6} {x['used']!s:<5} {n:>8} {n / x['budget'] * 1e6:>11.0f} "
+                     f"{x['cosine']:>9.4f} {100 * statistics.mean(acc):>7.1f} +- {100 * std:>3.1f}")  # fmt: skip
+    return "\n".join([*lines, "", f"({r['seconds']} s)"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budgets", default="16KB,64KB,256KB,1MB,8MB")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--train-per-class", type=int, default=600)
+    parser.add_argument("--test-per-class", type=int, default=200)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "memory-codecs.json")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the report from --out's JSON, run nothing")
+    args = parser.parse_args()
+    results = json.loads(args.out.read_text()) if args.report_only else measure(args)
+    if not args.report_only:
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+    text = report(results)
+    args.out.with_suffix(".md").write_text(f"```\n{text}\n```\n")
+    print(text)
 
 
 if __name__ == "__main__":
