@@ -5,6 +5,7 @@ same backbone (EfficientNet-Lite0 image tower, the learned class prototypes), in
     python benchmarks/cold_start.py --report-only   # the report again from this CPU kind's JSON
 
 Writes benchmarks/results/cold-start-<int8_isa>.json and, beside it, the .md that docs/benchmarks.md includes.
+Every run rewrites them: give --out elsewhere for a trial with other arguments.
 """
 
 from __future__ import annotations

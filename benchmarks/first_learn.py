@@ -6,6 +6,7 @@ classify: whole `edgecl` processes in a fresh $EDGECL_HOME, as a new user runs t
 
 Writes benchmarks/results/first-learn-<int8_isa>.json and, beside it, the .md that docs/benchmarks.md includes: the
 figures depend on the CPU kind, so each kind measured keeps its own pair.
+Every run rewrites them: give --out elsewhere for a trial with other arguments.
 """
 
 from __future__ import annotations

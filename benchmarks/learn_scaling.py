@@ -13,6 +13,7 @@ hold 2 ... 1,000 classes. Two ways:
 
 Writes benchmarks/results/learn-scaling[-cli]-<int8_isa>.json and, beside it, the .md that docs/benchmarks.md
 includes (the figures depend on the CPU kind: each kind measured keeps its own pair).
+Every run rewrites them: give --out elsewhere for a trial with other arguments.
 """
 
 from __future__ import annotations

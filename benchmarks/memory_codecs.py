@@ -6,6 +6,7 @@ from memory at equal byte budgets (fp32 rows as the reference), Fashion-MNIST th
     python benchmarks/memory_codecs.py --report-only        # the table again from --out's JSON
 
 Writes --out (benchmarks/results/memory-codecs.json) and, beside it, the .md that docs/benchmarks.md includes.
+Every run rewrites them: give --out elsewhere for a trial with other arguments.
 
 The memory is filled the way `edgecl learn` fills it: 5 class-incremental tasks of 2 classes each.
 """

@@ -44,15 +44,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         export_image_tower(built, work / "fp32.onnx")
-        fp32 = QuantSource(work / "fp32.onnx")  # the recipes share its prepared graph and calibration ranges
         calib, evaluate, source, _ = calibration_sets(built.preprocess, None)
+        fp32 = QuantSource(work / "fp32.onnx", calib, IMAGE_INPUT)  # the recipes share its preparation and ranges
         sessions = {"fp32": session(work / "fp32.onnx")}
         reference = run_batched(sessions["fp32"], {IMAGE_INPUT: evaluate})
         cosines = {"fp32": 1.0}
         for i, recipe in enumerate(recipes):
             path = work / f"{i}.onnx"
             start = time.perf_counter()
-            quantize(fp32, path, recipe, calib, IMAGE_INPUT)
+            quantize(fp32, path, recipe)
             print(f"quantised {recipe.name} in {time.perf_counter() - start:.1f}s", flush=True)
             sessions[recipe.name] = session(path)
             cosines[recipe.name] = float(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -132,19 +131,19 @@ def load_image(path: str | Path) -> Image.Image:
 
 
 def _decoded(path: Path) -> Image.Image:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with open_regular(path) as handle, Image.open(handle) as img:
-            if img.width * img.height > MAX_IMAGE_PIXELS:
-                raise ImageLoadError(
-                    f"{path}: image is {img.width}x{img.height} pixels, above the "
-                    f"{MAX_IMAGE_PIXELS:,}-pixel safety limit; downscale it first"
-                )
-            img.draft("RGB", (1024, 1024))  # JPEG: decode at reduced size when huge
-            img.seek(0)  # first frame of GIF / multi-page TIFF
-            img.load()
-            oriented = ImageOps.exif_transpose(img)
-            return to_rgb(oriented if oriented is not None else img)
+    # The pixel limit is checked here, before decoding, rather than by turning Pillow's DecompressionBombWarning
+    # into an error: warnings.catch_warnings swaps process-wide filters, which threads decoding at once would undo.
+    with open_regular(path) as handle, Image.open(handle) as img:
+        if img.width * img.height > MAX_IMAGE_PIXELS:
+            raise ImageLoadError(
+                f"{path}: refused as a decompression bomb ({img.width}x{img.height} pixels, above the "
+                f"{MAX_IMAGE_PIXELS:,}-pixel safety limit); downscale it first"
+            )
+        img.draft("RGB", (1024, 1024))  # JPEG: decode at reduced size when huge
+        img.seek(0)  # first frame of GIF / multi-page TIFF
+        img.load()
+        oriented = ImageOps.exif_transpose(img)
+        return to_rgb(oriented if oriented is not None else img)
 
 
 def _as_pil(image: ImageLike) -> Image.Image:
@@ -205,6 +204,9 @@ def preprocess_batch(images: Sequence[ImageLike], spec: PreprocessSpec) -> np.nd
         return out
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(threads, thread_name_prefix="edgecl-preprocess") as pool:
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="edgecl-preprocess")
+    try:
         list(pool.map(fill, range(len(images))))
+    finally:  # a failed image or Ctrl-C: the queued images are dropped, not decoded first
+        pool.shutdown(wait=True, cancel_futures=True)
     return out

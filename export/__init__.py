@@ -87,9 +87,9 @@ def _quantize_tower(job: TowerJob, work: Path, options: ExportOptions, learned: 
 
     recipes = _recipes(job.kind, getattr(options, f"{job.name}_recipe"), learned.get(job.name))
     tries = iter(range(1, len(recipes) + 1))
-    with QuantSource(work / f"{job.name}.fp32.onnx") as source:
+    with QuantSource(work / f"{job.name}.fp32.onnx", job.calibration, next(iter(job.feeds))) as source:
         report, outputs = choose_recipe(
-            source, work / f"{job.name}.int8.onnx", recipes, job.feeds, job.calibration,
+            source, work / f"{job.name}.int8.onnx", recipes, job.feeds,
             Targets(COSINE_TARGETS[job.kind], AGREEMENT_TARGETS[job.name]), job.postprocess,
             lambda recipe: progress(f"quantising the {job.name} tower to INT8, recipe {next(tries)} of at most "
                                     f"{len(recipes)} ({recipe})"), job.agreement, job.reference,

@@ -86,8 +86,9 @@ def _calibrate(model: Path, out: Path, method: str, calibration: np.ndarray, inp
                                        calibrate_method=calibration_method(method),
                                        extra_options=_CALIBRATOR_OPTIONS)  # fmt: skip
         # onnxruntime runs its augmented graph unoptimised, twice as slow as optimised on the bundled image tower.
-        # Every tensor it measures feeds a ReduceMin/Max whose result is a graph output, so no optimisation can
-        # drop one: the ranges agree to 1.4e-6 (relative) with the unoptimised run.
+        # Every tensor it measures is read by a graph output (MinMax: a ReduceMin/Max; histogram methods: the tensor
+        # itself), so no optimisation can drop one: MinMax ranges agree to 1.4e-6 (relative) with the unoptimised
+        # run (tests/test_quant_source.py).
         options = ort.SessionOptions()
         options.log_severity_level = 3
         calibrator.infer_session = ort.InferenceSession(calibrator.augmented_model_path, options,
@@ -97,12 +98,13 @@ def _calibrate(model: Path, out: Path, method: str, calibration: np.ndarray, inp
 
 
 class QuantSource:
-    """One tower's fp32 model (`fp32`) for the recipes tried on it; scratch files live in a folder beside it until
-    the `with` block ends. Weight-only rewrites start from the model as exported (they only swap initializers:
+    """One tower's fp32 model (`fp32`) and its calibration inputs (`calibration`, (N, ...) f32 for the model's input
+    `input_name`; static recipes only) for the recipes tried on it; scratch files live in a folder beside the model
+    until the `with` block ends. Weight-only rewrites start from the model as exported (they only swap initializers:
     preparing a text tower costs seconds that a first learn need not spend when weight-only is its recipe)."""
 
-    def __init__(self, fp32: Path) -> None:
-        self.fp32 = fp32
+    def __init__(self, fp32: Path, calibration: np.ndarray | None = None, input_name: str = "") -> None:
+        self.fp32, self.calibration, self.input_name = fp32, calibration, input_name
         self._scratch = Path(tempfile.mkdtemp(prefix=f".{fp32.stem}-", dir=fp32.parent))
         self._prepared = self._scratch / "prepared.onnx"
 
@@ -121,13 +123,15 @@ class QuantSource:
             preprocess_for_quantization(self.fp32, self._prepared)
         return self._prepared
 
-    def ranges(self, recipe: QuantRecipe, calibration: np.ndarray, input_name: str) -> Path | None:
-        """The calibration ranges of a static recipe, measured once per calibration method (recipes differ in
-        what they exclude and how they round, not in what is measured); None where this onnxruntime cannot take
-        ranges from a file (each recipe then calibrates inside quantize_static)."""
+    def ranges(self, recipe: QuantRecipe) -> Path | None:
+        """The calibration ranges of a static recipe, measured once per calibration method (which tensors are
+        measured depends only on the op types, STATIC_OPS; recipes differ in what they exclude and how they round);
+        None where this onnxruntime cannot take ranges from a file (each recipe then calibrates inside
+        quantize_static)."""
         if not ranges_reusable():
             return None
         path = self._scratch / f"ranges-{recipe.calibrate}.json"
         if not path.is_file():
-            _calibrate(self.for_recipe(recipe), path, recipe.calibrate, calibration, input_name)
+            assert self.calibration is not None, "a static recipe needs calibration inputs"
+            _calibrate(self.for_recipe(recipe), path, recipe.calibrate, self.calibration, self.input_name)
         return path

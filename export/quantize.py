@@ -118,9 +118,8 @@ def _excluded_nodes(model_path: Path, recipe: QuantRecipe) -> list[str]:
     return convs[: recipe.exclude_first_convs] + matched
 
 
-def quantize(source: QuantSource, dst: Path, recipe: QuantRecipe, calibration: np.ndarray | None,
-             input_name: str) -> None:  # fmt: skip
-    """Write the INT8 model for `recipe`; static recipes calibrate on `calibration` (N, ...) f32."""
+def quantize(source: QuantSource, dst: Path, recipe: QuantRecipe) -> None:
+    """Write the INT8 model for `recipe` from `source` (static recipes: on its calibration inputs' ranges)."""
     src = source.for_recipe(recipe)
     try:
         if recipe.mode == "weight-only":
@@ -129,13 +128,13 @@ def quantize(source: QuantSource, dst: Path, recipe: QuantRecipe, calibration: n
         if recipe.mode == "dynamic":
             _quantize_dynamic(src, dst, recipe)
         else:
-            _quantize_static(source, dst, recipe, calibration, input_name)
+            _quantize_static(source, dst, recipe)
         if recipe.int8_tables:
             _rewrite_weights(dst, dst, None, tables=True)
     except ExportError:
         raise
     except Exception as exc:  # onnxruntime.quantization raises many untyped errors
-        raise ExportError(f"quantising {src.name} with recipe {recipe.name} failed: {exc}") from exc
+        raise ExportError(f"quantising {source.fp32.name} with recipe {recipe.name} failed: {exc}") from exc
 
 
 def _rewrite_weights(src: Path, dst: Path, matmul_block: int | None, tables: bool) -> None:
@@ -156,21 +155,21 @@ def _quantize_dynamic(src: Path, dst: Path, recipe: QuantRecipe) -> None:
     )  # fmt: skip
 
 
-def _quantize_static(
-    source: QuantSource, dst: Path, recipe: QuantRecipe, calibration: np.ndarray | None, input_name: str
-) -> None:
+def _quantize_static(source: QuantSource, dst: Path, recipe: QuantRecipe) -> None:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
+    calibration = source.calibration
     if calibration is None or len(calibration) == 0:
         raise ExportError(f"recipe {recipe.name} needs calibration inputs and none were given")
     src = source.for_recipe(recipe)
-    ranges = source.ranges(recipe, calibration, input_name)
+    ranges = source.ranges(recipe)
     measured = {"calibration_cache_path": str(ranges)} if ranges else {}  # else: calibrated here, on the reader
+    reader = None if ranges else ArrayReader(source.input_name, calibration)
     with tempfile.TemporaryDirectory(prefix="edgecl-calib-") as tmp:
         work = Path(tmp) / src.name
-        shutil.copyfile(src, work)  # the calibrator writes an augmented model beside its input
+        shutil.copyfile(src, work)  # onnxruntime writes its shape-inferred (and augmented) models beside the input
         quantize_static(
-            str(work), str(dst), None if ranges else ArrayReader(input_name, calibration), quant_format=QuantFormat.QDQ,
+            str(work), str(dst), reader, quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(STATIC_OPS), per_channel=recipe.per_channel, activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8, calibrate_method=calibration_method(recipe.calibrate),
             nodes_to_exclude=_excluded_nodes(src, recipe), reduce_range=recipe.reduce_range,
@@ -215,7 +214,6 @@ def choose_recipe(
     out_path: Path,
     recipes: tuple[QuantRecipe, ...],
     feeds_eval: dict[str, np.ndarray],
-    calibration: np.ndarray | None,
     targets: Targets,
     postprocess: Callable[[np.ndarray], np.ndarray] = lambda x: x,
     on_try: Callable[[str], None] = lambda name: None,
@@ -228,14 +226,13 @@ def choose_recipe(
     them when the caller has them already (else they are computed here)."""
     if reference is None:
         reference = postprocess(run_batched(session(source.fp32), feeds_eval))
-    input_name = next(iter(feeds_eval))
     tried: list[dict[str, Any]] = []
     best: tuple[tuple[float, float], Path, dict[str, Any], np.ndarray] | None = None
     with tempfile.TemporaryDirectory(prefix="edgecl-quant-", dir=out_path.parent) as tmp:
         for index, recipe in enumerate(recipes):
             on_try(recipe.name)
             candidate = Path(tmp) / f"{index}.onnx"
-            quantize(source, candidate, recipe, calibration, input_name)
+            quantize(source, candidate, recipe)
             output = postprocess(run_batched(session(candidate), feeds_eval))
             entry = _measure(recipe, candidate, reference, output, agreement)
             tried.append(entry)

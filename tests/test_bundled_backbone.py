@@ -69,3 +69,29 @@ def test_a_model_dir_under_home_may_be_written_with_a_tilde(bundled_export: Path
     monkeypatch.setenv("HOME", str(tmp_path))
     enc = Encoder("~/.edgecl/models/bundled")
     assert enc.embed_dim == 1280 and enc.encode_labels(["cat"]).shape == (1, 1280)
+
+
+def test_prompts_embedded_by_length_equal_one_padded_batch() -> None:
+    """The bridge's prompts go through the text tower one batch per token count: the same embeddings as one batch
+    padded to the longest (the padding is masked), to float rounding."""
+    import torch
+
+    from edgecl.backbones.bundled import (
+        BRIDGE_PROMPT,
+        MINILM_MAX_LENGTH,
+        _build_text_tower,
+        embed_by_length,
+        imagenet_class_names,
+        minilm_dir,
+    )
+    from edgecl.text_tokenizers import HfJsonTokenizer
+
+    folder = minilm_dir()
+    tokens = HfJsonTokenizer(folder / "tokenizer.json", MINILM_MAX_LENGTH)(
+        [BRIDGE_PROMPT.format(name) for name in imagenet_class_names()[::25]]
+    )  # 40 prompts of several lengths
+    assert len(set(tokens["attention_mask"].sum(axis=1))) > 3
+    tower = _build_text_tower(folder)
+    with torch.no_grad():
+        padded = tower(**{k: torch.from_numpy(v) for k, v in tokens.items()}).numpy()
+    np.testing.assert_allclose(embed_by_length(tower, tokens), padded, atol=1e-5)

@@ -58,10 +58,19 @@ def test_unknown_backbone_and_tag_are_one_line_errors() -> None:
 
 
 def test_export_cli_with_config_file(tiny_config: Path, tmp_path: Path) -> None:
-    out = _edgecl("export", "--backbone", f"openclip:{tiny_config}", "--out", str(tmp_path / "m"), "--json")
+    """The installed console script, run from a folder outside the checkout (as a user runs it)."""
+    script = Path(sys.executable).with_name("edgecl")
+    out = subprocess.run([str(script), "-v", "export", "--backbone", f"openclip:{tiny_config}", "--out",
+                          str(tmp_path / "m"), "--json"], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)  # fmt: skip
     assert out.returncode == 0, out.stderr
     manifest = json.loads(out.stdout)
     assert manifest["embed_dim"] == 32 and (tmp_path / "m" / "image.int8.onnx").is_file()
+    # -v: the export's steps, without onnxruntime's quantisers' own INFO lines (one per tensor or weight channel)
+    info = [line for line in out.stderr.splitlines() if line.startswith("INFO ")]
+    assert any("exporting image tower to ONNX" in line for line in info), out.stderr
+    noise = ("Quantization parameters", "Increased scale", "Performing symbolic shape inference", "Ignore MatMul")
+    assert not [line for line in info if any(n in line for n in noise)], out.stderr
 
 
 def test_demo_learns_the_fashion_stream(bundled_export: Path) -> None:

@@ -98,3 +98,18 @@ def test_an_exif_rotated_jpeg_is_read_upright(tmp_path: Path) -> None:
     assert upright.size == (40, 60)  # portrait
     top, bottom = upright.getpixel((20, 5)), upright.getpixel((20, 55))
     assert top[0] > 200 and bottom[0] < 50  # the stored left half is on top once turned upright
+
+
+def test_a_batch_on_threads_equals_one_image_at_a_time_and_the_first_broken_file_raises(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(40):  # enough images for the thread pool (PARALLEL_FROM per thread), of several sizes
+        path = tmp_path / f"{i:02d}.png"
+        Image.fromarray(rng.integers(0, 255, (20 + i, 30 + 2 * i, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    batch = preprocess_batch(paths, SPEC)
+    assert np.array_equal(batch, np.stack([preprocess(p, SPEC) for p in paths]))
+    (tmp_path / "20.png").write_bytes(b"not an image")
+    (tmp_path / "30.png").write_bytes(b"")
+    with pytest.raises(ImageLoadError, match="20.png"):  # the first in order, as one at a time would say
+        preprocess_batch(paths, SPEC)

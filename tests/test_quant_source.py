@@ -38,21 +38,37 @@ def tower(tiny_export: Path, photos: list[Path], tmp_path: Path) -> tuple[Path, 
 
 
 def test_recipes_share_one_preparation_and_one_calibration_and_leave_no_scratch(
-    tower: tuple[Path, np.ndarray],
+    tower: tuple[Path, np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import sys
+
+    import onnxruntime.quantization.calibrate as ort_calibrate
+
+    ort_quantize = sys.modules["onnxruntime.quantization.quantize"]  # the package's `quantize` is a function
+
+    calibrations: list[str] = []  # every onnxruntime calibrator built, ours or quantize_static's own
+    original = ort_calibrate.create_calibrator
+
+    def counted(model: object, *args: object, **kwargs: object) -> object:
+        calibrations.append(str(model))
+        return original(model, *args, **kwargs)
+
+    monkeypatch.setattr(ort_calibrate, "create_calibrator", counted)
+    monkeypatch.setattr(ort_quantize, "create_calibrator", counted)
     fp32, calib = tower
     static, static_rr = _recipe("transformer", "static"), _recipe("transformer", "static-rr")
-    with QuantSource(fp32) as source:
+    with QuantSource(fp32, calib, IMAGE_INPUT) as source:
         assert source.for_recipe(_recipe("text", "weight-only")) == fp32  # weight-only rewrites need no preparation
         prepared = source.for_recipe(static)
+        prepared_at = prepared.stat().st_mtime_ns
         assert prepared != fp32 and source.for_recipe(_recipe("transformer", "dynamic")) == prepared
-        first = source.ranges(static, calib, IMAGE_INPUT)
-        assert (first is not None) == ranges_reusable()
-        stamp = first.stat().st_mtime_ns if first else 0
         for index, recipe in enumerate((static, static_rr)):
-            quantize(source, fp32.parent / f"{index}.int8.onnx", recipe, calib, IMAGE_INPUT)
-        again = source.ranges(static_rr, calib, IMAGE_INPUT)
-        assert again == first and (again is None or again.stat().st_mtime_ns == stamp)  # measured once
+            quantize(source, fp32.parent / f"{index}.int8.onnx", recipe)
+        assert prepared.stat().st_mtime_ns == prepared_at  # prepared once
+        ranges = source.ranges(static_rr)
+        assert (ranges is not None) == ranges_reusable()
+    # one calibration for both static recipes where onnxruntime takes ranges from a file, else one each
+    assert len(calibrations) == (1 if ranges_reusable() else 2), calibrations
     assert sorted(p.name for p in fp32.parent.iterdir()) == ["0.int8.onnx", "1.int8.onnx", "image.fp32.onnx"]
     reference = run_batched(session(fp32), {IMAGE_INPUT: calib})
     for index in range(2):
@@ -66,8 +82,8 @@ def test_ranges_measured_on_the_optimised_graph_equal_onnxruntimes_own(tower: tu
 
     fp32, calib = tower
     static = _recipe("transformer", "static")
-    with QuantSource(fp32) as source:
-        ranges = source.ranges(static, calib, IMAGE_INPUT)
+    with QuantSource(fp32, calib, IMAGE_INPUT) as source:
+        ranges = source.ranges(static)
         assert ranges is not None
         ours = load_tensors_data(ranges).data
         work = fp32.parent / "ort-own" / "prepared.onnx"

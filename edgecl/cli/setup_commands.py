@@ -3,6 +3,7 @@ offline demo."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,12 @@ import typer
 from edgecl.cli.base import METHODS_TEXT, AsJson, ProfileFile, handles_errors, print_json, stderr_console
 from edgecl.cli.progress import ProgressBar
 from edgecl.learn.methods import DEFAULT_METHOD
+
+
+def _step(status: Any, message: str) -> None:
+    """An export step: on the spinner, and as a log line (seen with --verbose where stderr is no terminal)."""
+    status.update(message)
+    logging.getLogger("edgecl.export").info(message)
 
 
 @handles_errors
@@ -25,14 +32,14 @@ def export(
     as_json: AsJson = False,
 ) -> None:
     """Export a CLIP backbone to INT8 ONNX image and text towers."""
+    from edgecl.export import ExportOptions, export_model
     from edgecl.paths import default_model_dir
-    from export import ExportOptions, export_model
 
     options = ExportOptions(keep_fp32, str(calibration_dir) if calibration_dir else None, image_recipe, text_recipe)
     target = out or default_model_dir(backbone)
     console = stderr_console()
     with console.status("exporting") as status:
-        manifest = export_model(backbone, target, options, force, progress=lambda m: status.update(m))
+        manifest = export_model(backbone, target, options, force, progress=lambda m: _step(status, m))
     if as_json:
         print_json(manifest.data)
         return
