@@ -6,6 +6,9 @@
 
 Each round runs every (backbone, engine, batch) once, in turn, so that all of them see the same machine load;
 the table reports the median over rounds and ratios against torch fp32 and ORT fp32.
+
+Writes benchmarks/results/encoder-speed-<int8_isa>.json and, beside it, the .md that docs/benchmarks.md includes
+(`--report-only` rewrites the .md from the JSON). Every run rewrites them: give --out elsewhere for a trial.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import io
 import json
 import os
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,6 +31,7 @@ import torch
 from edgecl.backbones import build_backbone
 from edgecl.encoder import Encoder
 from edgecl.export import ExportOptions, export_model
+from edgecl.model_dir import cpu_int8_isa
 
 Runner = Callable[[np.ndarray], object]
 # Matrix-multiply and convolution kernels, fp32 and INT8 (after onnxruntime's fusions)
@@ -69,15 +74,20 @@ def _op_split(model: Path, pixels: np.ndarray, threads: int, runs: int = 3) -> t
     return gemm / 1e3 / runs, other / 1e3 / runs
 
 
-def _report_ops(work: Path, backbone: str, pixels: np.ndarray, threads: int, torch_s: float) -> None:
+def _ops(work: Path, backbone: str, pixels: np.ndarray, threads: int, torch_s: float) -> dict:
+    """Where ORT's kernel time goes at this batch, fp32 and INT8, beside torch fp32's whole run."""
     encoder = Encoder(work)
     split = {p: _op_split(encoder.manifest.tower_file("image", p), pixels, threads) for p in ("fp32", "int8")}
-    (g32, o32), (g8, o8) = split["fp32"], split["int8"]
-    print(f"{backbone} batch {len(pixels)}: kernel ms per run (profiler on)")
-    print(f"  ORT fp32: GEMM/conv {g32:8.1f}  other {o32:7.1f}")
-    print(f"  ORT INT8: GEMM/conv {g8:8.1f}  other {o8:7.1f}   GEMM/conv speed-up {g32 / g8:.2f}x")
-    print(f"  torch fp32 {torch_s * 1e3:.1f} ms; INT8 vs torch if every non-GEMM kernel took no time at all: "
-          f"{torch_s * 1e3 / g8:.2f}x")  # fmt: skip
+    return {"backbone": backbone, "batch": len(pixels), "torch_ms": torch_s * 1e3} | split
+
+
+def _ops_lines(x: dict) -> list[str]:
+    (g32, o32), (g8, o8) = x["fp32"], x["int8"]
+    return [f"{x['backbone']} batch {x['batch']}: kernel ms per run (profiler on)",
+            f"  ORT fp32: GEMM/conv {g32:8.1f}  other {o32:7.1f}",
+            f"  ORT INT8: GEMM/conv {g8:8.1f}  other {o8:7.1f}   GEMM/conv speed-up {g32 / g8:.2f}x",
+            f"  torch fp32 {x['torch_ms']:.1f} ms; INT8 vs torch if every non-GEMM kernel took no time at all: "
+            f"{x['torch_ms'] / g8:.2f}x"]  # fmt: skip
 
 
 def _measure(runner: Runner, pixels: np.ndarray) -> float:
@@ -86,14 +96,9 @@ def _measure(runner: Runner, pixels: np.ndarray) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbones", default="openclip:ViT-B-32,bundled", help="comma-separated backbone ids")
-    parser.add_argument("--batches", default="1,16")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--ops", action="store_true", help="also split ORT kernel time: GEMM/conv vs the rest")
-    args = parser.parse_args()
+def measure(args: argparse.Namespace) -> dict:
+    """Every (backbone, engine, batch) timed in interleaved rounds; with --ops, ORT's kernel split at the largest
+    batch."""
     torch.set_num_threads(args.threads)
     batches = [int(b) for b in args.batches.split(",")]
     rng = np.random.default_rng(0)
@@ -117,25 +122,56 @@ def main() -> None:
                 for batch, x in inputs.items():
                     for engine, runner in runners.items():
                         times.setdefault((backbone, engine, batch), []).append(_measure(runner, x))
-        _report(times, args)
-        if args.ops:
-            print()
-            for i, (backbone, (_, inputs)) in enumerate(setups.items()):
-                big = max(inputs)
-                torch_s = statistics.median(times[(backbone, "torch fp32", big)])
-                _report_ops(Path(tmp) / f"m{i}", backbone, inputs[big], args.threads, torch_s)
+        ops = []
+        for i, (backbone, (_, inputs)) in enumerate(setups.items() if args.ops else ()):
+            big = max(inputs)
+            torch_s = statistics.median(times[(backbone, "torch fp32", big)])
+            ops.append(_ops(Path(tmp) / f"m{i}", backbone, inputs[big], args.threads, torch_s))
+    rows = [{"backbone": b, "engine": e, "batch": n, "median_s": statistics.median(t)}
+            for (b, e, n), t in times.items()]  # fmt: skip
+    return {"rounds": args.rounds, "threads": args.threads, "torch": torch.__version__, "int8_isa": cpu_int8_isa(),
+            "commit": _commit(), "date": time.strftime("%Y-%m-%d"), "rows": rows, "ops": ops}  # fmt: skip
 
 
-def _report(times: dict[tuple[str, str, int], list[float]], args: argparse.Namespace) -> None:
-    print(f"\nimages/s, median of {args.rounds} interleaved rounds, {args.threads} threads, torch {torch.__version__}")
-    print(f"{'backbone':<22} {'batch':>5} {'engine':<11} {'img/s':>8} {'x torch fp32':>13} {'x ORT fp32':>11}")
-    for (backbone, engine, batch), samples in times.items():
-        med = statistics.median(samples)
-        torch_med = statistics.median(times[(backbone, "torch fp32", batch)])
-        ort_med = statistics.median(times[(backbone, "ORT fp32", batch)])
-        print(
-            f"{backbone:<22} {batch:>5} {engine:<11} {batch / med:8.1f} {torch_med / med:12.2f}x {ort_med / med:10.2f}x"
-        )
+def _commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+    return out.stdout.strip() or "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbones", default="openclip:ViT-B-32,bundled", help="comma-separated backbone ids")
+    parser.add_argument("--batches", default="1,16")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--ops", action="store_true", help="also split ORT kernel time: GEMM/conv vs the rest")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results JSON (default benchmarks/results/encoder-speed-<int8_isa>.json)")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the report from --out's JSON, run nothing")
+    args = parser.parse_args()
+    out = args.out or Path(__file__).resolve().parent / "results" / f"encoder-speed-{cpu_int8_isa()}.json"
+    results = json.loads(out.read_text()) if args.report_only else measure(args)
+    if not args.report_only:
+        out.write_text(json.dumps(results, indent=1) + "\n")
+    text = report(results)
+    out.with_suffix(".md").write_text(f"```\n{text}\n```\n")
+    print(text)
+
+
+def report(r: dict) -> str:
+    """The tables, from a results JSON (what the .md beside it holds, in a code block)."""
+    med = {(x["backbone"], x["engine"], x["batch"]): x["median_s"] for x in r["rows"]}
+    lines = [f"images/s, median of {r['rounds']} interleaved rounds, {r['threads']} threads, torch {r['torch']}, "
+             f"int8_isa {r['int8_isa']} (commit {r['commit']}, {r['date']})",
+             f"{'backbone':<22} {'batch':>5} {'engine':<11} {'img/s':>8} {'x torch fp32':>13} {'x ORT fp32':>11}"]
+    for (backbone, engine, batch), seconds in med.items():
+        torch_s, ort_s = med[(backbone, "torch fp32", batch)], med[(backbone, "ORT fp32", batch)]
+        lines.append(f"{backbone:<22} {batch:>5} {engine:<11} {batch / seconds:8.1f} {torch_s / seconds:12.2f}x "
+                     f"{ort_s / seconds:10.2f}x")  # fmt: skip
+    for x in r["ops"]:
+        lines += ["", *_ops_lines(x)] if x is r["ops"][0] else _ops_lines(x)
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
