@@ -11,7 +11,6 @@ Every run rewrites them: give --out elsewhere for a trial with other arguments.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from results_file import add_options, commit, keep
 
 from edgecl import commands
 from edgecl.datasets import fashion_mnist, sample_photo_paths
@@ -92,14 +92,9 @@ def _measure(rounds: int) -> dict:
     rows = {name: {"wall_s": round(statistics.median(t for t, _ in r), 3),
                    "peak_rss_mib": round(statistics.median(k for _, k in r) / 1024)}
             for name, r in runs.items()}  # fmt: skip
-    return {"rounds": rounds, "int8_isa": cpu_int8_isa(), "commit": _commit(), "date": time.strftime("%Y-%m-%d"),
+    return {"rounds": rounds, "int8_isa": cpu_int8_isa(), "commit": commit(), "date": time.strftime("%Y-%m-%d"),
             "rows": rows}  # fmt: skip
 
-
-def _commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parents[1])  # fmt: skip
-    return out.stdout.strip() or "unknown"
 
 
 def report(r: dict) -> str:
@@ -116,17 +111,9 @@ def report(r: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=None,
-                        help="results JSON (default benchmarks/results/cold-start-<int8_isa>.json)")
-    parser.add_argument("--report-only", action="store_true", help="rewrite the report from --out's JSON, run nothing")
+    add_options(parser, "cold-start-<int8_isa>.json")
     args = parser.parse_args()
-    out = args.out or Path(__file__).resolve().parent / "results" / f"cold-start-{cpu_int8_isa()}.json"
-    results = json.loads(out.read_text()) if args.report_only else _measure(args.rounds)
-    if not args.report_only:
-        out.write_text(json.dumps(results, indent=1) + "\n")
-    text = report(results)
-    out.with_suffix(".md").write_text(f"```\n{text}\n```\n")
-    print(text)
+    keep(args, f"cold-start-{cpu_int8_isa()}.json", lambda: _measure(args.rounds), report)
 
 
 if __name__ == "__main__":

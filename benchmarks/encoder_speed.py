@@ -19,7 +19,6 @@ import io
 import json
 import os
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from results_file import add_options, commit, keep
 
 from edgecl.backbones import build_backbone
 from edgecl.encoder import Encoder
@@ -130,13 +130,8 @@ def measure(args: argparse.Namespace) -> dict:
     rows = [{"backbone": b, "engine": e, "batch": n, "median_s": statistics.median(t)}
             for (b, e, n), t in times.items()]  # fmt: skip
     return {"rounds": args.rounds, "threads": args.threads, "torch": torch.__version__, "int8_isa": cpu_int8_isa(),
-            "commit": _commit(), "date": time.strftime("%Y-%m-%d"), "rows": rows, "ops": ops}  # fmt: skip
+            "commit": commit(), "date": time.strftime("%Y-%m-%d"), "rows": rows, "ops": ops}  # fmt: skip
 
-
-def _commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parents[1])  # fmt: skip
-    return out.stdout.strip() or "unknown"
 
 
 def main() -> None:
@@ -146,17 +141,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--ops", action="store_true", help="also split ORT kernel time: GEMM/conv vs the rest")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="results JSON (default benchmarks/results/encoder-speed-<int8_isa>.json)")
-    parser.add_argument("--report-only", action="store_true", help="rewrite the report from --out's JSON, run nothing")
+    add_options(parser, "encoder-speed-<int8_isa>.json")
     args = parser.parse_args()
-    out = args.out or Path(__file__).resolve().parent / "results" / f"encoder-speed-{cpu_int8_isa()}.json"
-    results = json.loads(out.read_text()) if args.report_only else measure(args)
-    if not args.report_only:
-        out.write_text(json.dumps(results, indent=1) + "\n")
-    text = report(results)
-    out.with_suffix(".md").write_text(f"```\n{text}\n```\n")
-    print(text)
+    keep(args, f"encoder-speed-{cpu_int8_isa()}.json", lambda: measure(args), report)
 
 
 def report(r: dict) -> str:

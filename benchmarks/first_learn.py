@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_file import add_options, commit, keep
+
 from edgecl.demo import write_stream
 from edgecl.model_dir import cpu_int8_isa
 
@@ -55,13 +57,9 @@ def _measure(args: argparse.Namespace) -> dict:
         recipes[tower] = {"chosen": quant["chosen"], "tried": len(quant["tried"]),
                           "cosine": quant["tried"][-1]["cosine_mean"], "agreement": quant.get("agreement", 0)}
     return {"int8_isa": cpu_int8_isa(), "cores": os.cpu_count(), "photos": args.photos, "budget": args.budget,
-            "commit": _commit(), "date": time.strftime("%Y-%m-%d"), "learns_s": learns,
+            "commit": commit(), "date": time.strftime("%Y-%m-%d"), "learns_s": learns,
             "classify_cold_s": round(statistics.median(classify), 3), "recipes": recipes}  # fmt: skip
 
-
-def _commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
-    return out.stdout.strip() or "unknown"
 
 
 def report(r: dict) -> str:
@@ -85,17 +83,9 @@ def main() -> None:
     parser.add_argument("--budget", default="64KB")
     parser.add_argument("--tasks", type=int, default=3)
     parser.add_argument("--classify-rounds", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=None,
-                        help="results JSON (default benchmarks/results/first-learn-<int8_isa>.json)")
-    parser.add_argument("--report-only", action="store_true", help="rewrite the report from --out's JSON, run nothing")
+    add_options(parser, "first-learn-<int8_isa>.json")
     args = parser.parse_args()
-    out = args.out or ROOT / "benchmarks" / "results" / f"first-learn-{cpu_int8_isa()}.json"
-    results = json.loads(out.read_text()) if args.report_only else _measure(args)
-    if not args.report_only:
-        out.write_text(json.dumps(results, indent=1) + "\n")
-    text = report(results)
-    out.with_suffix(".md").write_text(f"```\n{text}\n```\n")
-    print(text)
+    keep(args, f"first-learn-{cpu_int8_isa()}.json", lambda: _measure(args), report)
 
 
 if __name__ == "__main__":

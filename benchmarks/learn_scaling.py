@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from results_file import add_options, commit, keep
 
 from edgecl.demo import write_stream
 from edgecl.learn.methods import DEFAULT_METHOD
@@ -161,9 +162,12 @@ def report(r: dict) -> str:
     return "\n".join(lines)
 
 
-def _commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
-    return out.stdout.strip() or "unknown"
+def measure(args: argparse.Namespace) -> dict:
+    counts = [int(c) for c in args.classes.split(",")]
+    rows = cli_rows(counts, args) if args.cli else learner_rows(counts, args)
+    return {"cli": args.cli, "method": args.method, "budget": args.budget, "rounds": args.rounds,
+            "int8_isa": cpu_int8_isa(), "commit": commit(), "date": time.strftime("%Y-%m-%d"),
+            "rows": rows}  # fmt: skip
 
 
 def main() -> None:
@@ -173,23 +177,9 @@ def main() -> None:
     parser.add_argument("--method", default=DEFAULT_METHOD)
     parser.add_argument("--rounds", type=int, default=3, help="timed learns per class count (median)")
     parser.add_argument("--cli", action="store_true", help="time whole `edgecl learn` processes (bundled backbone)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="results JSON (default benchmarks/results/learn-scaling[-cli]-<int8_isa>.json)")
-    parser.add_argument("--report-only", action="store_true", help="rewrite the report from --out's JSON, run nothing")
+    add_options(parser, "learn-scaling[-cli]-<int8_isa>.json")
     args = parser.parse_args()
-    name = f"learn-scaling{'-cli' if args.cli else ''}-{cpu_int8_isa()}.json"
-    out = args.out or ROOT / "benchmarks" / "results" / name
-    if args.report_only:
-        results = json.loads(out.read_text())
-    else:
-        counts = [int(c) for c in args.classes.split(",")]
-        rows = cli_rows(counts, args) if args.cli else learner_rows(counts, args)
-        results = {"cli": args.cli, "method": args.method, "budget": args.budget, "rounds": args.rounds,
-                   "int8_isa": cpu_int8_isa(), "commit": _commit(), "date": time.strftime("%Y-%m-%d"), "rows": rows}
-        out.write_text(json.dumps(results, indent=1) + "\n")
-    text = report(results)
-    out.with_suffix(".md").write_text(f"```\n{text}\n```\n")
-    print(text)
+    keep(args, f"learn-scaling{'-cli' if args.cli else ''}-{cpu_int8_isa()}.json", lambda: measure(args), report)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from memory at equal byte budgets (fp32 rows as the reference), Fashion-MNIST th
     python benchmarks/memory_codecs.py --budgets 64KB,1MB --seeds 1
     python benchmarks/memory_codecs.py --report-only        # the table again from --out's JSON
 
-Writes --out (benchmarks/results/memory-codecs.json) and, beside it, the .md that docs/benchmarks.md includes.
+Writes benchmarks/results/memory-codecs.json (or --out) and, beside it, the .md that docs/benchmarks.md includes.
 Every run rewrites them: give --out elsewhere for a trial with other arguments.
 
 The memory is filled the way `edgecl learn` fills it: 5 class-incremental tasks of 2 classes each.
@@ -14,13 +14,12 @@ The memory is filled the way `edgecl learn` fills it: 5 class-incremental tasks 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
+from results_file import add_options, keep
 
 from edgecl.bench.embeddings import fashion_embeddings
 from edgecl.encoder import Encoder
@@ -112,15 +111,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--train-per-class", type=int, default=600)
     parser.add_argument("--test-per-class", type=int, default=200)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "memory-codecs.json")
-    parser.add_argument("--report-only", action="store_true", help="rewrite the report from --out's JSON, run nothing")
+    add_options(parser, "memory-codecs.json")
     args = parser.parse_args()
-    results = json.loads(args.out.read_text()) if args.report_only else measure(args)
-    if not args.report_only:
-        args.out.write_text(json.dumps(results, indent=1) + "\n")
-    text = report(results)
-    args.out.with_suffix(".md").write_text(f"```\n{text}\n```\n")
-    print(text)
+    keep(args, "memory-codecs.json", lambda: measure(args), report)
 
 
 if __name__ == "__main__":

@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from results_file import add_options, commit, keep
 
 from edgecl.backbones import build_backbone
 from edgecl.export.calibration import calibration_sets
@@ -70,14 +69,9 @@ def measure(args: argparse.Namespace) -> dict:
                 times[name].append(_time_batch(sess, batch))
     rows = [{"recipe": name, "median_s": statistics.median(times[name]), "cosine": cosines[name]} for name in sessions]
     return {"backbone": args.backbone, "batch": args.batch, "rounds": args.rounds, "int8_isa": cpu_int8_isa(),
-            "commit": _commit(), "date": time.strftime("%Y-%m-%d"), "evaluation": len(evaluate), "source": source,
+            "commit": commit(), "date": time.strftime("%Y-%m-%d"), "evaluation": len(evaluate), "source": source,
             "rows": rows}  # fmt: skip
 
-
-def _commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parents[1])  # fmt: skip
-    return out.stdout.strip() or "unknown"
 
 
 def report(r: dict) -> str:
@@ -97,18 +91,10 @@ def main() -> None:
     parser.add_argument("--backbone", default="bundled")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=None,
-                        help="results JSON (default benchmarks/results/quant-recipes-<backbone>-<int8_isa>.json)")
-    parser.add_argument("--report-only", action="store_true", help="rewrite the report from --out's JSON, run nothing")
+    add_options(parser, "quant-recipes-<backbone>-<int8_isa>.json")
     args = parser.parse_args()
     slug = args.backbone.replace(":", "-").replace("/", "-")
-    out = args.out or Path(__file__).resolve().parent / "results" / f"quant-recipes-{slug}-{cpu_int8_isa()}.json"
-    results = json.loads(out.read_text()) if args.report_only else measure(args)
-    if not args.report_only:
-        out.write_text(json.dumps(results, indent=1) + "\n")
-    text = report(results)
-    out.with_suffix(".md").write_text(f"```\n{text}\n```\n")
-    print(text)
+    keep(args, f"quant-recipes-{slug}-{cpu_int8_isa()}.json", lambda: measure(args), report)
 
 
 if __name__ == "__main__":

@@ -128,7 +128,7 @@ def quantize(source: QuantSource, dst: Path, recipe: QuantRecipe) -> None:
         if recipe.mode == "dynamic":
             _quantize_dynamic(src, dst, recipe)
         else:
-            _quantize_static(source, dst, recipe)
+            _quantize_static(source, src, dst, recipe)
         if recipe.int8_tables:
             _rewrite_weights(dst, dst, None, tables=True)
     except ExportError:
@@ -155,13 +155,13 @@ def _quantize_dynamic(src: Path, dst: Path, recipe: QuantRecipe) -> None:
     )  # fmt: skip
 
 
-def _quantize_static(source: QuantSource, dst: Path, recipe: QuantRecipe) -> None:
+def _quantize_static(source: QuantSource, src: Path, dst: Path, recipe: QuantRecipe) -> None:
+    """`src`: the source's prepared model (source.for_recipe)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     calibration = source.calibration
     if calibration is None or len(calibration) == 0:
         raise ExportError(f"recipe {recipe.name} needs calibration inputs and none were given")
-    src = source.for_recipe(recipe)
     ranges = source.ranges(recipe)
     measured = {"calibration_cache_path": str(ranges)} if ranges else {}  # else: calibrated here, on the reader
     reader = None if ranges else ArrayReader(source.input_name, calibration)
