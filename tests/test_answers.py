@@ -215,8 +215,14 @@ def test_the_open_set_bench_writes_its_report_and_plots(tmp_path: Path, bundled_
     assert 0.5 < run["confidence"]["auroc_far"] <= 1 and 0 <= run["at_threshold"]["ece"] <= 1
     assert set(run["labels"]) == {"extra_answer", "extra_top", "zero_shot", "known_accuracy",
                                   "known_accuracy_with_labels"}  # fmt: skip
-    assert {p.name for p in (tmp_path / "out").iterdir()} == {"results.json", "report.md", "roc.png", "reliability.png"}
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"results.json", "report.md", "summary.md", "roc.png",
+                                                             "reliability.png"}  # fmt: skip
     assert "AUROC near / far" in (tmp_path / "out" / "report.md").read_text()
+    # the per-pair summary that docs/answers.md includes: one run here, so the pair's row is that run's figures
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    auroc = f"| fashion-mnist vs mnist | {run['confidence']['auroc_near']:.2f} / {run['confidence']['auroc_far']:.2f} |"
+    kept = f"| fashion-mnist vs mnist | {100 * run['at_threshold']['known_accepted']:.1f} |"
+    assert auroc in summary and kept in summary, summary
 
 
 def test_out_of_range_seed_wait_and_profile_values_are_refused_before_any_work(tmp_path: Path) -> None:

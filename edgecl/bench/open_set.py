@@ -8,8 +8,6 @@ default threshold (known images kept, unknowns rejected, accuracy on what it acc
 from __future__ import annotations
 
 import itertools
-import json
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -85,6 +83,7 @@ def run_open_set(suite: OpenSetSuite, out_dir: Path, name: str = "open-set",
                  progress: Callable[[str, int, int], None] = lambda s, d, t: None) -> dict[str, Any]:  # fmt: skip
     """Every (pair, images per class, budget, seed) with the bundled backbone; writes results.json, report.md,
     roc.png and reliability.png into out_dir."""
+    from edgecl.bench.open_set_report import write_open_set_report
     from edgecl.bench.streams import Embedder
     from edgecl.encoder import Encoder
     from edgecl.model_dir import ensure_model
@@ -203,78 +202,3 @@ def _open_vocabulary(learner: Any, data: DataSet, near: np.ndarray, sets: dict[s
     return {"extra_answer": float(np.mean(answered)), "extra_top": float(np.mean(top)),
             "zero_shot": float(np.mean(zero_shot)), "known_accuracy": float(correct.mean()),
             "known_accuracy_with_labels": float(np.mean(known_hits))}  # fmt: skip
-
-
-def _mean(runs: list[dict[str, Any]], *path: str) -> float:
-    values = []
-    for run in runs:
-        value: Any = run
-        for key in path:
-            value = value[key]
-        values.append(float(value))
-    return statistics.mean(values)
-
-
-def open_set_markdown(results: dict[str, Any]) -> str:
-    cfg, runs = results["config"], results["runs"]
-    lines = [f"# edgecl bench — suite `{results['suite']}`", "",
-             f"Bundled backbone, method {cfg['method']}; {cfg['learned_classes']} of 10 classes learned in tasks of "
-             f"{cfg['classes_per_task']}, the other {10 - cfg['learned_classes']} are near unknowns; {cfg['seeds']} "
-             f"seeds; default threshold {cfg['min_confidence']}; mean over seeds; {results['seconds']:.0f} s.", "",
-             "AUROC near / far (FPR at 95% TPR near / far), per score:", "",
-             "| learned vs far | images/class | budget | " + " | ".join(SCORES) + " |",
-             "|---|---|---|" + "---|" * len(SCORES)]  # fmt: skip
-    cells = sorted({(r["known"], r["far"], r["per_class"], parse_bytes(r["budget"]), r["budget"]) for r in runs})
-    groups = [(c, [r for r in runs if (r["known"], r["far"], r["per_class"], r["budget"]) == (c[0], c[1], c[2], c[4])])
-              for c in cells]  # fmt: skip
-    for (known, far, per_class, _, budget), rs in groups:
-        row = [f"{_mean(rs, s, 'auroc_near'):.2f} / {_mean(rs, s, 'auroc_far'):.2f} "
-               f"({_mean(rs, s, 'fpr95_near'):.2f} / {_mean(rs, s, 'fpr95_far'):.2f})" for s in SCORES]  # fmt: skip
-        lines.append(f"| {known} vs {far} | {per_class} | {budget} | " + " | ".join(row) + " |")
-    lines += ["", "The product at its default threshold, and `--labels` with the unlearned classes' names:", "",
-              "| learned vs far | images/class | budget | known kept | near rejected | far rejected | accuracy: all "
-              "/ accepted | ECE confidence (MSP) | extra label answered / top / zero-shot | known acc with labels |",
-              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for (known, far, per_class, _, budget), rs in groups:
-        t, v = "at_threshold", "labels"
-        lines.append(
-            f"| {known} vs {far} | {per_class} | {budget} | {100 * _mean(rs, t, 'known_accepted'):.1f} | "
-            f"{100 * _mean(rs, t, 'near_rejected'):.1f} | {100 * _mean(rs, t, 'far_rejected'):.1f} | "
-            f"{100 * _mean(rs, t, 'accuracy'):.1f} / {100 * _mean(rs, t, 'accepted_accuracy'):.1f} | "
-            f"{_mean(rs, t, 'ece'):.3f} ({_mean(rs, t, 'ece_msp'):.3f}) | {100 * _mean(rs, v, 'extra_answer'):.1f} / "
-            f"{100 * _mean(rs, v, 'extra_top'):.1f} / {100 * _mean(rs, v, 'zero_shot'):.1f} | "
-            f"{100 * _mean(rs, v, 'known_accuracy_with_labels'):.1f} "
-            f"(without {100 * _mean(rs, v, 'known_accuracy'):.1f}) |")  # fmt: skip
-    lines += ["", "Over every cell:", ""] + [f"- {line}" for line in summary_lines(runs)]
-    return "\n".join(lines) + "\n"
-
-
-def summary_lines(runs: list[dict[str, Any]]) -> list[str]:
-    """Means over every run, and the worst cell, of the figures the acceptance names."""
-    t, v = "at_threshold", "labels"
-    return [
-        f"confidence AUROC near {_mean(runs, 'confidence', 'auroc_near'):.3f}, "
-        f"far {_mean(runs, 'confidence', 'auroc_far'):.3f}"
-        f" (MSP {_mean(runs, 'msp', 'auroc_near'):.3f} / {_mean(runs, 'msp', 'auroc_far'):.3f})",
-        f"known kept {100 * _mean(runs, t, 'known_accepted'):.1f}%, "
-        f"near rejected {100 * _mean(runs, t, 'near_rejected'):.1f}%, "
-        f"far rejected {100 * _mean(runs, t, 'far_rejected'):.1f}%",
-        f"accuracy on accepted known {100 * _mean(runs, t, 'accepted_accuracy'):.1f}% vs all known "
-        f"{100 * _mean(runs, t, 'accuracy'):.1f}%",
-        f"ECE of confidence {_mean(runs, t, 'ece'):.3f} (worst run {max(r[t]['ece'] for r in runs):.3f}; MSP "
-        f"{_mean(runs, t, 'ece_msp'):.3f})",
-        f"extra label answered on its images {100 * _mean(runs, v, 'extra_answer'):.1f}% (top candidate "
-        f"{100 * _mean(runs, v, 'extra_top'):.1f}%) vs zero-shot among the same names "
-        f"{100 * _mean(runs, v, 'zero_shot'):.1f}%",
-        f"known accuracy with labels given {100 * _mean(runs, v, 'known_accuracy_with_labels'):.1f}% vs without "
-        f"{100 * _mean(runs, v, 'known_accuracy'):.1f}%",
-    ]  # fmt: skip
-
-
-def write_open_set_report(results: dict[str, Any], out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
-    (out_dir / "report.md").write_text(open_set_markdown(results))
-    from edgecl.bench.plots import plot_open_set
-
-    plot_open_set(results, out_dir)

@@ -30,7 +30,8 @@ def bench(
 ) -> None:
     """Continual-learning benchmark: all methods side by side at equal byte budgets (bundled backbone)."""
     from edgecl.bench.method_suite import METHOD_SUITES, method_markdown, run_method_suite
-    from edgecl.bench.open_set import OPEN_SET_SUITES, open_set_markdown, run_open_set
+    from edgecl.bench.open_set import OPEN_SET_SUITES, run_open_set
+    from edgecl.bench.open_set_report import open_set_markdown
     from edgecl.bench.size_suite import SIZE_SUITES, run_size_suite, size_markdown
     from edgecl.bench.suite import SUITES, markdown, run_suite
 
