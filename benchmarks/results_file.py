@@ -14,9 +14,15 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def commit() -> str:
-    """The checkout's short commit hash ("unknown" outside a git checkout)."""
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=RESULTS.parent)
-    return out.stdout.strip() or "unknown"
+    """The checkout's short commit hash, with "+dirty" when files other than the results differ from it ("unknown"
+    outside a git checkout)."""
+    git = ["git", "-C", str(RESULTS.parent)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    if not head:
+        return "unknown"
+    changed = subprocess.run([*git, "status", "--porcelain", "--", ":/", ":(exclude,top)benchmarks/results"],
+                             capture_output=True, text=True).stdout.strip()  # fmt: skip
+    return f"{head}+dirty" if changed else head
 
 
 def add_options(parser: argparse.ArgumentParser, default_name: str) -> None:

@@ -92,8 +92,8 @@ def _warm(state: Path, image: bytes, requests: int, env: dict[str, str]) -> dict
         server.terminate()
         server.wait(timeout=15)
     p95 = warm[int(0.95 * requests) - 1]
-    return {"p50_ms": round(1000 * statistics.median(warm), 1), "p95_ms": round(1000 * p95, 1), "rss_mb": round(rss),
-            "requests_per_s": rates}  # fmt: skip
+    return {"p50_ms": round(1000 * statistics.median(warm), 1), "p95_ms": round(1000 * p95, 3),
+            "rss_mb": round(rss, 1), "requests_per_s": rates}  # fmt: skip
 
 
 def _measure(requests: int) -> dict[str, Any]:
@@ -108,7 +108,7 @@ def _measure(requests: int) -> dict[str, Any]:
                             "--json"], check=True, cwd=ROOT, env=env, capture_output=True)  # fmt: skip
             cold.append(time.perf_counter() - start)
     return {"requests": requests, "cores": os.cpu_count(), "int8_isa": cpu_int8_isa(), "commit": commit(),
-            "date": time.strftime("%Y-%m-%d"), **warm, "cold_ms": round(1000 * statistics.median(cold), 1)}  # fmt: skip
+            "date": time.strftime("%Y-%m-%d"), **warm, "cold_ms": round(1000 * statistics.median(cold), 3)}  # fmt: skip
 
 
 def report(r: dict[str, Any]) -> str:

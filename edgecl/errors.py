@@ -19,6 +19,10 @@ class ExportError(EdgeclError):
     """Export to ONNX or quantisation failed or produced an unusable model."""
 
 
+class UnknownClassError(EdgeclError):
+    """A class named by the user (forget) is not one of the learned classes (HTTP: 404)."""
+
+
 class ImageLoadError(EdgeclError):
     """An image file cannot be read or decoded."""
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecl.errors import EdgeclError
+from edgecl.errors import EdgeclError, UnknownClassError
 from edgecl.learn.calibration import DEFAULT_MIN_CONFIDENCE, Answer
 from edgecl.learn.methods import Method
 from edgecl.learn.prototypes import ClassMeans, holdout_mask, measure_weight, validation_rows
@@ -199,7 +199,7 @@ class Learner:
         state = self.state
         learned = known_as(name, state.classes)  # "Ankle Boot" finds ankle_boot (edgecl.names)
         if learned is None:
-            raise EdgeclError(f"class {name!r} is not learned; learned: {', '.join(state.classes) or 'none'}")
+            raise UnknownClassError(f"class {name!r} is not learned; learned: {', '.join(state.classes) or 'none'}")
         name, index = learned, state.classes.index(learned)
         memory = copy.copy(state.memory)  # its contents are replaced, never changed in place
         freed = memory.remove_class(name) if name in memory.classes else 0

@@ -24,7 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from edgecl.errors import EdgeclError
+from edgecl.errors import EdgeclError, UnknownClassError
 from edgecl.units import format_bytes
 
 DEFAULT_PORT = 8130
@@ -152,11 +152,13 @@ def _add_guard(app: FastAPI, token: str | None, metrics: Metrics) -> None:
 
 
 def _add_error_handlers(app: FastAPI) -> None:
-    """Errors as `{"success": false, "error": "..."}`: edgecl's and bad requests as 400s, HTTP errors as theirs."""
+    """Errors as `{"success": false, "error": "..."}`: edgecl's and bad requests as 400s (a class that is not learned
+    a 404), HTTP errors as theirs."""
 
     @app.exception_handler(EdgeclError)
     async def edgecl_error(request: Request, exc: EdgeclError) -> JSONResponse:
-        return JSONResponse({"success": False, "error": str(exc)}, status_code=400)
+        status = 404 if isinstance(exc, UnknownClassError) else 400
+        return JSONResponse({"success": False, "error": str(exc)}, status_code=status)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -190,11 +192,12 @@ def _add_answer_routes(app: FastAPI, state: Any) -> None:
     def deepstack(model: str, image: list[UploadFile] = File(...), top_k: int = Form(5), labels: str = Form(""),
                   min_confidence: float | None = Form(None)) -> Any:  # fmt: skip
         try:
-            (answer,) = _answers(state, image[:1], top_k, labels, min_confidence)
+            (answer,), ((width, height),) = _classified(state, image[:1], top_k, labels, min_confidence)
         except EdgeclError as exc:
             return JSONResponse({"success": False, "error": str(exc)}, status_code=400)
         threshold = state.min_confidence if min_confidence is None else min_confidence
-        predictions = [{"label": p["label"], "confidence": p["probability"]} for p in answer["predictions"]
+        box = {"x_min": 0, "y_min": 0, "x_max": width, "y_max": height}  # a class is an answer about the whole image
+        predictions = [{"label": p["label"], "confidence": p["probability"], **box} for p in answer["predictions"]
                        if not answer["unknown"] and p["probability"] >= threshold]  # DeepStack: only those above it
         return {"success": True, "label": answer["label"], "confidence": answer["confidence"],
                 "unknown": answer["unknown"], "predictions": predictions, "model": model}  # fmt: skip
@@ -204,10 +207,9 @@ def _add_state_routes(app: FastAPI, state: Any, metrics: Metrics) -> None:
     """Learn, status, forget and the Prometheus metrics."""
 
     @app.post("/v1/learn")
-    def learn(image: list[UploadFile] = File(...), label: str = Form(...), domain: str | None = Form(None)) -> Any:
-        from edgecl.api import class_folder_name
-
-        uploads = _uploaded(image, class_folder_name(label))  # the uploads are the task folder's one class folder
+    def learn(image: list[UploadFile] = File(...), label: list[str] = Form(...),
+              domain: str | None = Form(None)) -> Any:  # fmt: skip
+        uploads = _uploaded(image, _class_folders(label, len(image)))  # the task folder's class folders
         with uploads as paths:
             named = _client_names(uploads.folder, paths, image)
             try:
@@ -230,6 +232,16 @@ def _add_state_routes(app: FastAPI, state: Any, metrics: Metrics) -> None:
         return PlainTextResponse(metrics.text(state.snapshot))
 
 
+def _class_folders(labels: list[str], images: int) -> list[str]:
+    """Each upload's class folder: one `label` for every image, or one per image in the order sent."""
+    from edgecl.api import class_folder_name
+
+    if len(labels) not in (1, images):
+        raise EdgeclError(f"{len(labels)} `label` fields for {images} images: send one `label` for all the images, "
+                          "or one per image in the same order")  # fmt: skip
+    return [class_folder_name(label) for label in (labels * images if len(labels) == 1 else labels)]
+
+
 def _authorised(header: str, token: str) -> bool:
     scheme, _, given = header.partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
@@ -238,12 +250,27 @@ def _authorised(header: str, token: str) -> bool:
 def _answers(state: Any, files: list[Any], top_k: int, labels: str, min_confidence: float | None) -> list[dict]:
     """classify --json's list for uploaded files, `image` being each upload's file name; an unreadable upload is a
     400 naming it."""
+    return _classified(state, files, top_k, labels, min_confidence)[0]
+
+
+def _classified(state: Any, files: list[Any], top_k: int, labels: str,
+                min_confidence: float | None) -> tuple[list[dict], list[tuple[int, int]]]:  # fmt: skip
+    """_answers, and each image's (width, height) as it is upright (EXIF orientation applied)."""
     names = [f.filename or f"image {i}" for i, f in enumerate(files)]
     with _uploaded(files) as paths:
         results, skipped = state.classify_files(paths, top_k, labels.split(","), min_confidence, names)
-    if skipped:
-        raise EdgeclError(f"{skipped[0]['path']}: {skipped[0]['reason']}")
-    return results
+        if skipped:
+            raise EdgeclError(f"{skipped[0]['path']}: {skipped[0]['reason']}")
+        return results, [_upright_size(path) for path in paths]
+
+
+def _upright_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        width, height = image.size
+        turned = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientations that swap the axes
+    return (height, width) if turned else (width, height)
 
 
 def _client_names(folder: str, paths: list[Path], files: list[Any]) -> Callable[[str], str]:
@@ -262,11 +289,11 @@ def _client_names(folder: str, paths: list[Path], files: list[Any]) -> Callable[
 
 
 class _uploaded:  # noqa: N801 - a context manager
-    """Uploaded files written to a temporary folder (in its sub-folder `under`, e.g. a class folder to learn) under
-    names made here (never the client's), removed after."""
+    """Uploaded files written to a temporary folder (each in its sub-folder of `under`, e.g. the class folder it is
+    learned as) under names made here (never the client's), removed after."""
 
-    def __init__(self, files: list[Any], under: str = "") -> None:
-        self.files, self.under = files, under
+    def __init__(self, files: list[Any], under: list[str] | None = None) -> None:
+        self.files, self.under = files, under or [""] * len(files)
         self.folder = ""
 
     def __enter__(self) -> list[Path]:
@@ -277,9 +304,9 @@ class _uploaded:  # noqa: N801 - a context manager
         self.folder = tempfile.mkdtemp(prefix="edgecl-upload-")
         paths = []
         try:
-            (Path(self.folder) / self.under).mkdir(exist_ok=True)
-            for i, upload in enumerate(self.files):
-                raw = Path(self.folder) / self.under / f"{i}.upload"
+            for i, (upload, under) in enumerate(zip(self.files, self.under, strict=True)):
+                (Path(self.folder) / under).mkdir(exist_ok=True)
+                raw = Path(self.folder) / under / f"{i}.upload"
                 with raw.open("wb") as out:
                     shutil.copyfileobj(upload.file, out)
                 paths.append(raw.rename(raw.with_suffix(image_suffix(raw, upload.filename or ""))))

@@ -54,6 +54,12 @@ def state_root(state_dir: str | Path | None) -> Path:
     return Path(state_dir).expanduser() if state_dir else edgecl_home()
 
 
+def refuse_non_directory(root: Path) -> None:
+    """A --state-dir that exists but is not a folder is an error that says so (not "nothing learned yet")."""
+    if root.exists() and not root.is_dir():
+        raise StateError(f"{display(root)} is a file, not a state directory; pick another --state-dir")
+
+
 def read_state(root: Path) -> Snapshot | None:
     """The current snapshot, or None when no state was ever committed here."""
     pointer = root / POINTER
@@ -102,6 +108,7 @@ def writer_lock(
     that ends with no state in it (a first learn that failed) is removed again, lock files and all."""
     from filelock import FileLock, Timeout
 
+    refuse_non_directory(root)
     made = [p for p in (root, *root.parents) if not p.exists()]  # root first: what a failure removes again
     created = bool(made)
     try:

@@ -218,6 +218,13 @@ def test_second_writer_waits_then_fails_clearly(state: Path, tmp_path: Path) -> 
 def test_classify_without_state_and_changed_model_files(tmp_path: Path, bundled_export: Path) -> None:
     code, _, err = invoke("classify", str(tmp_path), "--state-dir", str(tmp_path / "none"))
     assert code == 2 and "nothing learned yet" in err
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    one_class = write_task(tmp_path / "one", {"coat": 4}, n=2)
+    for args in (("status",), ("classify", str(tmp_path)), ("learn", "--task-dir", str(one_class))):
+        code, _, err = invoke(*args, "--state-dir", str(a_file))
+        assert code == 2 and "is a file, not a state directory; pick another --state-dir" in err, (args, err)
+    assert a_file.read_text() == "mine"
     import shutil
 
     model = tmp_path / "model"

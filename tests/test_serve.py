@@ -23,12 +23,14 @@ from PIL import Image
 from tests.test_cli_learn import ROOT, edgecl, write_task
 
 
-def multipart(files: list[tuple[str, bytes]], fields: dict[str, str] | None = None) -> tuple[bytes, str]:
-    """A multipart/form-data body with `image` files and plain fields, and its content type."""
+def multipart(files: list[tuple[str, bytes]], fields: dict[str, str | list[str]] | None = None) -> tuple[bytes, str]:
+    """A multipart/form-data body with `image` files and plain fields (a list: the field repeated), and its content
+    type."""
     boundary = uuid.uuid4().hex
     parts = []
-    for name, value in (fields or {}).items():
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    for name, values in (fields or {}).items():
+        for value in [values] if isinstance(values, str) else values:
+            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
     for filename, data in files:
         head = (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{filename}"\r\n'
                 "Content-Type: application/octet-stream\r\n\r\n")  # fmt: skip
@@ -37,7 +39,8 @@ def multipart(files: list[tuple[str, bytes]], fields: dict[str, str] | None = No
 
 
 def request(url: str, method: str = "GET", files: list[tuple[str, bytes]] | None = None,
-            fields: dict[str, str] | None = None, token: str | None = None) -> tuple[int, bytes]:  # fmt: skip
+            fields: dict[str, str | list[str]] | None = None,
+            token: str | None = None) -> tuple[int, bytes]:  # fmt: skip
     body, headers = None, {}
     if files is not None:
         body, headers["Content-Type"] = multipart(files, fields)
@@ -106,7 +109,9 @@ def test_classify_learn_forget_and_limits_over_http(server: Server, learned: Pat
     code, body = request(server.url + "/v1/vision/custom/fashion", "POST", files[:1])
     reply = json.loads(body)
     assert code == 200 and reply["success"] is True and reply["label"] == "trouser"
-    assert reply["predictions"][0] == {"label": "trouser", "confidence": reply["confidence"]}
+    width, height = Image.open(probes / "trouser" / "0.png").size  # a class answers for the whole image: its box
+    box = {"x_min": 0, "y_min": 0, "x_max": width, "y_max": height}
+    assert reply["predictions"][0] == {"label": "trouser", "confidence": reply["confidence"], **box}
     assert all(p["confidence"] >= 0.45 for p in reply["predictions"])  # DeepStack lists only those above it
     digit = tmp_path / "digit.png"
     from edgecl.datasets import mnist
@@ -150,13 +155,26 @@ def test_classify_learn_forget_and_limits_over_http(server: Server, learned: Pat
                                                                                 offset=50) / "sneaker").iterdir()))]
     code, body = request(server.url + "/v1/learn", "POST", [*fresh, ("bad.png", b"broken")], {"label": "sneaker"})
     assert code == 200 and [item["path"] for item in json.loads(body)["skipped"]] == ["bad.png"], body
+    # one `label` per image, in the order sent: each image is learned as its own label
+    mixed_task = write_task(tmp_path / "t4", {"coat": 4, "sneaker": 7}, n=6, offset=80)
+    mixed = [(f"m{i}.png", _png(mixed_task / c / f"{i}.png")) for i in range(6) for c in ("coat", "sneaker")]
+    labels = [c for _ in range(6) for c in ("coat", "sneaker")]
+    code, body = request(server.url + "/v1/learn", "POST", mixed[:3], {"label": labels[:2]})
+    assert code == 400 and "2 `label` fields for 3 images" in json.loads(body)["error"]
+    code, body = request(server.url + "/v1/learn", "POST", mixed, {"label": labels})
+    assert code == 200 and json.loads(body)["new_classes"] == ["coat"], body
+    per_class = json.loads(body)["validation"]["per_class"]
+    assert {c: per_class[c]["images"] for c in ("coat", "sneaker")} == {"coat": 6, "sneaker": 6}, body
     code, body = request(server.url + "/v1/classes/sneaker", "DELETE")
     assert code == 200 and json.loads(body)["forgotten"] == "sneaker"
+    code, body = request(server.url + "/v1/classes/sneaker", "DELETE")  # not learned (any more): a 404
+    assert code == 404 and "not learned" in json.loads(body)["error"]
+    assert request(server.url + "/v1/classes/coat", "DELETE")[0] == 200
     code, body = request(server.url + "/v1/status")
     assert code == 200 and json.loads(body)["classes"] == ["bag", "trouser"]
     code, body = request(server.url + "/metrics")
     assert code == 200 and b'edgecl_requests_total{route="/v1/classify",status="200"}' in body
-    assert b"edgecl_learns_total 2" in body
+    assert b"edgecl_learns_total 3" in body
     assert server.stop() < 10 and server.process.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM
 
 

@@ -24,6 +24,8 @@ from edgecl.units import parse_bytes
 from edgecl.vectors import unit_rows
 
 SCORES = ("confidence", "msp", "class_mean", "knn5", "energy")
+SCORE_TITLES = {"confidence": "confidence", "msp": "old probability (MSP)", "class_mean": "max class-mean cosine",
+                "knn5": "5-NN memory rows", "energy": "energy"}  # fmt: skip
 MSP_TEMPERATURE = 0.05  # what `probability` was before confidence: the heads' training temperature
 
 
@@ -82,7 +84,7 @@ def load_data_sets(names: set[str], embed: Any, encoder: Any, test_per_class: in
 def run_open_set(suite: OpenSetSuite, out_dir: Path, name: str = "open-set",
                  progress: Callable[[str, int, int], None] = lambda s, d, t: None) -> dict[str, Any]:  # fmt: skip
     """Every (pair, images per class, budget, seed) with the bundled backbone; writes results.json, report.md,
-    roc.png and reliability.png into out_dir."""
+    summary.md, roc.png and reliability.png into out_dir."""
     from edgecl.bench.open_set_report import write_open_set_report
     from edgecl.bench.streams import Embedder
     from edgecl.encoder import Encoder

@@ -8,11 +8,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from edgecl.bench.open_set import SCORES
+from edgecl.bench.open_set import SCORE_TITLES, SCORES
 from edgecl.units import parse_bytes
-
-SCORE_TITLES = {"confidence": "confidence", "msp": "old probability (MSP)", "class_mean": "max class-mean cosine",
-                "knn5": "5-NN memory rows", "energy": "energy"}  # fmt: skip
 
 
 def _mean(runs: list[dict[str, Any]], *path: str) -> float:
@@ -23,6 +20,23 @@ def _mean(runs: list[dict[str, Any]], *path: str) -> float:
             value = value[key]
         values.append(float(value))
     return statistics.mean(values)
+
+
+def _threshold_cells(rs: list[dict[str, Any]]) -> list[str]:
+    """Known kept, near rejected, far rejected, accuracy all / accepted, ECE (MSP), extra label answered / top /
+    zero-shot: the product at its default threshold and with `--labels`, mean over the runs."""
+    t, v = "at_threshold", "labels"
+    return [f"{100 * _mean(rs, t, 'known_accepted'):.1f}", f"{100 * _mean(rs, t, 'near_rejected'):.1f}",
+            f"{100 * _mean(rs, t, 'far_rejected'):.1f}",
+            f"{100 * _mean(rs, t, 'accuracy'):.1f} / {100 * _mean(rs, t, 'accepted_accuracy'):.1f}",
+            f"{_mean(rs, t, 'ece'):.3f} ({_mean(rs, t, 'ece_msp'):.3f})",
+            f"{100 * _mean(rs, v, 'extra_answer'):.1f} / {100 * _mean(rs, v, 'extra_top'):.1f} / "
+            f"{100 * _mean(rs, v, 'zero_shot'):.1f}"]  # fmt: skip
+
+
+def _known_accuracy_with_labels(rs: list[dict[str, Any]]) -> tuple[float, float]:
+    """Known accuracy (%) with the unlearned classes' names given as `--labels`, and without."""
+    return 100 * _mean(rs, "labels", "known_accuracy_with_labels"), 100 * _mean(rs, "labels", "known_accuracy")
 
 
 def open_set_markdown(results: dict[str, Any]) -> str:
@@ -46,15 +60,9 @@ def open_set_markdown(results: dict[str, Any]) -> str:
               "/ accepted | ECE confidence (MSP) | extra label answered / top / zero-shot | known acc with labels |",
               "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for (known, far, per_class, _, budget), rs in groups:
-        t, v = "at_threshold", "labels"
-        lines.append(
-            f"| {known} vs {far} | {per_class} | {budget} | {100 * _mean(rs, t, 'known_accepted'):.1f} | "
-            f"{100 * _mean(rs, t, 'near_rejected'):.1f} | {100 * _mean(rs, t, 'far_rejected'):.1f} | "
-            f"{100 * _mean(rs, t, 'accuracy'):.1f} / {100 * _mean(rs, t, 'accepted_accuracy'):.1f} | "
-            f"{_mean(rs, t, 'ece'):.3f} ({_mean(rs, t, 'ece_msp'):.3f}) | {100 * _mean(rs, v, 'extra_answer'):.1f} / "
-            f"{100 * _mean(rs, v, 'extra_top'):.1f} / {100 * _mean(rs, v, 'zero_shot'):.1f} | "
-            f"{100 * _mean(rs, v, 'known_accuracy_with_labels'):.1f} "
-            f"(without {100 * _mean(rs, v, 'known_accuracy'):.1f}) |")  # fmt: skip
+        with_labels, without = _known_accuracy_with_labels(rs)
+        cells = [*_threshold_cells(rs), f"{with_labels:.1f} (without {without:.1f})"]
+        lines.append(f"| {known} vs {far} | {per_class} | {budget} | " + " | ".join(cells) + " |")
     lines += ["", "Over every cell:", ""] + [f"- {line}" for line in summary_lines(runs)]
     return "\n".join(lines) + "\n"
 
@@ -84,7 +92,7 @@ def summary_lines(runs: list[dict[str, Any]]) -> list[str]:
 def pair_summary_markdown(results: dict[str, Any]) -> str:
     """Per pair of data sets, mean over its cells (images per class x budget x seed): AUROC near / far per score,
     the product at the default threshold and with `--labels`; then the figures over every cell."""
-    runs, t, v = results["runs"], "at_threshold", "labels"
+    runs = results["runs"]
     pairs = sorted({(r["known"], r["far"]) for r in runs})
     by_pair = [(f"{known} vs {far}", [r for r in runs if (r["known"], r["far"]) == (known, far)])
                for known, far in pairs]  # fmt: skip
@@ -98,14 +106,8 @@ def pair_summary_markdown(results: dict[str, Any]) -> str:
               "`--labels X`: X answered / X top candidate / zero-shot | known accuracy with / without `--labels X` |",
               "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for pair, rs in by_pair:
-        lines.append(
-            f"| {pair} | {100 * _mean(rs, t, 'known_accepted'):.1f} | {100 * _mean(rs, t, 'near_rejected'):.1f} | "
-            f"{100 * _mean(rs, t, 'far_rejected'):.1f} | {100 * _mean(rs, t, 'accuracy'):.1f} / "
-            f"{100 * _mean(rs, t, 'accepted_accuracy'):.1f} | "
-            f"{_mean(rs, t, 'ece'):.3f} ({_mean(rs, t, 'ece_msp'):.3f}) | "
-            f"{100 * _mean(rs, v, 'extra_answer'):.1f} / {100 * _mean(rs, v, 'extra_top'):.1f} / "
-            f"{100 * _mean(rs, v, 'zero_shot'):.1f} | {100 * _mean(rs, v, 'known_accuracy_with_labels'):.1f} / "
-            f"{100 * _mean(rs, v, 'known_accuracy'):.1f} |")  # fmt: skip
+        with_labels, without = _known_accuracy_with_labels(rs)
+        lines.append(f"| {pair} | " + " | ".join([*_threshold_cells(rs), f"{with_labels:.1f} / {without:.1f}"]) + " |")
     lines += ["", "Over every cell:", ""] + [f"- {line}" for line in summary_lines(runs)]
     return "\n".join(lines) + "\n"
 

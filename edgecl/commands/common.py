@@ -15,6 +15,7 @@ from edgecl.state import (
     Snapshot,
     StateError,
     read_state,
+    refuse_non_directory,
     state_root,
 )
 
@@ -27,6 +28,7 @@ def quiet(stage: str, done: int, total: int) -> None:
 
 def current_snapshot(state_dir: str | None) -> Snapshot:
     root = state_root(state_dir)
+    refuse_non_directory(root)
     snapshot = read_state(root)
     if snapshot is None:
         raise StateError(f"{display(root)}: nothing learned yet; run `edgecl learn --task-dir DIR --budget 8MB` first")

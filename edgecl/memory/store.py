@@ -204,7 +204,8 @@ class ReplayMemory:
             raise BudgetError(
                 f"budget {format_bytes(self.config.budget_bytes)} cannot hold one sample for each of {len(present)} "
                 f"{self.config.groups.replace('_', '/')} groups with codec {codec.name} "
-                f"({codec.bytes_per_vector} B/sample); minimum is {need} bytes"
+                f"({codec.bytes_per_vector} B/sample + {self._fixed_bytes(codec, contents)} B the file needs anyway"
+                f"{', its codebook included' if codec.name == 'pq' else ''}); minimum is {need} bytes"
                 f"{'' if smallest == codec.name else f' (with {smallest})'}: {self._way_out(need)}"
             )
         available = np.bincount(group_of_row, minlength=len(present))
