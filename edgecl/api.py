@@ -152,6 +152,8 @@ class State:
         LearnReport; the new snapshot is served when this returns."""
         from edgecl.commands import LearnOptions, learn
 
+        if images:  # the task history names them, not the temporary folder they are learned from
+            options.setdefault("source", f"{len(images)} images given to the Python API")
         with self._learn_lock, _task_folder(folder, images, labels) as task_dir:
             report = learn(LearnOptions(task_dir=str(task_dir), state_dir=str(self.root), domain=domain, **options))
         self.reload()
@@ -198,8 +200,7 @@ class _task_folder:  # noqa: N801 - used as a context manager, like tempfile's
     def __enter__(self) -> Path:
         if self.folder is not None:
             return Path(self.folder)
-        joined = joined_names([class_folder_name(label) for label in self.labels], [])  # "Cat" and "cat": one
-        names = [joined[class_folder_name(label)] for label in self.labels]
+        names = label_folders(self.labels)
         self._tmp = tempfile.mkdtemp(prefix="edgecl-task-")
         try:
             for i, (image, name) in enumerate(zip(self.images, names, strict=True)):
@@ -224,6 +225,12 @@ def class_folder_name(label: str) -> str:
                           "spaces, '_' or '-', not starting with '.' and not a system folder name such as "
                           "__MACOSX")  # fmt: skip
     return name
+
+
+def label_folders(labels: Sequence[str]) -> list[str]:
+    """Each label's class folder, labels that name one class ("Cat" and "cat") sharing the first one's folder."""
+    joined = joined_names([class_folder_name(label) for label in labels], [])
+    return [joined[class_folder_name(label)] for label in labels]
 
 
 def image_suffix(path: Path, filename: str | None = None) -> str:

@@ -213,7 +213,8 @@ def _add_state_routes(app: FastAPI, state: Any, metrics: Metrics) -> None:
         with uploads as paths:
             named = _client_names(uploads.folder, paths, image)
             try:
-                report = state.learn(Path(uploads.folder), domain=domain or None).to_json()
+                report = state.learn(Path(uploads.folder), domain=domain or None,
+                                     source=f"an upload of {len(image)} images (POST /v1/learn)").to_json()
             except EdgeclError as exc:
                 raise EdgeclError(named(str(exc))) from None
         metrics.learned()
@@ -234,12 +235,12 @@ def _add_state_routes(app: FastAPI, state: Any, metrics: Metrics) -> None:
 
 def _class_folders(labels: list[str], images: int) -> list[str]:
     """Each upload's class folder: one `label` for every image, or one per image in the order sent."""
-    from edgecl.api import class_folder_name
+    from edgecl.api import label_folders
 
     if len(labels) not in (1, images):
         raise EdgeclError(f"{len(labels)} `label` fields for {images} images: send one `label` for all the images, "
                           "or one per image in the same order")  # fmt: skip
-    return [class_folder_name(label) for label in (labels * images if len(labels) == 1 else labels)]
+    return label_folders(labels * images if len(labels) == 1 else labels)
 
 
 def _authorised(header: str, token: str) -> bool:

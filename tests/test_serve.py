@@ -159,12 +159,15 @@ def test_classify_learn_forget_and_limits_over_http(server: Server, learned: Pat
     mixed_task = write_task(tmp_path / "t4", {"coat": 4, "sneaker": 7}, n=6, offset=80)
     mixed = [(f"m{i}.png", _png(mixed_task / c / f"{i}.png")) for i in range(6) for c in ("coat", "sneaker")]
     labels = [c for _ in range(6) for c in ("coat", "sneaker")]
+    labels[4] = "COAT"  # labels that name one class are one class, as in a task folder
     code, body = request(server.url + "/v1/learn", "POST", mixed[:3], {"label": labels[:2]})
     assert code == 400 and "2 `label` fields for 3 images" in json.loads(body)["error"]
     code, body = request(server.url + "/v1/learn", "POST", mixed, {"label": labels})
     assert code == 200 and json.loads(body)["new_classes"] == ["coat"], body
     per_class = json.loads(body)["validation"]["per_class"]
     assert {c: per_class[c]["images"] for c in ("coat", "sneaker")} == {"coat": 6, "sneaker": 6}, body
+    tasks = json.loads(request(server.url + "/v1/status")[1])["tasks"]
+    assert tasks[-1]["task_dir"] == "an upload of 12 images (POST /v1/learn)"  # not the removed temporary folder
     code, body = request(server.url + "/v1/classes/sneaker", "DELETE")
     assert code == 200 and json.loads(body)["forgotten"] == "sneaker"
     code, body = request(server.url + "/v1/classes/sneaker", "DELETE")  # not learned (any more): a 404
@@ -259,3 +262,8 @@ def test_the_python_api_is_shared_by_threads_and_sees_other_processes_commits(le
     assert state.status().classes == ["bag", "trouser", "sneaker"]
     with pytest.raises(EdgeclError, match="one label per image"):
         state.learn(images=paths[:2], labels=["x"])
+    boots = write_task(tmp_path / "boots", {"boot": 9}, n=4)
+    state.learn(images=sorted((boots / "boot").iterdir()), labels=["boot", "Boot", "boot", "BOOT"])  # one class
+    status = state.status()
+    assert status.classes == ["bag", "trouser", "sneaker", "boot"]
+    assert status.tasks[-1]["task_dir"] == "4 images given to the Python API"  # not the temporary folder

@@ -49,6 +49,7 @@ class LearnOptions:
     profile_file: str | None = None
     force: bool = False
     groups: str | None = None  # what the memory balances and GDRO weighs (LearnerConfig.groups)
+    source: str | None = None  # what the task history records instead of task_dir (an upload, an image list)
 
 
 def _new_learner(opts: LearnOptions, progress: Progress) -> tuple[Any, dict[str, Any]]:
@@ -234,8 +235,9 @@ def _with_task(meta: dict[str, Any], learner: Any, opts: LearnOptions, samples: 
                skipped: int, start: float, repeats: int) -> dict[str, Any]:  # fmt: skip
     """The snapshot metadata with this task appended to its history (and no `rolled_back` mark: that was the
     snapshot before)."""
-    task = {"task_dir": display(Path(opts.task_dir).resolve()), "classes": list(learner.tasks[-1]["classes"]),
-            "new_classes": new_classes, "domain": opts.domain, "samples": samples, "skipped": skipped,
+    task = {"task_dir": opts.source or display(Path(opts.task_dir).resolve()),
+            "classes": list(learner.tasks[-1]["classes"]), "new_classes": new_classes, "domain": opts.domain,
+            "samples": samples, "skipped": skipped,
             "already_learned": repeats, "seconds": round(time.perf_counter() - start, 2),
             "time": now_iso()}  # fmt: skip
     meta = without_rollback_mark(meta)
