@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -120,8 +121,11 @@ def load_image(path: str | Path) -> Image.Image:
             return _decoded(path)
     except ImageLoadError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageLoadError(f"{path}: refused as a decompression bomb ({exc})") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # Pillow's own, at twice our limit
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(pixels.group(1)):,} pixels" if pixels else "its size"
+        raise ImageLoadError(f"{path}: refused as a decompression bomb ({size}, above the {MAX_IMAGE_PIXELS:,}-pixel "
+                             "safety limit); downscale it first") from exc  # fmt: skip
     except FileNotFoundError as exc:
         raise ImageLoadError(f"{path}: no such file") from exc
     except Image.UnidentifiedImageError as exc:

@@ -32,11 +32,16 @@ def is_hidden(name: str) -> bool:
     return name.startswith(".") or name.lower() in SYSTEM_FOLDERS
 
 
-def _walk(root: Path) -> tuple[list[Path], list[Path]]:
-    """(image files, other files) below root, sorted, following directory links once (loops are cut)."""
+def _walk(root: Path, task_root: Path | None = None) -> tuple[list[Path], list[Path], list[Path]]:
+    """(image files, other files, cut links) below root, sorted, following directory links once (loops are cut). With
+    `task_root` (the task folder root is a class folder of), a folder link that leads elsewhere inside the task folder
+    (another class's folder, the task folder itself) is cut: following it would learn another class's photos as this
+    one's. Links to folders outside the task folder are followed."""
     images: list[Path] = []
     others: list[Path] = []
+    cut: list[Path] = []
     seen: set[tuple[int, int]] = set()
+    fence = (Path(os.path.realpath(task_root)), Path(os.path.realpath(root))) if task_root else None
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         try:
             stat = os.stat(dirpath)
@@ -47,11 +52,20 @@ def _walk(root: Path) -> tuple[list[Path], list[Path]]:
             dirnames.clear()  # a symlink loop or a second path to the same folder
             continue
         seen.add((stat.st_dev, stat.st_ino))
+        if fence and _crosses(Path(os.path.realpath(dirpath)), *fence):
+            dirnames.clear()
+            cut.append(Path(dirpath))
+            continue
         dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
         for name in sorted(n for n in filenames if not is_hidden(n)):
             path = Path(dirpath) / name
             (images if is_image_name(path) else others).append(path)
-    return images, others
+    return images, others, cut
+
+
+def _crosses(real: Path, task: Path, own: Path) -> bool:
+    """Whether a folder (its real path) lies inside the task folder but outside the class folder being walked."""
+    return real.is_relative_to(task) and not real.is_relative_to(own)
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -100,9 +114,11 @@ def scan_task_dir(task_dir: str | Path) -> TaskScan:
     _check_collisions(folders)
     for folder in folders:
         name = clean_name(display(folder.name))
-        images, others = _walk(folder)
+        images, others, cut = _walk(folder, root)
         for path in others:
-            scan.skip(path, "not an image file (by extension)")
+            scan.skip(path, _not_image_reason(path))
+        for path in cut:
+            scan.skip(path, "a folder link to elsewhere in the task folder (another class's photos), not followed")
         if not images:
             scan.skip(folder, "class folder holds no images")
             continue
@@ -111,6 +127,12 @@ def scan_task_dir(task_dir: str | Path) -> TaskScan:
     if not scan.paths:
         raise TaskDirError(f"{display(root)}: no images found in its class folders (extensions: {_suffixes()})")
     return scan
+
+
+def _not_image_reason(path: Path) -> str:
+    if path.is_symlink() and not path.exists():
+        return "a link to nothing (its target is gone)"
+    return "not an image file (by extension)"
 
 
 def _check_collisions(folders: list[Path]) -> None:

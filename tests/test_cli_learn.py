@@ -136,14 +136,19 @@ def test_bad_images_are_skipped_with_reasons(state: Path, tmp_path: Path) -> Non
     nested.mkdir(parents=True)
     rgb.save(nested / "n.webp")
     os.symlink(bag, bag / "more" / "loop")
+    os.symlink(bag, task / "sandal" / "bags")  # another class's folder: its photos are not sandals
+    os.symlink("..", task / "sandal" / "up")  # the task folder itself
+    os.symlink(tmp_path / "gone", bag / "dangling")
     (task / "loose.png").write_bytes(good)
     code, out, err = invoke("learn", "--task-dir", str(task), "--budget", "64KB", "--backbone", "bundled",
                             "--state-dir", str(state), "--json")  # fmt: skip
     assert code == 0, err
     report = json.loads(out)
     reasons = {Path(s["path"]).name: s["reason"] for s in report["skipped"]}
-    assert set(reasons) == {"empty.jpg", "notes.txt", "fake.png", "truncated.png", "bomb.png", "loose.png"}
+    assert set(reasons) == {"empty.jpg", "notes.txt", "fake.png", "truncated.png", "bomb.png", "loose.png", "bags",
+                            "up", "dangling"}  # fmt: skip
     assert "bomb" in reasons["bomb.png"] and "not an image" in reasons["notes.txt"]
+    assert "another class's photos" in reasons["bags"] == reasons["up"] and "target is gone" in reasons["dangling"]
     counts = json.loads(invoke("status", "--state-dir", str(state), "--json")[1])["tasks"][0]
     assert counts["samples"] == 6 + 6 + 6  # sandal 6; bag 6 + cmyk, palette, alpha, 16-bit, large, nested webp
 

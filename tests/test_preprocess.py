@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -54,10 +55,13 @@ def test_broken_files_raise_image_load_error(tmp_path: Path, name: str, content:
 
 
 def test_decompression_bomb_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "bomb.png"
-    Image.new("1", (12000, 12000)).save(path)  # 144 Mpx, tiny on disk
-    with pytest.raises(ImageLoadError, match="bomb.png"):
-        load_image(path)
+    """One message with the product's limit, below and above twice it (where Pillow refuses by itself)."""
+    for side, size in ((12000, "12000x12000 pixels"), (20000, "400,000,000 pixels")):  # 144 / 400 Mpx, tiny on disk
+        path = tmp_path / f"bomb{side}.png"
+        Image.new("1", (side, side)).save(path)
+        expected = f"{path.name}: refused as a decompression bomb ({size}, above the 89,478,485-pixel safety limit)"
+        with pytest.raises(ImageLoadError, match=re.escape(expected)):
+            load_image(path)
 
 
 def test_arrays_and_grey_digits(tmp_path: Path) -> None:

@@ -70,7 +70,15 @@ def status(
     state_dir: StateDir = None,
     as_json: AsJson = False,
 ) -> None:
-    """Show the backbone, classes, domains, memory use and task history of a state."""
+    """Show the backbone, classes, domains, memory use and task history of a state.
+
+    Reads the state only (safe while a learn or a server runs).
+
+    Examples:
+
+        edgecl status
+        edgecl status --state-dir ~/cam-1 --json
+    """
     from edgecl.commands import status as run_status
     from edgecl.units import format_bytes
 

@@ -28,7 +28,15 @@ def bench(
     download: bool = typer.Option(False, "--download", help="Fetch CIFAR-100 into --data-root (needs network)."),
     as_json: AsJson = False,
 ) -> None:
-    """Continual-learning benchmark: all methods side by side at equal byte budgets (bundled backbone)."""
+    """Continual-learning benchmark: all methods side by side at equal byte budgets (bundled backbone).
+
+    Pick a suite with --suite; results.json, report.md and PNG plots go to --out.
+
+    Examples:
+
+        edgecl bench --suite quick --out results/
+        edgecl bench --suite open-set --out benchmarks/results/open-set
+    """
     from edgecl.bench.method_suite import METHOD_SUITES, method_markdown, run_method_suite
     from edgecl.bench.open_set import OPEN_SET_SUITES, run_open_set
     from edgecl.bench.open_set_report import open_set_markdown
@@ -110,7 +118,15 @@ def fleet_simulate(
     keep: Path | None = typer.Option(None, help="Keep the devices' state directories here (default: temporary)."),
     as_json: AsJson = False,
 ) -> None:
-    """Each device learns its part with `learn`'s code; then the rounds run on Flower's simulation engine."""
+    """Each device learns its part with `learn`'s code; then the rounds run on Flower's simulation engine.
+
+    One machine plays every device (each with its own state directory) and the server.
+
+    Examples:
+
+        edgecl fleet simulate --devices 2 --rounds 1 --train-per-class 20 --test-per-class 20
+        edgecl fleet simulate --devices 4 --split dirichlet --json
+    """
     from edgecl.fleet.simulate import FleetSpec, simulate
 
     spec = FleetSpec(devices, rounds, stream, split, budget, train_per_class, test_per_class, seed)

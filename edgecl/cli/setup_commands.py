@@ -31,7 +31,16 @@ def export(
     force: bool = typer.Option(False, "--force", help="Replace an existing, different export."),
     as_json: AsJson = False,
 ) -> None:
-    """Export a CLIP backbone to INT8 ONNX image and text towers."""
+    """Export a CLIP backbone to INT8 ONNX image and text towers.
+
+    Writes the model directory (the ONNX towers and a manifest with their measured INT8 quality); a first learn
+    does this by itself.
+
+    Examples:
+
+        edgecl export --backbone bundled
+        edgecl export --backbone openclip:ViT-B-32:/path/to/checkpoint.pt --json
+    """
     from edgecl.export import ExportOptions, export_model
     from edgecl.paths import default_model_dir
 
@@ -53,7 +62,15 @@ def export(
 
 @handles_errors
 def backbones(as_json: AsJson = False) -> None:
-    """List the backbones edgecl can export and whether each needs a download."""
+    """List the backbones edgecl can export and whether each needs a download.
+
+    bundled works offline; an openclip id needs its weights (a download, or a checkpoint path).
+
+    Examples:
+
+        edgecl backbones
+        edgecl backbones --json
+    """
     from edgecl.backbones import list_backbones
 
     rows = list_backbones()
@@ -76,7 +93,15 @@ def demo(
     method: str = typer.Option(DEFAULT_METHOD, help=f"{METHODS_TEXT} (see docs/method.md)."),
     as_json: AsJson = False,
 ) -> None:
-    """Offline demo: learn Fashion-MNIST in 5 tasks of 2 classes, accuracy after each task, final status."""
+    """Offline demo: learn Fashion-MNIST in 5 tasks of 2 classes, accuracy after each task, final status.
+
+    Runs offline: the bundled backbone and the Fashion-MNIST images installed on this machine; nothing is downloaded.
+
+    Examples:
+
+        edgecl demo
+        edgecl demo --train-per-class 10 --test-per-class 10 --json
+    """
     from edgecl.demo import DEMO_BUDGET, run_demo
     from edgecl.units import format_bytes
 
@@ -105,7 +130,15 @@ def demo(
 
 @handles_errors
 def devices(as_json: AsJson = False) -> None:
-    """List the shipped device profiles."""
+    """List the shipped device profiles.
+
+    Each profile sets a default budget, a RAM cap and runtime settings (docs/profiles.md).
+
+    Examples:
+
+        edgecl devices
+        edgecl devices --json
+    """
     from edgecl.profiles import list_profiles
 
     profiles = list_profiles()
@@ -123,7 +156,15 @@ def profile(
     backbone: str | None = typer.Option(None, help="Backbone to measure (default: the profile's, else bundled)."),
     as_json: AsJson = False,
 ) -> None:
-    """Measure latency, throughput and memory on this machine against a device profile's targets."""
+    """Measure latency, throughput and memory on this machine against a device profile's targets.
+
+    The verdicts are this machine's: run it on the device to measure the device.
+
+    Examples:
+
+        edgecl profile --device cpu
+        edgecl profile --device jetson-orin-nano --json
+    """
     from edgecl.measure_device import run_profile
     from edgecl.profiles import get_profile
 

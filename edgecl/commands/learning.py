@@ -110,7 +110,8 @@ def _check_same(snapshot: Snapshot, learner: Any, opts: LearnOptions) -> None:
     if opts.method and opts.method != cfg.method:
         raise EdgeclError(f"this state learns with --method {cfg.method}; omit --method or use a new --state-dir")
     if opts.codec and opts.codec != cfg.memory.codec:
-        now = f"{cfg.memory.codec} (now {learner.memory.codec.name})" if learner.memory.codec else cfg.memory.codec
+        held = learner.memory.codec.name if learner.memory.codec else cfg.memory.codec  # auto: what it picked
+        now = cfg.memory.codec if held == cfg.memory.codec else f"{cfg.memory.codec} (now {held})"
         raise EdgeclError(f"this state's memory codec is {now}; omit --codec, or change it with "
                           f"`edgecl memory --codec {opts.codec}`")  # fmt: skip
     if opts.groups and opts.groups != cfg.groups:

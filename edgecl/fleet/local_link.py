@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgecl.errors import EdgeclError
 
@@ -77,18 +78,55 @@ def local_superlink(workdir: Path, simulation: bool, log_path: Path | None = Non
         yield LocalLink(port, home, env)
     finally:
         stop_group(link)
+        stop_strays(home)
 
 
 def stop_group(process: subprocess.Popen) -> None:
-    """SIGTERM to the process's group (it was started in a session of its own), SIGKILL after a grace period."""
-    for sig, wait in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, STOP_GRACE_S)):
+    """SIGTERM to the process's group (it was started in a session of its own), SIGKILL after a grace period; it
+    returns once the leader and every other live member of the group have exited (a member may outlive the leader)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
-        try:
-            process.wait(timeout=wait)
+        deadline = time.monotonic() + STOP_GRACE_S
+        while time.monotonic() < deadline:
+            if process.poll() is not None and not _live_members(process.pid):
+                return
+            time.sleep(0.1)
+
+
+def stop_strays(home: Path) -> None:
+    """End what is left of a run that left its process group (Flower's simulation runs ClientApps in Ray actors,
+    which outlive the SuperLink for a while): every process whose FLWR_HOME is this run's, SIGTERM then SIGKILL."""
+    import psutil
+
+    def strays() -> list[Any]:
+        found = []
+        for candidate in psutil.process_iter():
+            with contextlib.suppress(psutil.Error, OSError):
+                if candidate.environ().get("FLWR_HOME") == str(home) and candidate.status() != psutil.STATUS_ZOMBIE:
+                    found.append(candidate)
+        return found
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        left = strays()
+        if not left:
             return
-        except subprocess.TimeoutExpired:
-            continue
+        for process in left:
+            with contextlib.suppress(psutil.Error, OSError):
+                process.send_signal(sig)
+        psutil.wait_procs(left, timeout=STOP_GRACE_S)
+
+
+def _live_members(group: int) -> list[int]:
+    """Pids of the processes of a process group that still run (zombies are not: their parent reaps them)."""
+    import psutil
+
+    members = []
+    for candidate in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getpgid(candidate.pid) == group and candidate.status() != psutil.STATUS_ZOMBIE:
+                members.append(candidate.pid)
+    return members
 
 
 def flwr_run(link: LocalLink, run_config: Path, timeout_s: float, federation_config: str = "",
