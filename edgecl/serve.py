@@ -192,7 +192,7 @@ def _add_answer_routes(app: FastAPI, state: Any) -> None:
     def deepstack(model: str, image: list[UploadFile] = File(...), top_k: int = Form(5), labels: str = Form(""),
                   min_confidence: float | None = Form(None)) -> Any:  # fmt: skip
         try:
-            (answer,), ((width, height),) = _classified(state, image[:1], top_k, labels, min_confidence)
+            (answer,), ((width, height),) = _classified(state, image[:1], top_k, labels, min_confidence, sizes=True)
         except EdgeclError as exc:
             return JSONResponse({"success": False, "error": str(exc)}, status_code=400)
         threshold = state.min_confidence if min_confidence is None else min_confidence
@@ -254,15 +254,16 @@ def _answers(state: Any, files: list[Any], top_k: int, labels: str, min_confiden
     return _classified(state, files, top_k, labels, min_confidence)[0]
 
 
-def _classified(state: Any, files: list[Any], top_k: int, labels: str,
-                min_confidence: float | None) -> tuple[list[dict], list[tuple[int, int]]]:  # fmt: skip
-    """_answers, and each image's (width, height) as it is upright (EXIF orientation applied)."""
+def _classified(state: Any, files: list[Any], top_k: int, labels: str, min_confidence: float | None,
+                sizes: bool = False) -> tuple[list[dict], list[tuple[int, int]]]:  # fmt: skip
+    """_answers, and with `sizes` each image's (width, height) as it is upright (EXIF orientation applied; only the
+    DeepStack route needs them, so a plain classify does not open its images twice)."""
     names = [f.filename or f"image {i}" for i, f in enumerate(files)]
     with _uploaded(files) as paths:
         results, skipped = state.classify_files(paths, top_k, labels.split(","), min_confidence, names)
         if skipped:
             raise EdgeclError(f"{skipped[0]['path']}: {skipped[0]['reason']}")
-        return results, [_upright_size(path) for path in paths]
+        return results, [_upright_size(path) for path in paths] if sizes else []
 
 
 def _upright_size(path: Path) -> tuple[int, int]:

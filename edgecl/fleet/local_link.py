@@ -82,21 +82,21 @@ def local_superlink(workdir: Path, simulation: bool, log_path: Path | None = Non
 
 
 def stop_group(process: subprocess.Popen) -> None:
-    """SIGTERM to the process's group (it was started in a session of its own), SIGKILL after a grace period; it
-    returns once the leader and every other live member of the group have exited (a member may outlive the leader)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    """SIGTERM to the process's group (it was started in a session of its own), SIGKILL after a grace period."""
+    for sig, wait in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, STOP_GRACE_S)):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
-        deadline = time.monotonic() + STOP_GRACE_S
-        while time.monotonic() < deadline:
-            if process.poll() is not None and not _live_members(process.pid):
-                return
-            time.sleep(0.1)
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def stop_strays(home: Path) -> None:
-    """End what is left of a run that left its process group (Flower's simulation runs ClientApps in Ray actors,
-    which outlive the SuperLink for a while): every process whose FLWR_HOME is this run's, SIGTERM then SIGKILL."""
+    """End what is left of a run once its SuperLink has exited: members of its group that outlive the leader and
+    processes that left the group (Flower's simulation runs ClientApps in Ray actors, which outlive the SuperLink for
+    a while) all carry the run's FLWR_HOME. SIGTERM, then SIGKILL after the grace."""
     import psutil
 
     def strays() -> list[Any]:
@@ -115,18 +115,6 @@ def stop_strays(home: Path) -> None:
             with contextlib.suppress(psutil.Error, OSError):
                 process.send_signal(sig)
         psutil.wait_procs(left, timeout=STOP_GRACE_S)
-
-
-def _live_members(group: int) -> list[int]:
-    """Pids of the processes of a process group that still run (zombies are not: their parent reaps them)."""
-    import psutil
-
-    members = []
-    for candidate in psutil.process_iter():
-        with contextlib.suppress(psutil.Error, OSError):
-            if os.getpgid(candidate.pid) == group and candidate.status() != psutil.STATUS_ZOMBIE:
-                members.append(candidate.pid)
-    return members
 
 
 def flwr_run(link: LocalLink, run_config: Path, timeout_s: float, federation_config: str = "",
