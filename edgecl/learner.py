@@ -27,11 +27,9 @@ from edgecl.learn.prototypes import ClassMeans, holdout_mask, measure_weight, va
 from edgecl.learned import LearnedState, files, scoring
 from edgecl.learned.calibrate import calibrated
 from edgecl.learned.seen import in_domain
-from edgecl.learned.task import Task, earlier_rows
-from edgecl.learned.value import class_indices
+from edgecl.learned.task import Task, earlier_rows, training_pool
 from edgecl.learner_config import LearnerConfig
 from edgecl.memory import ReplayMemory
-from edgecl.memory.groups import grouping
 from edgecl.names import clean_name, joined_names, known_as
 from edgecl.prompts import prompt_for
 from edgecl.ram import TrainSizes
@@ -228,15 +226,16 @@ class Learner:
             return _Fitted(None, None, state.prototype_weight)
         held = self._holdout(task.y)
         old = earlier_rows(task.memory, task.ids) if state.method.replay else np.zeros(0, np.int64)
-        data = self._train_data(task, ~held, old, sizes.replay_rows)
+        data = training_pool(state, task, ~held, old, sizes.replay_rows)
         result, heads = self._train(data, sizes.batch, on_step, keep_ids=task.memory.ids)
         weight = self._measured_weight(task, held, data, heads) if held.any() else state.prototype_weight
         domains = state.domains + ([task.domain_name] if task.domain == len(state.domains) else [])
         names = [{state.group_name(k, domains, task.classes): round(w, 4) for k, w in q.items()}
                  for q in result.class_weights]  # fmt: skip
+        made = int((data.ids[data.new_rows :] < 0).sum())  # translated rows (edgecl.learn.translation)
         training = Training(result.seconds, result.epoch_loss, result.steps, names, batch=sizes.batch,
-                            replayed_rows=len(data.x) - int((~held).sum()), replay_rows_available=old.size,
-                            precision=self.runtime.train_precision,
+                            replayed_rows=len(data.x) - data.new_rows - made, replay_rows_available=old.size,
+                            translated_rows=made, precision=self.runtime.train_precision,
                             held_out_rows=int(held.sum()) if state.uses_prototypes else None)  # fmt: skip
         return _Fitted(training, heads, weight)
 
@@ -257,28 +256,6 @@ class Learner:
         val_y = np.concatenate([y[held], data.y[old]])
         head = heads.merged(val_x) @ scoring.text_prototypes(heads.merged_text, task.text).T  # (V, C)
         return measure_weight(head, means.scores(val_x, len(task.classes)), val_y, self.state.prototype_weight)
-
-    def _train_data(self, task: Task, trains: np.ndarray, old: np.ndarray, replay_rows: int | None) -> Any:
-        """The task's rows `trains` (a mask) plus the memory rows `old` of earlier tasks (new rows train at full
-        precision); at most `replay_rows` of the latter, drawn at random, are decoded."""
-        from edgecl.learn.trainer import TrainData
-
-        state, task_classes = self.state, np.unique(task.y)
-        groups = state.config.groups
-        x, y, ids = task.x[trains], task.y[trains], task.ids[trains]
-        if not state.method.replay:
-            keys = grouping(groups).keys(y, np.full(len(y), task.domain))
-            return TrainData(x, y, ids, task.text, task_classes, groups=keys)
-        if replay_rows is not None and len(old) > replay_rows:
-            rng = np.random.default_rng(state.config.seed + len(state.tasks))
-            old = np.sort(rng.choice(old, size=replay_rows, replace=False))
-        stored = task.memory.samples(old)
-        pool_x = np.concatenate([x, stored.embeddings])
-        pool_y = np.concatenate([y, class_indices(task.classes, stored)])
-        pool_ids = np.concatenate([ids, stored.ids])
-        pool_domains = np.concatenate([np.full(len(x), task.domain), state.domain_indices(stored)])
-        return TrainData(pool_x, pool_y, pool_ids, task.text, task_classes, n_new=len(x),
-                         groups=grouping(groups).keys(pool_y, pool_domains))  # fmt: skip
 
     def _saved_loss(self) -> Any:
         """The method's loss rebuilt from the saved estimators (a fresh one without them); None for no loss."""

@@ -27,7 +27,7 @@ FLAT_NAMES = {  # a setting's flat name (version 1 files, scripts' overrides) ->
     "epochs": ("train", "epochs"), "min_steps": ("train", "min_steps"), "max_steps": ("train", "max_steps"),
     "max_train_seconds": ("train", "max_seconds"), "lr": ("train", "lr"),
     "prototype_weight": ("prototypes", "weight"), "domain_prototype_weight": ("prototypes", "domain_weight"),
-    "ncm_text_weight": ("prototypes", "ncm_text_weight"),
+    "ncm_text_weight": ("prototypes", "ncm_text_weight"), "translated_replay": ("prototypes", "translated_replay"),
 }  # fmt: skip
 _NOT_SAVED_IN_VERSION_1 = {"batch_size", "optimizer", "precision", "threads", "extra"}  # now Runtime (or unused)
 

@@ -21,6 +21,7 @@ class Training:
     batch: int  # rows per step: the runtime's training batch, or less under the RAM cap
     replayed_rows: int  # memory rows decoded for replay
     replay_rows_available: int  # memory rows of earlier tasks that could have been
+    translated_rows: int  # rows made for earlier groups from the task's own (edgecl.learn.translation)
     precision: str  # the autocast precision the heads trained in (Runtime.train_precision)
     held_out_rows: int | None = None  # rows held out to measure the prototype weight (methods with prototypes)
 

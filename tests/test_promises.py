@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from edgecl.learn.prototypes import DEFAULT_WEIGHT
 from edgecl.learner import Learner, LearnerConfig
 from edgecl.memory import MemoryConfig
 from edgecl.names import class_key, joined_names, known_as
@@ -147,7 +148,7 @@ def test_new_classes_under_a_new_domain_keep_the_class_incremental_weight() -> N
     texts = {f"c{c}": text[c] for c in range(4)}
     learner.learn_embeddings(x[first], [n for n, f in zip(names, first, strict=True) if f], text=texts)
     learner.learn_embeddings(x[second], [n for n, s in zip(names, second, strict=True) if s], "sketch", text=texts)
-    assert learner.state.weight_in_use == learner.state.prototype_weight == 16.0
+    assert learner.state.weight_in_use == learner.state.prototype_weight == DEFAULT_WEIGHT
     learner.learn_embeddings(x[first], [n for n, f in zip(names, first, strict=True) if f], "sketch", text=texts)
     assert learner.state.weight_in_use == learner.config.prototypes.domain_weight  # c0 and c1 in a second domain
 

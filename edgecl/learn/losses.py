@@ -160,12 +160,14 @@ class GlobalContrastiveLoss:
         return g1, g2
 
     def estimators(self, g2: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """Update and return u2 (B,): gamma-average per id; a first visit takes the batch value (gamma = 1)."""
+        """Update and return u2 (B,): gamma-average per id; a first visit takes the batch value (gamma = 1), and so
+        does a row without a memory id (id < 0: a translated row, made afresh each task), which keeps no estimator."""
         gamma, out = self.cfg.gamma, []
         for value, sample_id in zip(g2.detach().tolist(), ids.tolist(), strict=False):
             prev = self.u2.get(sample_id)
             new = value if prev is None else (1 - gamma) * prev + gamma * value
-            self.u2[sample_id] = new
+            if sample_id >= 0:
+                self.u2[sample_id] = new
             out.append(new)
         return torch.tensor(out, dtype=g2.dtype)
 

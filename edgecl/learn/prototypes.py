@@ -11,14 +11,15 @@ import numpy as np
 from edgecl.vectors import unit_rows
 
 WEIGHT_GRID = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 64.0)  # candidate weights, measured on the held-out slice
-DEFAULT_WEIGHT = 16.0  # chosen by the sweep over task sizes and budgets (docs/method.md); the prior of a measurement
-DOMAIN_WEIGHT = 2.0  # once a learner has seen two domains: chosen by benchmarks/domain_ablation.py (docs/method.md)
+DEFAULT_WEIGHT = 8.0  # chosen by the sweep over task sizes and budgets (docs/method.md); the prior of a measurement
+DOMAIN_WEIGHT = 1.0  # once a learner has seen two domains: chosen by benchmarks/domain_ablation.py (docs/method.md)
 HOLDOUT_FRACTION = 0.2  # of each class's new rows, for classes with at least MIN_ROWS_TO_HOLD_OUT
 MIN_ROWS_TO_HOLD_OUT = 3
 MAX_HELD_OUT_PER_CLASS = 25  # a slice this big already measures the weight; the rest trains the head
 OLD_ROWS_PER_CLASS = 25  # memory rows per earlier class in the validation slice...
 OLD_ROWS_IN_ALL = 500  # ...fewer per class (at least 1) once the earlier classes would pass this many in all
 NCM_TEXT_WEIGHT = 0.1  # ncm: how much of a class's text embedding joins the mean of its memory rows
+TRANSLATED_REPLAY = 200  # rows each earlier (class, domain) is replayed from, topped up by edgecl.learn.translation
 
 
 @dataclass(frozen=True)
@@ -28,9 +29,10 @@ class PrototypeConfig:
     weight: float | None = DEFAULT_WEIGHT  # None: measured on a held-out slice of each task instead
     domain_weight: float = DOMAIN_WEIGHT  # the weight once more than one domain is learned
     ncm_text_weight: float = NCM_TEXT_WEIGHT
+    translated_replay: int = TRANSLATED_REPLAY  # memory rows per earlier group topped up to this many; 0: none
 
     def __post_init__(self) -> None:
-        for name in ("weight", "domain_weight", "ncm_text_weight"):
+        for name in ("weight", "domain_weight", "ncm_text_weight", "translated_replay"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"PrototypeConfig.{name} must be >= 0, got {value}")

@@ -1,12 +1,16 @@
-"""One task on its way into a learned state."""
+"""One task on its way into a learned state, and the pool of rows it trains on."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from edgecl.learn import translation
+from edgecl.learned.value import LearnedState, class_indices
 from edgecl.memory import ReplayMemory
+from edgecl.memory.groups import grouping
 
 
 @dataclass(frozen=True)
@@ -27,3 +31,30 @@ class Task:
 def earlier_rows(memory: ReplayMemory, new_ids: np.ndarray) -> np.ndarray:
     """Rows of `memory` stored by earlier tasks (not among this task's `new_ids`)."""
     return np.flatnonzero(~np.isin(memory.ids.astype(np.int64), new_ids))
+
+
+def training_pool(state: LearnedState, task: Task, trains: np.ndarray, old: np.ndarray, replay_rows: int | None) -> Any:
+    """The edgecl.learn.trainer.TrainData a task trains on: its rows `trains` (a mask; new rows train at full
+    precision), then the memory rows `old` of earlier tasks (at most `replay_rows` of them, drawn at random, are
+    decoded), then rows translated to the earlier groups from the task's own (edgecl.learn.translation: as many as
+    the RAM cap leaves room for, id -1)."""
+    from edgecl.learn.trainer import TrainData
+
+    groups, task_classes = grouping(state.config.groups), np.unique(task.y)
+    x, y, ids = task.x[trains], task.y[trains], task.ids[trains]
+    if not state.method.replay:
+        return TrainData(x, y, ids, task.text, task_classes, groups=groups.keys(y, np.full(len(y), task.domain)))
+    if replay_rows is not None and len(old) > replay_rows:
+        rng = np.random.default_rng(state.config.seed + len(state.tasks))
+        old = np.sort(rng.choice(old, size=replay_rows, replace=False))
+    stored = task.memory.samples(old)
+    old_y, old_domains = class_indices(task.classes, stored), state.domain_indices(stored)
+    made = translation.for_task(x, y, task.domain, state.class_means, (old_y, old_domains),
+                                state.config.prototypes.translated_replay,
+                                None if replay_rows is None else replay_rows - len(old),
+                                state.config.seed + len(state.tasks))  # fmt: skip
+    pool_y = np.concatenate([y, old_y, made.classes])
+    pool_domains = np.concatenate([np.full(len(x), task.domain), old_domains, made.domains])
+    return TrainData(np.concatenate([x, stored.embeddings, made.x]), pool_y,
+                     np.concatenate([ids, stored.ids, np.full(len(made.x), -1)]), task.text, task_classes,
+                     n_new=len(x), groups=groups.keys(pool_y, pool_domains))  # fmt: skip
