@@ -59,6 +59,7 @@ class Batches:
     train: int | None  # rows per training step (None: the method trains nothing)
     replayed_rows: int | None
     replay_rows_available: int | None
+    translated_rows: int | None  # rows made for earlier groups from the task's own (edgecl.learn.translation)
 
 
 @dataclass(frozen=True)

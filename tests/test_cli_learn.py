@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from edgecl.cli import app
 from edgecl.datasets import write_pngs
 from edgecl.learn.methods import DEFAULT_METHOD, METHODS
+from edgecl.learn.prototypes import TRANSLATED_REPLAY
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,6 +106,9 @@ def test_domain_incremental_and_subprocess_cold_path(state: Path, tmp_path: Path
     out = edgecl("learn", "--task-dir", str(inverted), "--domain", "inverted", "--state-dir", str(state), "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["new_classes"] == []
+    batches = json.loads(out.stdout)["batches"]  # coat and shirt upright replayed from their memory rows, topped up
+    assert batches["replayed_rows"] == batches["replay_rows_available"] > 0
+    assert batches["translated_rows"] == 2 * TRANSLATED_REPLAY - batches["replayed_rows"]
     info = json.loads(edgecl("status", "--state-dir", str(state), "--json").stdout)
     assert info["domains"] == ["inverted"] and info["tasks"][1]["domain"] == "inverted"
     script = (f"import sys; from cli import main; sys.argv = ['edgecl', 'classify', {str(task / 'coat' / '0.png')!r}, "
