@@ -251,7 +251,8 @@ class Learner:
         earlier class (prototypes.validation_rows), with class means from the rows that trained (no peeking)."""
         x, y = task.x, task.y
         means = self.state.class_means.updated(x[~held], y[~held], task.domain)
-        old = validation_rows(data.y[data.n_new :]) + data.n_new
+        stored = data.n_new + np.flatnonzero(data.ids[data.n_new :] >= 0)  # memory rows, not translated ones
+        old = stored[validation_rows(data.y[stored])]
         val_x = np.concatenate([x[held], data.x[old]])
         val_y = np.concatenate([y[held], data.y[old]])
         head = heads.merged(val_x) @ scoring.text_prototypes(heads.merged_text, task.text).T  # (V, C)

@@ -36,6 +36,9 @@ class PrototypeConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"PrototypeConfig.{name} must be >= 0, got {value}")
+        if isinstance(self.translated_replay, bool) or int(self.translated_replay) != self.translated_replay:
+            raise ValueError(f"PrototypeConfig.translated_replay must be a whole number, got {self.translated_replay}")
+        object.__setattr__(self, "translated_replay", int(self.translated_replay))
 
 
 @dataclass(frozen=True)

@@ -33,16 +33,17 @@ class Translated:
 
 
 def translated_rows(x: np.ndarray, y: np.ndarray, domain: int, means: ClassMeans, replayed: np.ndarray,
-                    per_group: int, limit: int, rng: np.random.Generator) -> Translated:  # fmt: skip
-    """Rows for every group of `means` that this task does not bring itself (not its domain and one of its classes),
-    as many as it lacks to reach `per_group` beside the `replayed` (G,) memory rows it has, in all at most `limit`
-    (each group's share cut in proportion). A group's source rows are this task's rows of the same class (a known
-    class in a new domain), else of classes of this task drawn at random (a class learned in an earlier task)."""
+                    per_group: int, limit: int, rng: np.random.Generator, domains: int) -> Translated:  # fmt: skip
+    """Rows for every group of `means` in one of the learner's `domains` (not the fleet's means, edgecl.fleet) with
+    images seen, except the groups this task brings itself (its domain and one of its classes): as many as a group
+    lacks to reach `per_group` beside the `replayed` (G,) memory rows it has, in all at most `limit` (each group's
+    share cut in proportion, the rows left over by rounding down going to the largest remainders). A group's source
+    rows are this task's rows of the same class (a known class in a new domain), else of classes of this task drawn
+    at random (a class learned in an earlier task)."""
     task_classes = np.unique(y)
-    targets = np.flatnonzero(~((means.domains == domain) & np.isin(means.classes, task_classes)))
-    lacking = np.maximum(0, per_group - replayed[targets])
-    if lacking.sum() > limit:
-        lacking = np.floor(lacking * (limit / lacking.sum())).astype(np.int64)
+    own = (means.domains == domain) & np.isin(means.classes, task_classes)
+    targets = np.flatnonzero(~own & (means.domains < domains) & (means.counts > 0))
+    lacking = _cut(np.maximum(0, per_group - replayed[targets]), limit, rng)
     if not len(x) or not lacking.sum():
         return Translated.none(x.shape[1])
     own_mean = np.stack([x[y == c].mean(0) for c in task_classes])  # (K, D), row k: task_classes[k]
@@ -55,8 +56,22 @@ def translated_rows(x: np.ndarray, y: np.ndarray, domain: int, means: ClassMeans
             source = np.full(count, position[c]) if c in position else rng.integers(0, len(task_classes), count)
             moved = x[_rows_from(rows_of, source, rng)] + (means.means[group] - own_mean[source])
             parts.append((moved, np.full(count, c), np.full(count, int(means.domains[group]))))
-    return Translated(unit_rows(np.concatenate([p[0] for p in parts]).astype(np.float32)),
+    return Translated(unit_rows(np.concatenate([p[0] for p in parts]).astype(np.float32, copy=False)),
                       np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]))  # fmt: skip
+
+
+def _cut(lacking: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
+    """(G,) `lacking` cut in proportion to sum to `limit` when it is more: floors, then one more row each for the
+    groups with the largest remainders (ties in a random order), so that the rows a cap allows are all made."""
+    total = int(lacking.sum())
+    if total <= limit:
+        return lacking
+    share = lacking * (limit / total)
+    out = np.floor(share).astype(np.int64)
+    order = rng.permutation(len(share))
+    order = order[np.argsort(-(share - out)[order], kind="stable")]
+    out[order[: limit - int(out.sum())]] += 1
+    return out
 
 
 def _rows_from(rows_of: list[np.ndarray], source: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -69,12 +84,12 @@ def _rows_from(rows_of: list[np.ndarray], source: np.ndarray, rng: np.random.Gen
 
 
 def for_task(x: np.ndarray, y: np.ndarray, domain: int, means: ClassMeans, replayed: tuple[np.ndarray, np.ndarray],
-             per_group: int, room: int | None, seed: int) -> Translated:  # fmt: skip
+             per_group: int, room: int | None, seed: int, domains: int) -> Translated:  # fmt: skip
     """The translated rows of one task: `replayed` the (classes, domains) of the memory rows it replays; `room` how
-    many more rows the RAM cap lets the pool hold (None: no cap)."""
+    many more rows the RAM cap lets the pool hold (None: no cap); `domains` how many domains the learner has."""
     limit = MAX_ROWS if room is None else min(MAX_ROWS, max(0, room))
     if per_group <= 0 or not limit or not len(means.counts):
         return Translated.none(x.shape[1])
     group = means.group_of(*replayed)
     have = np.bincount(group[group >= 0], minlength=len(means.counts))
-    return translated_rows(x, y, domain, means, have, per_group, limit, np.random.default_rng(seed))
+    return translated_rows(x, y, domain, means, have, per_group, limit, np.random.default_rng(seed), domains)

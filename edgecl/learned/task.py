@@ -12,6 +12,8 @@ from edgecl.learned.value import LearnedState, class_indices
 from edgecl.memory import ReplayMemory
 from edgecl.memory.groups import grouping
 
+TRANSLATION_SEED = 104_729  # keeps the translated rows' draws apart from the memory subsample's
+
 
 @dataclass(frozen=True)
 class Task:
@@ -49,10 +51,10 @@ def training_pool(state: LearnedState, task: Task, trains: np.ndarray, old: np.n
         old = np.sort(rng.choice(old, size=replay_rows, replace=False))
     stored = task.memory.samples(old)
     old_y, old_domains = class_indices(task.classes, stored), state.domain_indices(stored)
+    room = None if replay_rows is None else replay_rows - len(old)
+    seed = state.config.seed + len(state.tasks) + TRANSLATION_SEED
     made = translation.for_task(x, y, task.domain, state.class_means, (old_y, old_domains),
-                                state.config.prototypes.translated_replay,
-                                None if replay_rows is None else replay_rows - len(old),
-                                state.config.seed + len(state.tasks))  # fmt: skip
+                                state.config.prototypes.translated_replay, room, seed, len(state.domains))  # fmt: skip
     pool_y = np.concatenate([y, old_y, made.classes])
     pool_domains = np.concatenate([np.full(len(x), task.domain), old_domains, made.domains])
     return TrainData(np.concatenate([x, stored.embeddings, made.x]), pool_y,
