@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import results_file
+from headline import learn_cold
 
 from edgecl.datasets import DIGIT_CLASSES, FASHION_MNIST_CLASSES, fashion_mnist, mnist, write_pngs
 from edgecl.learned import scoring
@@ -74,17 +73,6 @@ def _tasks(stream: str, root: Path, seed: int) -> list[tuple[Path, str | None, d
     return out
 
 
-def _learn(task: Path, state: Path, domain: str | None, budget: str, method: str | None) -> float:
-    cmd = [sys.executable, "-m", "cli", "learn", "--task-dir", str(task), "--state-dir", str(state), "--json",
-           "--budget", budget, "--backbone", "bundled", *(["--domain", domain] if domain else []),
-           *(["--method", method] if method else [])]  # fmt: skip
-    start = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parents[1])
-    if out.returncode:
-        raise SystemExit(f"edgecl learn failed: {out.stderr.strip()}")
-    return time.perf_counter() - start
-
-
 def run(stream: str, method: str | None, seed: int, encoder: Any) -> dict[str, Any]:
     """One stream, one method, one seed: accuracy on all test images seen so far after each task."""
     budget = STREAMS[stream][0]
@@ -92,7 +80,7 @@ def run(stream: str, method: str | None, seed: int, encoder: Any) -> dict[str, A
         tasks, state, seen = _tasks(stream, Path(tmp), seed), Path(tmp) / "state", {}
         after, seconds = [], []
         for folder, domain, held in tasks:
-            seconds.append(_learn(folder, state, domain, budget, method))
+            seconds.append(learn_cold(folder, state, method, budget, domain))
             seen |= {key: encoder.encode_images(list(images), batch_size=64) for key, images in held.items()}
             learner = Learner.load_from(read_state(state).folder)
             x = np.concatenate(list(seen.values()))

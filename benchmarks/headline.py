@@ -47,9 +47,12 @@ def _folders(root: Path, seed: int) -> tuple[list[int], dict[str, Path], dict[in
     return order, tasks, held
 
 
-def _learn(task: Path, state: Path, method: str | None) -> float:
+def learn_cold(task: Path, state: Path, method: str | None, budget: str = "64KB", domain: str | None = None) -> float:
+    """Seconds of one cold `edgecl learn` process (bundled backbone); exits with its error if it fails. Also used by
+    benchmarks/cli_streams.py."""
     cmd = [sys.executable, "-m", "cli", "learn", "--task-dir", str(task), "--state-dir", str(state), "--json",
-           "--budget", "64KB", "--backbone", "bundled", *(["--method", method] if method else [])]  # fmt: skip
+           "--budget", budget, "--backbone", "bundled", *(["--domain", domain] if domain else []),
+           *(["--method", method] if method else [])]  # fmt: skip
     start = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parents[1])
     if out.returncode:
@@ -71,12 +74,12 @@ def run(method: str | None, seed: int, embed: object) -> dict[str, list[float]]:
         order, tasks, held = _folders(Path(tmp), seed)
         emb = {c: embed.encode_images(list(held[c]), batch_size=32) for c in order}  # type: ignore[attr-defined]
         state = Path(tmp) / "state"
-        _learn(tasks["base"], state, method)
+        learn_cold(tasks["base"], state, method)
         known = order[:BASE_CLASSES]
         new_acc, old_drop, seconds = [], [], []
         for i in range(NEW_CLASSES):
             before = _recall(state, emb, known)
-            seconds.append(_learn(tasks[f"new{i + 1}"], state, method))
+            seconds.append(learn_cold(tasks[f"new{i + 1}"], state, method))
             new = order[BASE_CLASSES + i]
             after = _recall(state, emb, [*known, new])
             new_acc.append(after[new])

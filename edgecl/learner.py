@@ -232,10 +232,11 @@ class Learner:
         domains = state.domains + ([task.domain_name] if task.domain == len(state.domains) else [])
         names = [{state.group_name(k, domains, task.classes): round(w, 4) for k, w in q.items()}
                  for q in result.class_weights]  # fmt: skip
-        made = int((data.ids[data.new_rows :] < 0).sum())  # translated rows (edgecl.learn.translation)
+        replayed = len(data.memory_rows)
         training = Training(result.seconds, result.epoch_loss, result.steps, names, batch=sizes.batch,
-                            replayed_rows=len(data.x) - data.new_rows - made, replay_rows_available=old.size,
-                            translated_rows=made, precision=self.runtime.train_precision,
+                            replayed_rows=replayed, replay_rows_available=old.size,
+                            translated_rows=len(data.x) - data.new_rows - replayed,
+                            precision=self.runtime.train_precision,
                             held_out_rows=int(held.sum()) if state.uses_prototypes else None)  # fmt: skip
         return _Fitted(training, heads, weight)
 
@@ -251,7 +252,7 @@ class Learner:
         earlier class (prototypes.validation_rows), with class means from the rows that trained (no peeking)."""
         x, y = task.x, task.y
         means = self.state.class_means.updated(x[~held], y[~held], task.domain)
-        stored = data.n_new + np.flatnonzero(data.ids[data.n_new :] >= 0)  # memory rows, not translated ones
+        stored = data.memory_rows  # not the translated rows: they were made from the class means that score them
         old = stored[validation_rows(data.y[stored])]
         val_x = np.concatenate([x[held], data.x[old]])
         val_y = np.concatenate([y[held], data.y[old]])

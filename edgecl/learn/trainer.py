@@ -72,6 +72,12 @@ class TrainData:
         """How many of the pool's rows are the task's new data."""
         return len(self.x) if self.n_new < 0 else self.n_new
 
+    @property
+    def memory_rows(self) -> np.ndarray:
+        """Pool indices of the replayed memory rows: after the new rows, those with a memory id (the rows translated
+        for earlier groups, edgecl.learn.translation, carry none: id < 0)."""
+        return self.new_rows + np.flatnonzero(self.ids[self.new_rows :] >= 0)
+
     def batches(self, batch_size: int, steps: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
         """`steps` batches of row indices. New rows are visited in reshuffled passes, up to half a batch at a
         time; with memory, each batch adds as many memory rows drawn uniformly (experience replay)."""
