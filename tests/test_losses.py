@@ -210,7 +210,7 @@ def test_factored_lora_similarities_equal_the_heads_output_times_the_texts(monke
     x = torch.nn.functional.normalize(torch.randn(50, 32), dim=-1)
     text = torch.nn.functional.normalize(torch.randn(20, 32), dim=-1)
     batch, cols = torch.tensor([3, 1, 40, 7]), torch.tensor([2, 5, 19])
-    factored = trainer._scorer(head, None, x, text, "fp32")(batch)
+    factored = trainer._scorer(head, None, x, text, "fp32", np.array([7, 3, 1, 12, 40, 3]))(batch)
     direct = S(head(x[batch]), text)
     for pick in (None, cols):
         a, b = factored.columns(pick), direct.columns(pick)

@@ -155,18 +155,19 @@ def _train(head: torch.nn.Module, text_head: torch.nn.Module | None, data: Train
     loss_fn = make_loss(cfg) if loss is None else loss
     x, y = torch.from_numpy(np.asarray(data.x, np.float32)), torch.from_numpy(data.y.astype(np.int64))  # no copy
     ids, text = torch.from_numpy(data.ids.astype(np.int64)), torch.from_numpy(data.text.astype(np.float32))
-    scorer = _scorer(head, text_head, x, text, cfg.runtime.train_precision)
+    steps = cfg.steps_for(data.new_rows)
+    batches = list(data.batches(cfg.runtime.train_batch, steps, rng))  # drawn first: the scorer needs their rows
+    scorer = _scorer(head, text_head, x, text, cfg.runtime.train_precision, np.concatenate(batches))
     groups = y if data.groups is None else torch.from_numpy(data.groups.astype(np.int64))
     only_task = METHODS[cfg.method].task_classes_only
     candidates = torch.from_numpy(data.task_classes.astype(np.int64)) if only_task else None
-    steps = cfg.steps_for(data.new_rows)
     span = math.ceil(steps / REPORT_POINTS)
     epoch_loss: list[float] = []
     weights: list[dict[int, float]] = []
     total, count, last, done = 0.0, 0, None, 0
     tick = max(1, steps // 100)  # how often progress is told
     head.train()
-    for step, rows in enumerate(data.batches(cfg.runtime.train_batch, steps, rng), 1):
+    for step, rows in enumerate(batches, 1):
         if len(rows) >= 2:
             last = _step(scorer, optimizer, scaler, loss_fn, (y, ids, candidates, groups), rows, cfg)
             total, count, done = total + float(last.per_sample.sum()), count + len(rows), done + 1
@@ -202,28 +203,53 @@ def _step(scorer: Callable[[torch.Tensor], Sims], optimizer: torch.optim.Optimiz
 
 
 def _scorer(head: torch.nn.Module, text_head: torch.nn.Module | None, x: torch.Tensor, text: torch.Tensor,
-            precision: str) -> Callable[[torch.Tensor], Sims]:  # fmt: skip
-    """How a step turns its batch (pool row indices) into the similarities its loss scores. A LoRA head over frozen
-    texts: factored (LoraSimilarities), over the frozen cosines x . text^T computed here once for the whole pool
-    when they fit FROZEN_TABLE_BYTES (else per batch, without gradient), so that a step's cost barely grows with
-    the classes learned. Otherwise (a text head, another module): the heads' outputs times the texts."""
+            precision: str, drawn: np.ndarray) -> Callable[[torch.Tensor], Sims]:  # fmt: skip
+    """How a step turns its batch (pool row indices, among `drawn`: every row the run's batches hold) into the
+    similarities its loss scores. A LoRA head over frozen texts: factored (LoraSimilarities), over the frozen cosines
+    x . text^T of the drawn rows computed here once when they fit FROZEN_TABLE_BYTES (else per batch, without
+    gradient), so that a step's cost barely grows with the classes learned. Otherwise (a text head, another
+    module): the heads' outputs times the texts."""
     factors = lora_factors(head) if text_head is None else None
     if factors is None:
         return lambda batch: Similarities(*_forward(head, text_head, x[batch], text, precision))
     lora = factors  # a name the closure below keeps as the narrowed type
+    text_t = text.T.contiguous()  # (D, C): B^T text^T reads it in the order a (r, D) x (D, C) product is fast
+    rows_of = _frozen_table_rows(drawn, len(x), len(text))
     with torch.no_grad():
-        table = x @ text.T if len(x) * len(text) * 4 <= FROZEN_TABLE_BYTES else None
+        table = None if rows_of is None else x[torch.from_numpy(rows_of.used)] @ text_t
 
     def similarities(batch: torch.Tensor) -> Sims:
         rows = x[batch]
         with torch.no_grad():
-            base = table[batch] if table is not None else rows @ text.T
-        return _lora_similarities(lora, rows, base, text, precision)
+            base = rows @ text_t if table is None else table[torch.from_numpy(rows_of.row(batch.numpy()))]
+        return _lora_similarities(lora, rows, base, text_t, precision)
 
     return similarities
 
 
-def _lora_similarities(factors: LoraFactors, e: torch.Tensor, base: torch.Tensor, text: torch.Tensor,
+@dataclass(frozen=True)
+class _TableRows:
+    used: np.ndarray  # (U,) the pool rows the frozen table holds, ascending
+    at: np.ndarray  # (N,) a pool row's row in the table (-1: not drawn)
+
+    def row(self, batch: np.ndarray) -> np.ndarray:
+        """The table rows of the pool rows `batch` (every one of them drawn)."""
+        at = self.at[batch]
+        assert (at >= 0).all(), "a batch row the frozen table does not hold"
+        return at
+
+
+def _frozen_table_rows(drawn: np.ndarray, n_rows: int, n_classes: int) -> _TableRows | None:
+    """Which pool rows the frozen table holds (those the batches draw), or None when they would not fit."""
+    used = np.unique(drawn)
+    if len(used) * n_classes * 4 > FROZEN_TABLE_BYTES:
+        return None
+    at = np.full(n_rows, -1, np.int64)
+    at[used] = np.arange(len(used))
+    return _TableRows(used, at)
+
+
+def _lora_similarities(factors: LoraFactors, e: torch.Tensor, base: torch.Tensor, text_t: torch.Tensor,
                        precision: str) -> LoraSimilarities:  # fmt: skip
     """The LoRA head's part of a batch's cosines (its output's norm and u = scale * dropout(e) A^T), under autocast
     for bf16/fp16 as the head's own forward runs, returned as fp32."""
@@ -231,7 +257,7 @@ def _lora_similarities(factors: LoraFactors, e: torch.Tensor, base: torch.Tensor
     with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         u = factors.scale * (factors.dropout(e) @ factors.a.T)  # (B, r)
         norm = torch.linalg.vector_norm(e + u @ factors.b.T, dim=1, keepdim=True)  # (B, 1)
-    return LoraSimilarities(base, u.float(), norm.float().clamp_min(1e-12), text, factors.b)
+    return LoraSimilarities(base, u.float(), norm.float().clamp_min(1e-12), text_t, factors.b)
 
 
 def _forward(head: torch.nn.Module, text_head: torch.nn.Module | None, x: torch.Tensor, text: torch.Tensor,
