@@ -226,7 +226,8 @@ class Learner:
             return _Fitted(None, None, state.prototype_weight)
         held = self._holdout(task.y)
         old = earlier_rows(task.memory, task.ids) if state.method.replay else np.zeros(0, np.int64)
-        data = training_pool(state, task, ~held, old, sizes.replay_rows)
+        pool = training_pool(state, task, ~held, old, sizes.replay_rows)
+        data = pool.data
         result, heads = self._train(data, sizes.batch, on_step, keep_ids=task.memory.ids)
         weight = self._measured_weight(task, held, data, heads) if held.any() else state.prototype_weight
         domains = state.domains + ([task.domain_name] if task.domain == len(state.domains) else [])
@@ -236,6 +237,7 @@ class Learner:
         training = Training(result.seconds, result.epoch_loss, result.steps, names, batch=sizes.batch,
                             replayed_rows=replayed, replay_rows_available=old.size,
                             translated_rows=len(data.x) - data.new_rows - replayed,
+                            translated_rows_available=pool.translated_available,
                             precision=self.runtime.train_precision,
                             held_out_rows=int(held.sum()) if state.uses_prototypes else None)  # fmt: skip
         return _Fitted(training, heads, weight)

@@ -22,6 +22,7 @@ class Training:
     replayed_rows: int  # memory rows decoded for replay
     replay_rows_available: int  # memory rows of earlier tasks that could have been
     translated_rows: int  # rows made for earlier groups from the task's own (edgecl.learn.translation)
+    translated_rows_available: int  # rows those groups lacked (more than translated_rows: the RAM cap cut them)
     precision: str  # the autocast precision the heads trained in (Runtime.train_precision)
     held_out_rows: int | None = None  # rows held out to measure the prototype weight (methods with prototypes)
 
@@ -60,6 +61,7 @@ class Batches:
     replayed_rows: int | None
     replay_rows_available: int | None
     translated_rows: int | None  # rows made for earlier groups from the task's own (edgecl.learn.translation)
+    translated_rows_available: int | None  # rows those groups lacked (more than translated_rows: the RAM cap cut them)
 
 
 @dataclass(frozen=True)

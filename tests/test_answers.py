@@ -318,3 +318,18 @@ def test_status_lists_the_domains_of_methods_without_memory(method: str, tmp_pat
         assert code == 0, err
     code, out, _ = invoke("status", "--json", "--state-dir", state)
     assert code == 0 and json.loads(out)["domains"] == ["studio", "street"]
+
+
+def test_status_says_the_unnamed_domain_beside_the_named_ones(tmp_path: Path, bundled_export: Path) -> None:
+    """A state that learned a task without --domain and then one with it: the status line names both, in the order
+    learned (the JSON's `domains` lists the named ones; each task carries its own `domain`)."""
+    task = write_task(tmp_path / "t", {"bag": 8, "coat": 4}, n=3)
+    state = str(tmp_path / "state")
+    for extra in ((), ("--domain", "night")):
+        code, _, err = invoke("learn", "--task-dir", str(task), *extra, "--method", "ncm", "--budget", "32KB",
+                              "--backbone", "bundled", "--state-dir", state)  # fmt: skip
+        assert code == 0, err
+    code, out, _ = invoke("status", "--state-dir", state)
+    assert code == 0 and "domains: (none: tasks without --domain), night\n" in out, out
+    code, out, _ = invoke("status", "--json", "--state-dir", state)
+    assert code == 0 and json.loads(out)["domains"] == ["night"]

@@ -108,7 +108,8 @@ def test_domain_incremental_and_subprocess_cold_path(state: Path, tmp_path: Path
     assert json.loads(out.stdout)["new_classes"] == []
     batches = json.loads(out.stdout)["batches"]  # coat and shirt upright replayed from their memory rows, topped up
     assert batches["replayed_rows"] == batches["replay_rows_available"] > 0
-    assert batches["translated_rows"] == 2 * TRANSLATED_REPLAY - batches["replayed_rows"]
+    assert batches["translated_rows"] == batches["translated_rows_available"] == 2 * TRANSLATED_REPLAY - batches[
+        "replayed_rows"]  # fmt: skip
     info = json.loads(edgecl("status", "--state-dir", str(state), "--json").stdout)
     assert info["domains"] == ["inverted"] and info["tasks"][1]["domain"] == "inverted"
     script = (f"import sys; from cli import main; sys.argv = ['edgecl', 'classify', {str(task / 'coat' / '0.png')!r}, "

@@ -122,6 +122,32 @@ def test_learner_replays_at_most_the_planned_rows_and_keeps_its_memory() -> None
     assert report.training.steps == 200  # the schedule's floor for 40 new rows, whatever batch the RAM cap allows
 
 
+def test_a_cap_with_room_for_the_memory_but_not_every_translated_row_is_reported_and_warned(
+        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """The RAM cap leaves room for every earlier memory row and 10 rows more: 10 translated rows are made, the
+    report says how many the earlier classes lacked, and `edgecl learn` warns about it in one line."""
+    from edgecl.cli.learning import warn_ram_limits
+    from edgecl.reports import Batches
+
+    rng = np.random.default_rng(2)
+    learner = _learner_with_memory(rng)
+    stored = learner.memory.stats().samples
+    text = {name: rng.standard_normal(32) for name in ("c", "d")}
+    x = rng.standard_normal((40, 32)).astype(np.float32)
+    report = learner.learn_embeddings(x, ["c", "d"] * 20, text=text,
+                                      sizes=TrainSizes(batch=8, replay_rows=stored + 10))  # fmt: skip
+    training = report.training
+    assert training.replayed_rows == training.replay_rows_available == stored
+    per_group = learner.config.prototypes.translated_replay
+    assert training.translated_rows == 10 and training.translated_rows_available == 2 * per_group - stored
+    warn_ram_limits(Batches({"limited_by_ram_cap": False}, 8, stored, stored, 10, training.translated_rows_available))
+    err = capsys.readouterr().err
+    assert err == (f"warning: the RAM cap let training make 10 of the {2 * per_group - stored} translated rows the "
+                   "earlier classes lacked; old classes may be forgotten faster\n")
+    unlimited = learner.learn_embeddings(x[:4], ["c", "d"] * 2, text=text)  # no plan: nothing cut
+    assert unlimited.training.translated_rows == unlimited.training.translated_rows_available > 0
+
+
 def test_learner_replays_everything_without_a_plan() -> None:
     rng = np.random.default_rng(1)
     learner = _learner_with_memory(rng)

@@ -90,7 +90,8 @@ def status(
     typer.echo(f"backbone {info.backbone}, device {info.device}, method {info.method}")
     typer.echo(f"classes ({len(info.classes)}): {', '.join(info.classes)}")
     if info.domains:
-        typer.echo(f"domains: {', '.join(info.domains)}")
+        in_order = dict.fromkeys(task.get("domain") or "" for task in info.tasks)  # learned order, unnamed too
+        typer.echo(f"domains: {', '.join(d or '(none: tasks without --domain)' for d in in_order)}")
     per_class = ", ".join(f"{k} {v}" for k, v in mem.per_class.items())
     used = f"{format_bytes(mem.bytes)} of {format_bytes(mem.budget_bytes)}"
     typer.echo(f"memory: {mem.samples} samples, {used} ({mem.codec}); per class: {per_class}")

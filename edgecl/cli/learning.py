@@ -132,6 +132,10 @@ def warn_ram_limits(batches: Batches) -> None:
         typer.echo(f"warning: the RAM cap let training replay {batches.replayed_rows} of "
                    f"{batches.replay_rows_available} memory samples; old classes may be forgotten faster",
                    err=True)  # fmt: skip
+    elif (batches.translated_rows or 0) < (batches.translated_rows_available or 0):
+        typer.echo(f"warning: the RAM cap let training make {batches.translated_rows} of the "
+                   f"{batches.translated_rows_available} translated rows the earlier classes lacked; old classes may "
+                   "be forgotten faster", err=True)  # fmt: skip
 
 
 @handles_errors

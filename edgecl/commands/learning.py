@@ -255,7 +255,8 @@ def _learn_report(learner: Any, meta: dict[str, Any], opts: LearnOptions, result
     batches = Batches(encode_plan.summary(), training.batch if training else None,
                       training.replayed_rows if training else None,
                       training.replay_rows_available if training else None,
-                      training.translated_rows if training else None)  # fmt: skip
+                      training.translated_rows if training else None,
+                      training.translated_rows_available if training else None)  # fmt: skip
     return LearnReport(
         classes=list(learner.classes), new_classes=result.new_classes, samples_stored=stats.samples,
         memory_bytes=stats.bytes, budget_bytes=stats.budget_bytes, codec=stats.codec, skipped=skipped,

@@ -20,16 +20,18 @@ MAX_ROWS = 4096  # translated rows per task, however many groups were learned: t
 
 @dataclass(frozen=True)
 class Translated:
-    """Rows made for earlier groups: x (M, D) f32 unit rows, classes (M,) and domains (M,) their group's."""
+    """Rows made for earlier groups: x (M, D) f32 unit rows, classes (M,) and domains (M,) their group's; `wanted`
+    how many the groups lacked (at most MAX_ROWS), M or more when the RAM cap's room cut them."""
 
     x: np.ndarray
     classes: np.ndarray
     domains: np.ndarray
+    wanted: int = 0
 
     @classmethod
-    def none(cls, dim: int) -> Translated:
+    def none(cls, dim: int, wanted: int = 0) -> Translated:
         empty = np.zeros(0, np.int64)
-        return cls(np.zeros((0, dim), np.float32), empty, empty)
+        return cls(np.zeros((0, dim), np.float32), empty, empty, wanted)
 
 
 def translated_rows(x: np.ndarray, y: np.ndarray, domain: int, means: ClassMeans, replayed: np.ndarray,
@@ -39,13 +41,14 @@ def translated_rows(x: np.ndarray, y: np.ndarray, domain: int, means: ClassMeans
     lacks to reach `per_group` beside the `replayed` (G,) memory rows it has, in all at most `limit` (each group's
     share cut in proportion, the rows left over by rounding down going to the largest remainders). A group's source
     rows are this task's rows of the same class (a known class in a new domain), else of classes of this task drawn
-    at random (a class learned in an earlier task)."""
+    at random (a class learned in an earlier task). The result's `wanted`: what the groups lacked before `limit`."""
     task_classes = np.unique(y)
-    own = (means.domains == domain) & np.isin(means.classes, task_classes)
-    targets = np.flatnonzero(~own & (means.domains < domains) & (means.counts > 0))
-    lacking = _cut(np.maximum(0, per_group - replayed[targets]), limit, rng)
+    targets = _targets(y, domain, means, domains)
+    lacking = np.maximum(0, per_group - replayed[targets])
+    wanted = min(MAX_ROWS, int(lacking.sum())) if len(x) else 0
+    lacking = _cut(lacking, limit, rng)
     if not len(x) or not lacking.sum():
-        return Translated.none(x.shape[1])
+        return Translated.none(x.shape[1], wanted)
     own_mean = np.stack([x[y == c].mean(0) for c in task_classes])  # (K, D), row k: task_classes[k]
     rows_of = [np.flatnonzero(y == c) for c in task_classes]
     position = {int(c): k for k, c in enumerate(task_classes)}
@@ -57,7 +60,14 @@ def translated_rows(x: np.ndarray, y: np.ndarray, domain: int, means: ClassMeans
             moved = x[_rows_from(rows_of, source, rng)] + (means.means[group] - own_mean[source])
             parts.append((moved, np.full(count, c), np.full(count, int(means.domains[group]))))
     return Translated(unit_rows(np.concatenate([p[0] for p in parts]).astype(np.float32, copy=False)),
-                      np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]))  # fmt: skip
+                      np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]), wanted)  # fmt: skip
+
+
+def _targets(y: np.ndarray, domain: int, means: ClassMeans, domains: int) -> np.ndarray:
+    """Indices of the groups of `means` that get rows: in one of the learner's `domains`, with images seen, not
+    brought by this task (its domain and one of its classes)."""
+    own = (means.domains == domain) & np.isin(means.classes, np.unique(y))
+    return np.flatnonzero(~own & (means.domains < domains) & (means.counts > 0))
 
 
 def _cut(lacking: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
@@ -88,7 +98,7 @@ def for_task(x: np.ndarray, y: np.ndarray, domain: int, means: ClassMeans, repla
     """The translated rows of one task: `replayed` the (classes, domains) of the memory rows it replays; `room` how
     many more rows the RAM cap lets the pool hold (None: no cap); `domains` how many domains the learner has."""
     limit = MAX_ROWS if room is None else min(MAX_ROWS, max(0, room))
-    if per_group <= 0 or not limit or not len(means.counts):
+    if per_group <= 0 or not len(means.counts):
         return Translated.none(x.shape[1])
     group = means.group_of(*replayed)
     have = np.bincount(group[group >= 0], minlength=len(means.counts))

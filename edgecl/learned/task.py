@@ -30,12 +30,22 @@ class Task:
     memory: ReplayMemory  # the memory with the task's rows added
 
 
+@dataclass(frozen=True)
+class TrainingPool:
+    """What a task trains on (an edgecl.learn.trainer.TrainData) and how many translated rows its earlier groups
+    lacked (edgecl.learn.translation; more than the pool holds when the RAM cap left no room for them all)."""
+
+    data: Any
+    translated_available: int = 0
+
+
 def earlier_rows(memory: ReplayMemory, new_ids: np.ndarray) -> np.ndarray:
     """Rows of `memory` stored by earlier tasks (not among this task's `new_ids`)."""
     return np.flatnonzero(~np.isin(memory.ids.astype(np.int64), new_ids))
 
 
-def training_pool(state: LearnedState, task: Task, trains: np.ndarray, old: np.ndarray, replay_rows: int | None) -> Any:
+def training_pool(state: LearnedState, task: Task, trains: np.ndarray, old: np.ndarray,
+                  replay_rows: int | None) -> TrainingPool:  # fmt: skip
     """The edgecl.learn.trainer.TrainData a task trains on: its rows `trains` (a mask; new rows train at full
     precision), then the memory rows `old` of earlier tasks (at most `replay_rows` of them, drawn at random, are
     decoded), then rows translated to the earlier groups from the task's own (edgecl.learn.translation: as many as
@@ -45,7 +55,8 @@ def training_pool(state: LearnedState, task: Task, trains: np.ndarray, old: np.n
     groups, task_classes = grouping(state.config.groups), np.unique(task.y)
     x, y, ids = task.x[trains], task.y[trains], task.ids[trains]
     if not state.method.replay:
-        return TrainData(x, y, ids, task.text, task_classes, groups=groups.keys(y, np.full(len(y), task.domain)))
+        return TrainingPool(TrainData(x, y, ids, task.text, task_classes,
+                                      groups=groups.keys(y, np.full(len(y), task.domain))))  # fmt: skip
     if replay_rows is not None and len(old) > replay_rows:
         rng = np.random.default_rng(state.config.seed + len(state.tasks))
         old = np.sort(rng.choice(old, size=replay_rows, replace=False))
@@ -57,6 +68,7 @@ def training_pool(state: LearnedState, task: Task, trains: np.ndarray, old: np.n
                                 state.config.prototypes.translated_replay, room, seed, len(state.domains))  # fmt: skip
     pool_y = np.concatenate([y, old_y, made.classes])
     pool_domains = np.concatenate([np.full(len(x), task.domain), old_domains, made.domains])
-    return TrainData(np.concatenate([x, stored.embeddings, made.x]), pool_y,
+    data = TrainData(np.concatenate([x, stored.embeddings, made.x]), pool_y,
                      np.concatenate([ids, stored.ids, np.full(len(made.x), -1)]), task.text, task_classes,
                      n_new=len(x), groups=groups.keys(pool_y, pool_domains))  # fmt: skip
+    return TrainingPool(data, made.wanted)
