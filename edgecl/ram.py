@@ -20,6 +20,10 @@ from edgecl.errors import EdgeclError
 HEADROOM = 0.95  # plan up to this share of the cap; the rest absorbs allocator slack and sampling misses
 PROBE_BATCH = 2  # first encode batch under a cap: small, so its measured cost can size the next ones
 MIN_TRAIN_BATCH = 2  # contrastive losses need two rows
+# under a cap that binds, replay rows are planned first beside a batch of this many rows (or the profile's, if
+# smaller); the batch then grows into what is left: replay is what keeps earlier classes, a row of a batch costs
+# about as much as 8 replayed rows
+REPLAY_FIRST_BATCH = 32
 SAMPLE_INTERVAL_S = 0.002
 # Training memory per row of a batch, in f32 values: head input/LoRA/output/normalised activations and their
 # gradients (~16 per dimension) plus logits, softmax and their gradients over the classes (~8 per class).
@@ -224,16 +228,21 @@ def train_row_bytes(dim: int, n_classes: int) -> int:
     return 4 * (TRAIN_FLOATS_PER_DIM * dim + TRAIN_FLOATS_PER_CLASS * max(1, n_classes))
 
 
-def plan_training(cap_bytes: int | None, max_batch: int, dim: int, n_classes: int, n_new: int) -> TrainSizes:
-    """Size training for what the process holds now (call it once torch and both towers are loaded)."""
+def plan_training(cap_bytes: int | None, max_batch: int, dim: int, n_classes: int, n_new: int,
+                  n_replay: int = 0) -> TrainSizes:  # fmt: skip
+    """Size training for what the process holds now (call it once torch and both towers are loaded): `n_replay`
+    the rows the task would replay (earlier memory rows and translated ones) get room first, beside a batch of
+    REPLAY_FIRST_BATCH rows; the batch (up to max_batch) takes what is left, and replay_rows what is left after it."""
     if cap_bytes is None:
         return TrainSizes(max_batch, None)
     release_free_memory()
     pool_row = 4 * (dim + n_classes)  # the pool copies the task's embeddings; each pool row's frozen text cosines
     held = rss_bytes() + n_new * pool_row
-    row = train_row_bytes(dim, n_classes)
-    batch = max(MIN_TRAIN_BATCH, fit_batch(cap_bytes, held, row, max_batch))
-    room = cap_bytes * HEADROOM - held - batch * row
-    if room <= 0:
-        raise cap_error(cap_bytes, (held + batch * row) / HEADROOM, "training this task")
-    return TrainSizes(batch, int(room // (REPLAY_COPIES * 4 * dim + 4 * n_classes)))
+    row, replay_row = train_row_bytes(dim, n_classes), REPLAY_COPIES * 4 * dim + 4 * n_classes
+    room = cap_bytes * HEADROOM - held
+    first = max(MIN_TRAIN_BATCH, min(max_batch, REPLAY_FIRST_BATCH, int(room // row)))
+    if room - first * row <= 0:
+        raise cap_error(cap_bytes, (held + first * row) / HEADROOM, "training this task")
+    reserved = min(n_replay, int((room - first * row) // replay_row)) * replay_row
+    batch = max(first, min(max_batch, int((room - reserved) // row)))
+    return TrainSizes(batch, int((room - batch * row) // replay_row))

@@ -210,7 +210,8 @@ def test_factored_lora_similarities_equal_the_heads_output_times_the_texts(monke
     x = torch.nn.functional.normalize(torch.randn(50, 32), dim=-1)
     text = torch.nn.functional.normalize(torch.randn(20, 32), dim=-1)
     batch, cols = torch.tensor([3, 1, 40, 7]), torch.tensor([2, 5, 19])
-    factored = trainer._scorer(head, None, x, text, "fp32", np.array([7, 3, 1, 12, 40, 3]))(batch)
+    drawn = np.isin(np.arange(50), [7, 3, 1, 12, 40])  # the rows a run draws: the batch among them
+    factored = trainer._scorer(head, None, x, text, "fp32", drawn)(batch)
     direct = S(head(x[batch]), text)
     for pick in (None, cols):
         a, b = factored.columns(pick), direct.columns(pick)
@@ -218,3 +219,32 @@ def test_factored_lora_similarities_equal_the_heads_output_times_the_texts(monke
         grads = [torch.autograd.grad(v.square().sum(), [factors.a, factors.b], retain_graph=True) for v in (a, b)]
         for ga, gb in zip(*grads, strict=True):
             torch.testing.assert_close(ga, gb, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["er_cb", "gcl"])
+def test_a_run_over_the_frozen_table_trains_the_head_as_one_scored_batch_by_batch(monkeypatch: pytest.MonkeyPatch,
+                                                                                 method: str) -> None:  # fmt: skip
+    """The frozen cosine table holds the rows the run's batches draw (drawn ahead from a second generator on the
+    run's seed, edgecl.learn.trainer.drawn_rows): a whole run over it, replayed memory included, ends with the same
+    head as one that scores every batch afresh (FROZEN_TABLE_BYTES 0)."""
+    from dataclasses import replace
+
+    from edgecl.learn import trainer
+    from edgecl.learn.adapters import AdapterConfig, lora_factors, lora_head
+    from edgecl.learn.configs import TrainSchedule
+    from edgecl.runtime import Runtime
+
+    data = replace(trainer.synthetic_data(300, 32, 6, seed=3), n_new=40)  # 40 new rows, 260 replayed
+    cfg = trainer.TrainConfig(method=method, schedule=TrainSchedule(min_steps=25, max_steps=25),
+                              runtime=Runtime(train_batch=16), seed=5)  # fmt: skip
+    drawn = trainer.drawn_rows(data, 16, 25, 5)
+    assert 40 < drawn.sum() < 300  # every new row and some of the memory: the table holds part of the pool
+    heads = []
+    for table_bytes in (64 << 20, 0):
+        monkeypatch.setattr(trainer, "FROZEN_TABLE_BYTES", table_bytes)
+        head = lora_head(32, AdapterConfig(rank=4))
+        assert trainer.train(head, None, data, cfg).steps == 25
+        heads.append(lora_factors(head))
+    for a, b in ((heads[0].a, heads[1].a), (heads[0].b, heads[1].b)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert heads[0].b.abs().sum() > 0  # it learned something

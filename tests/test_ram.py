@@ -14,6 +14,7 @@ from edgecl.memory import MemoryConfig
 from edgecl.ram import (
     HEADROOM,
     PROBE_BATCH,
+    REPLAY_FIRST_BATCH,
     BatchPlan,
     PeakRss,
     RamCapError,
@@ -94,6 +95,9 @@ def test_plan_training_limits_batch_and_replay_rows() -> None:
     assert roomy.batch == 256 and roomy.replay_rows is not None and roomy.replay_rows > 100_000
     tight = plan_training(int((held + 100 * dim * 4 + 4 * MIB) / HEADROOM), 256, dim, classes, 100)  # ~4 MiB left
     assert 2 <= tight.batch < 256 and tight.replay_rows is not None and tight.replay_rows < roomy.replay_rows
+    replaying = plan_training(int((held + 100 * dim * 4 + 4 * MIB) / HEADROOM), 256, dim, classes, 100, n_replay=500)
+    assert replaying.replay_rows is not None and replaying.replay_rows >= 500  # replay first, the batch smaller
+    assert REPLAY_FIRST_BATCH <= replaying.batch < tight.batch
     with pytest.raises(RamCapError, match="training this task"):
         plan_training(held // 2, 256, dim, classes, 100)
     assert train_row_bytes(dim, classes) == 4 * (16 * dim + 8 * classes)

@@ -80,6 +80,7 @@ def learn(task_dir: TaskDir, budget: Budget = None, state_dir: StateDir = None, 
         report = run_learn(opts, bar, wait_message)
     if as_json:
         print_json(report.to_json())
+        warn_ram_limits(report.batches)  # on stderr, as the plain report says them
     else:
         echo_learned(report)
 
@@ -109,7 +110,7 @@ def echo_learned(report: LearnReport) -> None:
     echo_validation(report.validation)
     for item in report.skipped:
         typer.echo(f"skipped {item['path']}: {item['reason']}", err=True)
-    warn_ram_limits(report.batches)
+    warn_ram_limits(report.batches)  # last, on stderr
 
 
 def echo_validation(validation: dict[str, Any] | None) -> None:
@@ -123,19 +124,21 @@ def echo_validation(validation: dict[str, Any] | None) -> None:
 
 
 def warn_ram_limits(batches: Batches) -> None:
-    """Say when the profile's RAM cap shrank what learning did."""
+    """Say on stderr when the profile's RAM cap shrank what learning did: the encode batches (a note), the rows
+    replayed for earlier classes (one warning line naming each cut: memory rows, translated rows)."""
     encode = batches.encode
     if encode["limited_by_ram_cap"]:
         typer.echo(f"note: encoded in batches of up to {max(encode['sizes_used'])} (profile: {encode['max']}) "
                    "to stay under the RAM cap", err=True)  # fmt: skip
+    cuts = []
     if (batches.replayed_rows or 0) < (batches.replay_rows_available or 0):
-        typer.echo(f"warning: the RAM cap let training replay {batches.replayed_rows} of "
-                   f"{batches.replay_rows_available} memory samples; old classes may be forgotten faster",
+        cuts.append(f"replay {batches.replayed_rows} of {batches.replay_rows_available} memory samples")
+    if (batches.translated_rows or 0) < (batches.translated_rows_available or 0):
+        cuts.append(f"make {batches.translated_rows} of the {batches.translated_rows_available} translated rows the "
+                    "earlier classes lacked")
+    if cuts:
+        typer.echo(f"warning: the RAM cap let training {' and '.join(cuts)}; old classes may be forgotten faster",
                    err=True)  # fmt: skip
-    elif (batches.translated_rows or 0) < (batches.translated_rows_available or 0):
-        typer.echo(f"warning: the RAM cap let training make {batches.translated_rows} of the "
-                   f"{batches.translated_rows_available} translated rows the earlier classes lacked; old classes may "
-                   "be forgotten faster", err=True)  # fmt: skip
 
 
 @handles_errors

@@ -87,7 +87,19 @@ def plan_training(learner: Any, labels: list[str], host: int) -> TrainSizes | No
     if not learner.trains:
         return None
     classes = set(learner.classes) | set(labels)
-    return plan_training(_ram_cap(learner, host), learner.runtime.train_batch, learner.dim, len(classes), len(labels))
+    return plan_training(_ram_cap(learner, host), learner.runtime.train_batch, learner.dim, len(classes), len(labels),
+                         _replay_wanted(learner))  # fmt: skip
+
+
+def _replay_wanted(learner: Any) -> int:
+    """At most how many rows a learn replays: every stored memory row and the translated rows the earlier groups
+    could get (edgecl.learn.translation; an upper bound: a group's own memory rows lower what it gets)."""
+    from edgecl.learn.translation import MAX_ROWS
+
+    if not learner.method.replay:
+        return 0
+    groups = len(learner.state.class_means.counts)
+    return len(learner.memory.ids) + min(MAX_ROWS, learner.config.prototypes.translated_replay * groups)
 
 
 def _ram_cap(learner: Any, host: int) -> int | None:

@@ -25,9 +25,10 @@ TRAINED_METHODS = tuple(name for name, method in METHODS.items() if method.train
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 assert tuple(AUTOCAST_DTYPES) == PRECISIONS
 DIVERGENCE_FACTOR = 1e3  # an epoch loss this many times the first one means training diverged
-# the frozen cosines of every pool row to every class text are computed once per run up to this size (the RAM cap's
-# planning counts them, edgecl.ram.plan_training); beyond it, each step computes its batch's rows
+# the frozen cosines of the pool rows a run's batches draw to every class text are computed once per run up to this
+# size (the RAM cap's planning counts them, edgecl.ram.plan_training); beyond it, each step computes its batch's rows
 FROZEN_TABLE_BYTES = 64 << 20
+TABLE_CHUNK_ROWS = 1024  # the table is filled this many rows at a time (a gathered chunk of rows is all it copies)
 
 
 class TrainingDivergedError(EdgeclError):
@@ -156,8 +157,8 @@ def _train(head: torch.nn.Module, text_head: torch.nn.Module | None, data: Train
     x, y = torch.from_numpy(np.asarray(data.x, np.float32)), torch.from_numpy(data.y.astype(np.int64))  # no copy
     ids, text = torch.from_numpy(data.ids.astype(np.int64)), torch.from_numpy(data.text.astype(np.float32))
     steps = cfg.steps_for(data.new_rows)
-    batches = list(data.batches(cfg.runtime.train_batch, steps, rng))  # drawn first: the scorer needs their rows
-    scorer = _scorer(head, text_head, x, text, cfg.runtime.train_precision, np.concatenate(batches))
+    drawn = drawn_rows(data, cfg.runtime.train_batch, steps, cfg.seed)
+    scorer = _scorer(head, text_head, x, text, cfg.runtime.train_precision, drawn)
     groups = y if data.groups is None else torch.from_numpy(data.groups.astype(np.int64))
     only_task = METHODS[cfg.method].task_classes_only
     candidates = torch.from_numpy(data.task_classes.astype(np.int64)) if only_task else None
@@ -167,7 +168,7 @@ def _train(head: torch.nn.Module, text_head: torch.nn.Module | None, data: Train
     total, count, last, done = 0.0, 0, None, 0
     tick = max(1, steps // 100)  # how often progress is told
     head.train()
-    for step, rows in enumerate(batches, 1):
+    for step, rows in enumerate(data.batches(cfg.runtime.train_batch, steps, rng), 1):
         if len(rows) >= 2:
             last = _step(scorer, optimizer, scaler, loss_fn, (y, ids, candidates, groups), rows, cfg)
             total, count, done = total + float(last.per_sample.sum()), count + len(rows), done + 1
@@ -202,10 +203,19 @@ def _step(scorer: Callable[[torch.Tensor], Sims], optimizer: torch.optim.Optimiz
     return out
 
 
+def drawn_rows(data: TrainData, batch_size: int, steps: int, seed: int) -> np.ndarray:
+    """(N,) bool: the pool rows a run's batches will draw, from a second generator on the run's seed (the batches
+    are drawn again, one at a time, as the run goes: memory stays O(N) however many steps)."""
+    drawn = np.zeros(len(data.x), bool)
+    for rows in data.batches(batch_size, steps, np.random.default_rng(seed)):
+        drawn[rows] = True
+    return drawn
+
+
 def _scorer(head: torch.nn.Module, text_head: torch.nn.Module | None, x: torch.Tensor, text: torch.Tensor,
             precision: str, drawn: np.ndarray) -> Callable[[torch.Tensor], Sims]:  # fmt: skip
-    """How a step turns its batch (pool row indices, among `drawn`: every row the run's batches hold) into the
-    similarities its loss scores. A LoRA head over frozen texts: factored (LoraSimilarities), over the frozen cosines
+    """How a step turns its batch (pool row indices, among the rows `drawn`, (N,) bool) into the similarities its
+    loss scores. A LoRA head over frozen texts: factored (LoraSimilarities), over the frozen cosines
     x . text^T of the drawn rows computed here once when they fit FROZEN_TABLE_BYTES (else per batch, without
     gradient), so that a step's cost barely grows with the classes learned. Otherwise (a text head, another
     module): the heads' outputs times the texts."""
@@ -214,9 +224,8 @@ def _scorer(head: torch.nn.Module, text_head: torch.nn.Module | None, x: torch.T
         return lambda batch: Similarities(*_forward(head, text_head, x[batch], text, precision))
     lora = factors  # a name the closure below keeps as the narrowed type
     text_t = text.T.contiguous()  # (D, C): B^T text^T reads it in the order a (r, D) x (D, C) product is fast
-    rows_of = _frozen_table_rows(drawn, len(x), len(text))
-    with torch.no_grad():
-        table = None if rows_of is None else x[torch.from_numpy(rows_of.used)] @ text_t
+    rows_of = _frozen_table_rows(drawn, len(text))
+    table = None if rows_of is None else _frozen_table(x, text_t, rows_of.used)
 
     def similarities(batch: torch.Tensor) -> Sims:
         rows = x[batch]
@@ -235,18 +244,29 @@ class _TableRows:
     def row(self, batch: np.ndarray) -> np.ndarray:
         """The table rows of the pool rows `batch` (every one of them drawn)."""
         at = self.at[batch]
-        assert (at >= 0).all(), "a batch row the frozen table does not hold"
+        if (at < 0).any():
+            raise RuntimeError("internal error: a batch row the frozen cosine table does not hold")
         return at
 
 
-def _frozen_table_rows(drawn: np.ndarray, n_rows: int, n_classes: int) -> _TableRows | None:
-    """Which pool rows the frozen table holds (those the batches draw), or None when they would not fit."""
-    used = np.unique(drawn)
+def _frozen_table_rows(drawn: np.ndarray, n_classes: int) -> _TableRows | None:
+    """Which pool rows the frozen table holds (those drawn), or None when they would not fit FROZEN_TABLE_BYTES."""
+    used = np.flatnonzero(drawn)
     if len(used) * n_classes * 4 > FROZEN_TABLE_BYTES:
         return None
-    at = np.full(n_rows, -1, np.int64)
-    at[used] = np.arange(len(used))
+    at = np.cumsum(drawn) - 1
+    at[~drawn] = -1
     return _TableRows(used, at)
+
+
+def _frozen_table(x: torch.Tensor, text_t: torch.Tensor, used: np.ndarray) -> torch.Tensor:
+    """(U, C) x[used] . text^T, filled TABLE_CHUNK_ROWS rows at a time (no gathered copy of every row)."""
+    table = torch.empty((len(used), text_t.shape[1]), dtype=x.dtype)
+    with torch.no_grad():
+        for first in range(0, len(used), TABLE_CHUNK_ROWS):
+            rows = torch.from_numpy(used[first : first + TABLE_CHUNK_ROWS])
+            torch.matmul(x[rows], text_t, out=table[first : first + len(rows)])
+    return table
 
 
 def _lora_similarities(factors: LoraFactors, e: torch.Tensor, base: torch.Tensor, text_t: torch.Tensor,
