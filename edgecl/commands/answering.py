@@ -30,7 +30,7 @@ def classify(images: Sequence[str], state_dir: str | None = None, top_k: int = 5
     paths, missing = collect_images(list(images))
     results, skipped = answer_files(learner, paths, top_k, labels, threshold, progress=progress)
     if not results:
-        raise EdgeclError(f"no readable image among {len(paths)} given ({skipped[0]['reason']})")
+        raise EdgeclError(f"no readable image among {len(paths)} given: {skipped[0]['reason']}")
     return results, missing + skipped
 
 
