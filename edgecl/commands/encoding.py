@@ -94,12 +94,12 @@ def plan_training(learner: Any, labels: list[str], host: int) -> TrainSizes | No
 def _replay_wanted(learner: Any) -> int:
     """At most how many rows a learn replays: every stored memory row and the translated rows the earlier groups
     could get (edgecl.learn.translation; an upper bound: a group's own memory rows lower what it gets)."""
-    from edgecl.learn.translation import MAX_ROWS
+    from edgecl.learn.translation import most_rows
 
     if not learner.method.replay:
         return 0
-    groups = len(learner.state.class_means.counts)
-    return len(learner.memory.ids) + min(MAX_ROWS, learner.config.prototypes.translated_replay * groups)
+    per_group = learner.config.prototypes.translated_replay
+    return len(learner.memory.ids) + most_rows(learner.state.class_means, per_group, len(learner.domains))
 
 
 def _ram_cap(learner: Any, host: int) -> int | None:

@@ -43,7 +43,7 @@ def translated_rows(x: np.ndarray, y: np.ndarray, domain: int, means: ClassMeans
     rows are this task's rows of the same class (a known class in a new domain), else of classes of this task drawn
     at random (a class learned in an earlier task). The result's `wanted`: what the groups lacked before `limit`."""
     task_classes = np.unique(y)
-    targets = _targets(y, domain, means, domains)
+    targets = _targets(task_classes, domain, means, domains)
     lacking = np.maximum(0, per_group - replayed[targets])
     wanted = min(MAX_ROWS, int(lacking.sum())) if len(x) else 0
     lacking = _cut(lacking, limit, rng)
@@ -63,11 +63,22 @@ def translated_rows(x: np.ndarray, y: np.ndarray, domain: int, means: ClassMeans
                       np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]), wanted)  # fmt: skip
 
 
-def _targets(y: np.ndarray, domain: int, means: ClassMeans, domains: int) -> np.ndarray:
-    """Indices of the groups of `means` that get rows: in one of the learner's `domains`, with images seen, not
-    brought by this task (its domain and one of its classes)."""
-    own = (means.domains == domain) & np.isin(means.classes, np.unique(y))
-    return np.flatnonzero(~own & (means.domains < domains) & (means.counts > 0))
+def _targets(task_classes: np.ndarray, domain: int, means: ClassMeans, domains: int) -> np.ndarray:
+    """Indices of the groups of `means` that get rows: the learner's own (_learned_groups), except those this task
+    brings (its domain and one of its `task_classes`)."""
+    own = (means.domains == domain) & np.isin(means.classes, task_classes)
+    return np.flatnonzero(~own & _learned_groups(means, domains))
+
+
+def _learned_groups(means: ClassMeans, domains: int) -> np.ndarray:
+    """(G,) bool: the groups in one of the learner's `domains` (not the fleet's means) with images seen."""
+    return (means.domains < domains) & (means.counts > 0)
+
+
+def most_rows(means: ClassMeans, per_group: int, domains: int) -> int:
+    """At most how many rows a task's translation makes (before its own groups and memory rows lower it): what the
+    RAM plan reserves room for (edgecl.ram.plan_training)."""
+    return min(MAX_ROWS, max(0, per_group) * int(_learned_groups(means, domains).sum()))
 
 
 def _cut(lacking: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
